@@ -1,0 +1,52 @@
+# treeserve: two set-up commands, `make demo` and `make test`. Each creates or refreshes the
+# virtual environments it needs; a stamp keyed on the requirement files makes a second run a no-op.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+TVENV := .venv-triton
+APP_STAMP := $(VENV)/.stamp-$(shell cat requirements/app.lock pyproject.toml 2>/dev/null | sha256sum | cut -c1-16)
+TRITON_STAMP := $(TVENV)/.stamp-$(shell cat requirements/triton.lock 2>/dev/null | sha256sum | cut -c1-16)
+BIN := $(VENV)/bin
+export OMP_NUM_THREADS ?= 1
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: venv venv-triton demo test test-unit test-integration lint bench clean
+
+venv: $(APP_STAMP)
+venv-triton: $(TRITON_STAMP)
+
+$(APP_STAMP): requirements/app.lock pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip==24.3.1
+	$(BIN)/python -m pip install -q -r requirements/app.lock
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
+	@rm -f $(VENV)/.stamp-*; touch $@
+
+$(TRITON_STAMP): requirements/triton.lock
+	@test -x $(TVENV)/bin/python || $(PYTHON) -m venv $(TVENV)
+	$(TVENV)/bin/python -m pip install -q --upgrade pip==24.3.1
+	$(TVENV)/bin/python -m pip install -q -r requirements/triton.lock
+	@rm -f $(TVENV)/.stamp-*; touch $@
+
+demo: venv venv-triton
+	$(BIN)/treeserve demo
+
+test: venv venv-triton
+	$(BIN)/python -m pytest tests -x -q
+
+test-unit: venv
+	$(BIN)/python -m pytest tests/unit -q
+
+test-integration: venv venv-triton
+	$(BIN)/python -m pytest tests/integration -q
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy treeserve exporter gateway training drift loadtest
+
+bench: venv venv-triton
+	$(BIN)/python -m loadtest.bench
+
+clean:
+	rm -rf var reports model_repository/*/ .pytest_cache .mypy_cache .ruff_cache

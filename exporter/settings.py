@@ -1,0 +1,83 @@
+"""Settings of the exporter, the local Triton launcher and the promotion sync."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ExporterSettings(BaseModel):
+    """How a registered version becomes a Triton model version."""
+
+    model_config = ConfigDict(frozen=True)
+
+    repository: Path = Path("model_repository")
+    """Triton model repository the exporter writes."""
+    flavor: Literal["python-ort", "onnxruntime", "fil"] = "python-ort"
+    """Which Triton flavour to render: python-ort (local), onnxruntime (NGC CPU), fil (NGC GPU)."""
+    max_batch_size: int = Field(default=1024, ge=1)
+    """Largest batch Triton accepts in one request/execution."""
+    max_queue_delay_us: int = Field(default=200, ge=0)
+    """Dynamic batching queue delay."""
+    dynamic_batching: bool = True
+    """Turn Triton's dynamic batcher on."""
+    instance_count: int = Field(default=1, ge=1)
+    """Model instances per Triton server."""
+    instance_kind: Literal["KIND_CPU", "KIND_GPU", "KIND_AUTO"] = "KIND_CPU"
+    """Where instances run."""
+    ort_intra_op_threads: int = Field(default=1, ge=0)
+    """ONNX Runtime intra-op threads per instance (0 = ORT default)."""
+    ort_inter_op_threads: int = Field(default=1, ge=0)
+    """ONNX Runtime inter-op threads per instance."""
+    proba_atol: float = 1e-5
+    """Parity tolerance for probabilities (absolute)."""
+    regression_rtol: float = 1e-5
+    """Parity tolerance for regression outputs, relative to the output scale (max |y|, at least 1)."""
+    parity_rows: int = Field(default=512, ge=16)
+    """Rows of the reference sample used for parity (NaN rows are added)."""
+
+
+class TritonServerSettings(BaseModel):
+    """The local Triton server (``treeserve triton start``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    venv: Path = Path(".venv-triton")
+    """Virtual environment with nvidia-pytriton (tritonserver + python backend)."""
+    host: str = "127.0.0.1"
+    """Address Triton binds and clients use."""
+    http_port: int = 8000
+    grpc_port: int = 8001
+    metrics_port: int = 8002
+    run_dir: Path = Path("var/triton")
+    """PID file, log file and the copied backends live here."""
+    startup_timeout_s: float = 60.0
+    """How long `start` waits for readiness."""
+    load_timeout_s: float = 60.0
+    """How long a model load may take."""
+
+
+class SyncSettings(BaseModel):
+    """The promotion-driven repository sync."""
+
+    model_config = ConfigDict(frozen=True)
+
+    models: list[str] = Field(default_factory=lambda: ["churn-prediction"])
+    """Registered models the sync keeps in Triton."""
+    keep_champions: int = Field(default=2, ge=0)
+    """Previous champions kept loaded for instant rollback."""
+    poll_interval_s: float = 30.0
+    """Reconcile at least this often (covers lost webhooks)."""
+    webhook_host: str = "127.0.0.1"
+    webhook_port: int = 8070
+    """Where the webhook receiver and /metrics listen."""
+    webhook_secret: str = ""
+    """Shared HMAC secret for MLflow webhooks (empty: webhooks refused)."""
+    webhook_max_age_s: float = 300.0
+    """Deliveries older than this are rejected as stale."""
+    status_file: Path = Path("var/sync/status.json")
+    """Written after every pass; read by `treeserve sync status` and the gateway."""
+    lock_file: Path = Path("var/sync/sync.lock")
+    """One sync at a time."""

@@ -1,0 +1,1 @@
+"""treeserve training."""

@@ -1,0 +1,42 @@
+"""The ``treeserve`` command: thin typer front-ends, one per package, registered here.
+
+Each package exposes ``register(app)`` in its ``cli`` module and imports heavy libraries inside
+the command functions, so ``treeserve --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+app = typer.Typer(
+    name="treeserve",
+    help="Triton-backed serving stack for XGBoost models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+_PACKAGES = ("training", "exporter", "gateway", "loadtest", "drift", "treeserve.demo")
+
+for _name in _PACKAGES:
+    _module = importlib.import_module(f"{_name}.cli" if "." not in _name else _name)
+    _module.register(app)
+
+
+@app.command("version")
+def version() -> None:
+    """Print the treeserve version."""
+    from treeserve import __version__
+
+    typer.echo(__version__)
+
+
+def main() -> None:
+    """Entry point of the ``treeserve`` console script."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""What every CLI command shares: settings built once, errors mapped to one line and exit 1."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+
+from treeserve.errors import TreeserveError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_settings: Any = None
+
+
+def settings() -> Any:
+    """The process' settings, built once from the environment (treeserve.settings.Settings)."""
+    global _settings
+    if _settings is None:
+        from treeserve.settings import load_settings
+
+        _settings = load_settings()
+        logging.basicConfig(
+            level=_settings.log_level.upper(),
+            format="%(asctime)s %(levelname)s %(name)s %(message)s",
+            stream=sys.stderr,
+        )
+    return _settings
+
+
+def fail(message: str, code: int = 1) -> None:
+    """Print one line to stderr and exit with ``code``."""
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def command(fn: F) -> F:
+    """Wrap a CLI command: TreeserveError -> one-line message + its exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except TreeserveError as e:
+            fail(str(e), e.exit_code)
+        except KeyboardInterrupt:
+            fail("interrupted", 130)
+
+    return wrapper  # type: ignore[return-value]

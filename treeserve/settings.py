@@ -1,0 +1,155 @@
+"""One settings tree for every treeserve service, read from the environment.
+
+Environment variables use the prefix ``TREESERVE_`` and ``__`` between levels, e.g.
+``TREESERVE_FEAST__ONLINE_STORE=redis`` or ``TREESERVE_GATEWAY__TRITON__GRPC_URL=127.0.0.1:8001``.
+The standard ``MLFLOW_TRACKING_URI`` is honoured when set. Settings are built once at an entry
+point (``load_settings``) and passed down; nothing deep inside reads the environment.
+
+Relative paths are resolved against ``home`` (``TREESERVE_HOME``, default: the working directory).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from drift.settings import DriftSettings
+from exporter.settings import ExporterSettings, SyncSettings, TritonServerSettings
+from gateway.settings import GatewaySettings
+from loadtest.settings import LoadtestSettings
+from treeserve.errors import ConfigError
+
+
+class MlflowSettings(BaseModel):
+    """Where the MLflow tracking server and model registry live."""
+
+    model_config = ConfigDict(frozen=True)
+
+    tracking_uri: str = ""
+    """Tracking/registry URI. Empty: ``sqlite:///<home>/var/mlflow/mlflow.db``. ``MLFLOW_TRACKING_URI`` wins."""
+    artifact_root: str = ""
+    """Artifact location for new experiments. Empty: ``<home>/var/mlflow/artifacts``."""
+    experiment: str = "churn-training"
+    """Experiment that training runs are logged to."""
+    model_name: str = "churn-prediction"
+    """Registered model the demo trains, serves and monitors."""
+
+
+class FeastSettings(BaseModel):
+    """The Feast repository and its stores."""
+
+    model_config = ConfigDict(frozen=True)
+
+    repo_path: Path = Path("feature_repo")
+    """Folder with the Feast definitions (no side effects on import)."""
+    project: str = "treeserve"
+    """Feast project name."""
+    feature_service: str = "churn_model"
+    """FeatureService that defines the model's input features in order."""
+    online_store: Literal["sqlite", "redis"] = "sqlite"
+    """Online store type. Production: redis."""
+    sqlite_path: Path = Path("var/feast/online.db")
+    """SQLite online store file (online_store=sqlite)."""
+    redis_connection_string: str = "127.0.0.1:6379"
+    """Feast Redis connection string (online_store=redis), e.g. ``127.0.0.1:6379,db=0``."""
+    redis_key_ttl_s: int | None = None
+    """Optional TTL for online rows in Redis."""
+    registry_uri: str = ""
+    """SQL registry URI. Empty: ``sqlite:///<home>/var/feast/registry.db``. PostgreSQL: ``postgresql+psycopg2://…``."""
+    registry_cache_ttl_s: int = 60
+    """How long a FeatureStore trusts its cached registry."""
+
+
+class DataSettings(BaseModel):
+    """The demo data set."""
+
+    model_config = ConfigDict(frozen=True)
+
+    data_dir: Path = Path("var/data")
+    """Where the generator writes parquet files and the Feast sources read them."""
+    n_customers: int = Field(default=20_000, ge=100)
+    """Number of customers the demo generator creates."""
+    n_days: int = Field(default=120, ge=30)
+    """Length of the daily snapshot history."""
+    seed: int = 7
+    """Generator seed."""
+
+
+class Settings(BaseSettings):
+    """The root of every treeserve setting."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TREESERVE_",
+        env_nested_delimiter="__",
+        frozen=True,
+        extra="ignore",
+    )
+
+    home: Path = Field(default_factory=Path.cwd)
+    """Base folder for relative paths (state lives in ``<home>/var``)."""
+    log_level: str = "INFO"
+    """Logging level for CLI and services."""
+    log_json: bool = False
+    """Emit one JSON object per log line (services in production)."""
+    mlflow: MlflowSettings = MlflowSettings()
+    feast: FeastSettings = FeastSettings()
+    data: DataSettings = DataSettings()
+    exporter: ExporterSettings = ExporterSettings()
+    triton: TritonServerSettings = TritonServerSettings()
+    sync: SyncSettings = SyncSettings()
+    gateway: GatewaySettings = GatewaySettings()
+    drift: DriftSettings = DriftSettings()
+    loadtest: LoadtestSettings = LoadtestSettings()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _standard_env(cls, data: Any) -> Any:
+        # MLFLOW_TRACKING_URI is the standard variable users already export: honour it.
+        uri = os.environ.get("MLFLOW_TRACKING_URI")
+        if uri and isinstance(data, dict):
+            mlflow = dict(data.get("mlflow") or {})
+            mlflow.setdefault("tracking_uri", uri)
+            data["mlflow"] = mlflow
+        return data
+
+    # ---- resolved locations -------------------------------------------------------------
+    def path(self, p: Path | str) -> Path:
+        """Resolve a settings path against ``home``."""
+        p = Path(p)
+        return p if p.is_absolute() else (self.home / p)
+
+    @property
+    def var_dir(self) -> Path:
+        """Local state (databases, logs, pid files)."""
+        return self.home / "var"
+
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        """The effective MLflow tracking URI."""
+        if self.mlflow.tracking_uri:
+            return self.mlflow.tracking_uri
+        return f"sqlite:///{self.var_dir / 'mlflow' / 'mlflow.db'}"
+
+    @property
+    def mlflow_artifact_root(self) -> str:
+        """The artifact location for experiments treeserve creates."""
+        return self.mlflow.artifact_root or str(self.var_dir / "mlflow" / "artifacts")
+
+    @property
+    def feast_registry_uri(self) -> str:
+        """The effective Feast SQL registry URI."""
+        return self.feast.registry_uri or f"sqlite:///{self.var_dir / 'feast' / 'registry.db'}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from the environment; malformed values become one ConfigError."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(x) for x in first.get("loc", ()))
+        raise ConfigError(f"invalid setting {where or '?'}: {first.get('msg')}") from e
