@@ -17,14 +17,14 @@ venv-triton: $(TRITON_STAMP)
 
 $(APP_STAMP): requirements/app.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip==24.3.1
+	$(BIN)/python -m pip install -q --upgrade pip==26.3
 	$(BIN)/python -m pip install -q -r requirements/app.lock
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 	@rm -f $(VENV)/.stamp-*; touch $@
 
 $(TRITON_STAMP): requirements/triton.lock
 	@test -x $(TVENV)/bin/python || $(PYTHON) -m venv $(TVENV)
-	$(TVENV)/bin/python -m pip install -q --upgrade pip==24.3.1
+	$(TVENV)/bin/python -m pip install -q --upgrade pip==26.3
 	$(TVENV)/bin/python -m pip install -q -r requirements/triton.lock
 	@rm -f $(TVENV)/.stamp-*; touch $@
 

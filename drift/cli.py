@@ -1,9 +1,143 @@
-"""CLI commands of the drift package."""
+"""CLI commands of the drift package: ``treeserve drift``, ``treeserve score``, ``treeserve pipeline run``."""
 
 from __future__ import annotations
 
+import json
+
 import typer
+
+from treeserve import clikit
+
+pipeline_app = typer.Typer(help="The scheduled loop: materialize → drift → retrain → gate → sync → score.")
+
+
+@clikit.command
+def drift_cmd(
+    since: str = typer.Option(
+        None, "--since", help="Time window back from now, e.g. 7d, 12h (default: drift.default_window)."
+    ),
+    last: int = typer.Option(
+        None, "--last", help="Use the last N prediction-log rows instead of a time window."
+    ),
+    version: str = typer.Option(None, "--version", help="Model version (default: the serving champion)."),
+    model: str = typer.Option(None, "--model", help="Registered model (default: mlflow.model_name)."),
+    threshold: float = typer.Option(
+        None, "--threshold", help="Drift share that alarms (default: drift.share_threshold)."
+    ),
+    no_alert: bool = typer.Option(False, "--no-alert", help="Do not POST the alert payload."),
+) -> None:
+    """Compare the prediction log with the serving version's training reference (exit 2 on drift)."""
+    from drift.job import run_drift
+
+    s = clikit.settings()
+    summary = run_drift(
+        s,
+        version=version,
+        since=since,
+        last=last,
+        model=model,
+        share_threshold=threshold,
+        post_alert=not no_alert,
+    )
+    _print_summary(summary)
+    if summary.verdict == "drift":
+        typer.echo(json.dumps(summary.alert_payload(), indent=2))
+        raise typer.Exit(2)
+
+
+@clikit.command
+def score_cmd(
+    version: str = typer.Option(None, "--version", help="Model version (default: the serving champion)."),
+    model: str = typer.Option(None, "--model", help="Registered model (default: mlflow.model_name)."),
+    score_date: str = typer.Option(None, "--date", help="Partition date YYYY-MM-DD (default: today, UTC)."),
+) -> None:
+    """Score every active entity with the serving ONNX model; replace the day's partition."""
+    from datetime import date
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from drift.scoring import score_all
+    from treeserve.errors import ConfigError
+
+    s = clikit.settings()
+    try:
+        day = date.fromisoformat(score_date) if score_date else None
+    except ValueError as e:
+        raise ConfigError(f"--date must be YYYY-MM-DD, got {score_date!r}") from e
+    with Progress(
+        TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=False
+    ) as bar:
+        task = bar.add_task("score", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        result = score_all(s, model=model, version=version, score_date=day, progress=progress)
+    typer.echo(
+        f"scored {result.rows} entities with {result.model} v{result.model_version} for {result.score_date} "
+        f"in {result.elapsed_s:.2f}s ({result.rows_per_s:,.0f} rows/s, {result.fallback_rows} base-rate fallbacks) "
+        f"-> {result.sink}"
+    )
+
+
+@pipeline_app.command("run")
+@clikit.command
+def pipeline_run_cmd(
+    force_retrain: bool = typer.Option(False, "--force-retrain", help="Retrain even without drift."),
+    since: str = typer.Option(None, "--since", help="Drift window (default: drift.default_window)."),
+    last: int = typer.Option(None, "--last", help="Drift window as the last N prediction-log rows."),
+) -> None:
+    """Materialize, check drift, retrain + gate + promote + sync when needed, batch-score, compare."""
+    from rich.console import Console
+
+    from drift.pipeline import run_pipeline
+
+    s = clikit.settings()
+    console = Console(stderr=True)
+    colours = {"ok": "green", "skipped": "dim", "warning": "yellow", "failed": "red"}
+
+    def hook(step: str, status: str) -> None:
+        console.print(f"  {step:<12} [{colours.get(status, 'white')}]{status}[/]")
+
+    run = run_pipeline(s, force_retrain=force_retrain, drift_since=since, drift_last=last, hook=hook)
+    for st in run.steps:
+        if st.reason:
+            typer.echo(f"{st.name}: {st.reason}")
+    typer.echo(
+        f"pipeline {run.run_id}: {run.status}; serving v{run.serving_before} -> v{run.serving_after}; record {run.path}"
+    )
+    if run.status == "failed":
+        clikit.fail(f"step {run.failed_step!r} failed: {run.reason}")
+
+
+def _print_summary(summary: object) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from drift.summary import DriftSummary
+
+    assert isinstance(summary, DriftSummary)
+    console = Console()
+    table = Table(title=f"{summary.model} v{summary.version} — {summary.window}, {summary.current_rows} rows")
+    for col in ("column", "method", "score", "threshold", "drifted"):
+        table.add_column(col)
+    rows = list(summary.columns) + ([summary.score_drift] if summary.score_drift else [])
+    for c in rows:
+        table.add_row(
+            c.column, c.method, f"{c.score:.3f}", f"{c.threshold:g}", "[red]yes[/red]" if c.drifted else "no"
+        )
+    console.print(table)
+    for q in summary.quality:
+        console.print(f"[yellow]quality:[/yellow] {q.message}")
+    colour = "red" if summary.verdict == "drift" else "green"
+    console.print(
+        f"verdict [{colour}]{summary.verdict}[/{colour}]: drift share {summary.drift_share:.2f} "
+        f"(threshold {summary.share_threshold:g}); report {summary.report_dir}"
+    )
 
 
 def register(app: typer.Typer) -> None:
     """Add this package's commands to the root app."""
+    app.command("drift")(drift_cmd)
+    app.command("score")(score_cmd)
+    app.add_typer(pipeline_app, name="pipeline")

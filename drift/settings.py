@@ -3,8 +3,43 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ScoringSettings(BaseModel):
+    """Batch scoring (``treeserve score``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    sink: Literal["duckdb", "parquet", "postgres"] = "duckdb"
+    """Where the score table goes: a DuckDB file, Parquet partitions or PostgreSQL."""
+    table: str = "batch_scores"
+    """Table name (DuckDB, PostgreSQL) or folder name (Parquet)."""
+    duckdb_path: Path = Path("var/scores/scores.duckdb")
+    """DuckDB database file (sink=duckdb)."""
+    parquet_dir: Path = Path("var/scores")
+    """Parquet root (sink=parquet): ``<dir>/<table>/model=<m>/score_date=<d>/part-0.parquet``."""
+    postgres_dsn: str = "postgresql://postgres@127.0.0.1:5432/test"
+    """libpq connection string (sink=postgres)."""
+    chunk_size: int = Field(default=5000, ge=1)
+    """Entities fetched from the online store and scored per chunk."""
+    active_days: int = Field(default=90, ge=1)
+    """An entity is active when it has a feature row within this many days of the newest row."""
+
+
+class PipelineSettings(BaseModel):
+    """The scheduled loop (``treeserve pipeline run``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    runs_dir: Path = Path("var/pipeline")
+    """One JSON record per pipeline run (steps, timings, reasons)."""
+    score_shift_threshold: float = 0.2
+    """Normed Wasserstein distance between today's and the previous day's batch scores that is flagged."""
+    sync_timeout_s: float = 180.0
+    """How long the pipeline waits for the new champion to be served after the sync."""
 
 
 class DriftSettings(BaseModel):
@@ -18,5 +53,39 @@ class DriftSettings(BaseModel):
     """Drift share at or above which the verdict is 'drift' (exit code 2)."""
     alert_url: str = ""
     """If set, the alert payload is POSTed here."""
+    alert_timeout_s: float = 5.0
+    """Deadline for the alert POST (a failed POST is logged, the verdict stands)."""
     experiment: str = "drift-monitoring"
     """MLflow experiment that drift runs are logged to."""
+    log_to_mlflow: bool = True
+    """Log each run (metrics + HTML) to the MLflow experiment."""
+    default_window: str = "7d"
+    """Window used when neither --since nor --last is given."""
+    min_rows: int = Field(default=500, ge=1)
+    """Fewer rows than this in the window: no verdict (sampling noise would dominate)."""
+    num_method: str = "wasserstein"
+    """Evidently method for numerical features: normed Wasserstein is an effect size, not a p-value,
+    so large windows do not turn negligible differences into alarms."""
+    num_threshold: float = 0.2
+    """Normed Wasserstein distance (in reference standard deviations) at which a feature drifted.
+    Calibrated on the demo generator (README, drift section): serving traffic of the same world
+    stays at <= 2 of 7 features, the generator's drift mode moves 6 of 7 by 0.23-0.8."""
+    cat_method: str = "jensenshannon"
+    """Evidently method for low-cardinality features."""
+    cat_threshold: float = 0.1
+    """Jensen-Shannon distance at which a low-cardinality feature drifted."""
+    categorical_max_unique: int = Field(default=5, ge=1)
+    """A feature with at most this many distinct reference values is compared as categorical."""
+    score_method: str = "wasserstein"
+    """Evidently method for the prediction score distribution."""
+    score_threshold: float = 0.5
+    """Normed Wasserstein distance of the prediction score that is reported as score drift (reported
+    next to, not counted in, the feature share). Same-world serving traffic: 0.26-0.42; drift mode: 0.5-1.2."""
+    null_rate_tolerance: float = 0.1
+    """Absolute increase of a feature's null rate over the reference that is flagged."""
+    out_of_range_tolerance: float = 0.05
+    """Share of non-null values outside the reference [min, max] that is flagged."""
+    textfile_path: Path = Path("var/metrics/drift.prom")
+    """Prometheus textfile-collector file with the latest drift gauges."""
+    scoring: ScoringSettings = ScoringSettings()
+    pipeline: PipelineSettings = PipelineSettings()

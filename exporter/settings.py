@@ -81,3 +81,11 @@ class SyncSettings(BaseModel):
     """Written after every pass; read by `treeserve sync status` and the gateway."""
     lock_file: Path = Path("var/sync/sync.lock")
     """One sync at a time."""
+    lock_timeout_s: float = 0.0
+    """How long a pass waits for another sync to finish (0: fail at once, -1: wait forever)."""
+    triton_url: str = ""
+    """Triton HTTP endpoint for load/unload/canary. Empty: ``<triton.host>:<triton.http_port>``."""
+    unload_grace_s: float = Field(default=1.0, ge=0.0)
+    """Pause between a routing switch and unloading the versions it retired (gateways re-read routing)."""
+    retry_failed_after_s: float = Field(default=600.0, ge=0.0)
+    """A version that failed validation or canary is not re-exported before this long."""

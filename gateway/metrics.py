@@ -28,6 +28,7 @@ from prometheus_client import (
     Gauge,
     Histogram,
     generate_latest,
+    values,
 )
 
 PREFIX = "treeserve_gateway_"
@@ -247,12 +248,24 @@ ALL_METRIC_NAMES: tuple[str, ...] = tuple(
 """Every metric family this module defines (counters without the ``_total`` suffix)."""
 
 
+def _multiprocess_dir() -> str | None:
+    """The shared directory when values live in mmap files (decided when prometheus_client loaded).
+
+    Feast sets ``PROMETHEUS_MULTIPROC_DIR`` when it is imported, so the environment alone does not
+    say which mode this process' metrics use: the value class does.
+    """
+    if values.ValueClass is values.MutexValue:
+        return None
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("PROMETHEUS_MULTIPROCESS_DIR")
+
+
 def render() -> tuple[bytes, str]:
     """The Prometheus exposition of this process (or of all workers in multiprocess mode)."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    directory = _multiprocess_dir()
+    if directory:
         from prometheus_client import multiprocess
 
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(), CONTENT_TYPE_LATEST

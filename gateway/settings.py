@@ -17,6 +17,16 @@ class GatewayTritonSettings(BaseModel):
     """Triton gRPC endpoint."""
     timeout_s: float = 0.5
     """Deadline for one inference call (retries included)."""
+    max_retries: int = Field(default=3, ge=0)
+    """Retries after UNAVAILABLE, within the deadline."""
+    retry_backoff_s: float = 0.01
+    """Base of the jittered exponential backoff between retries."""
+    breaker_failures: int = Field(default=5, ge=1)
+    """Consecutive failed calls that open the circuit breaker."""
+    breaker_reset_s: float = 2.0
+    """How long the breaker stays open before one probe call is let through."""
+    max_batch_size: int = Field(default=1024, ge=1)
+    """Largest batch sent in one Triton call (Triton rejects batches over its max_batch_size)."""
 
 
 class GatewaySettings(BaseModel):
@@ -29,13 +39,52 @@ class GatewaySettings(BaseModel):
     grpc_port: int = 8081
     """KServe v2 gRPC port (0 disables)."""
     workers: int = Field(default=1, ge=1)
+    """uvicorn worker processes (one per core is the tuned setting)."""
     model: str = "churn-prediction"
     """Registered model served."""
     triton: GatewayTritonSettings = GatewayTritonSettings()
     max_entities: int = Field(default=1000, ge=1)
     """Largest request (entities or instances)."""
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    """Request bodies larger than this are refused with 413."""
+    entity_id_max_length: int = Field(default=128, ge=1)
+    """Longest entity key value accepted."""
+    entity_id_pattern: str = r"^[A-Za-z0-9_.:@\-]+$"
+    """Characters an entity key value may contain."""
+    feature_reader: Literal["direct", "sdk"] = "direct"
+    """direct: the online store's own ``online_read`` (Redis: one raw HMGET pipeline), proven equal to
+    the SDK by the integration tests; sdk: ``FeatureStore.get_online_features``."""
+    coalesce_window_us: int = Field(default=500, ge=0, le=1000)
+    """How long the first request of a batch waits for others (online read and Triton call)."""
+    coalesce_max_batch: int = Field(default=512, ge=1)
+    """Most rows merged into one online read or Triton call."""
+    missing_policy: dict[str, Literal["impute", "fallback"]] = Field(default_factory=dict)
+    """Per-feature policy for missing values: impute (training median) or fallback (base rate)."""
+    default_missing_policy: Literal["impute", "fallback"] = "impute"
+    """Policy of features not listed in ``missing_policy``."""
+    unknown_entity_policy: Literal["impute", "fallback"] = "fallback"
+    """Rows with every feature missing (a cold-start entity): fallback answers the base rate."""
+    risk_tiers: dict[str, float] = Field(default_factory=lambda: {"low": 0.0, "medium": 0.3, "high": 0.6})
+    """Tier name -> lowest score of the tier (classifiers)."""
+    challenger_share: float = Field(default=0.0, ge=0.0, le=1.0)
+    """Share of entities (sticky by entity hash) answered by the challenger version."""
+    shadow: bool = False
+    """Score the challenger too and log it (route ``shadow``) without returning it."""
+    routing_poll_interval_s: float = Field(default=1.0, gt=0)
+    """How often the model repository's config is checked for routing changes."""
+    retry_after_s: int = Field(default=1, ge=1)
+    """``Retry-After`` header of 503 answers."""
     predlog_dir: Path = Path("var/predlog")
     """Prediction log Parquet segments (the drift job's input)."""
+    predlog_enabled: bool = True
+    """Write the prediction log."""
     predlog_overflow: Literal["block", "drop"] = "block"
+    """What a full prediction-log queue does: block the request or drop (and count) the rows."""
+    predlog_queue_size: int = Field(default=10_000, ge=1)
+    """Requests (with their rows) that may wait for the Parquet writer."""
+    predlog_segment_rows: int = Field(default=50_000, ge=1)
+    """Rows per Parquet segment before it rotates."""
+    predlog_segment_s: float = Field(default=60.0, gt=0)
+    """Seconds before an open segment rotates (also bounds the loss window on a crash)."""
     api_keys: list[str] = Field(default_factory=list)
     """If non-empty, requests need ``Authorization: Bearer <key>``."""

@@ -9,4 +9,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 pytest_plugins = [
     "tests.fixtures.common",
+    "tests.fixtures.feast_data",
+    "tests.fixtures.mlflow_server",
+    "tests.fixtures.triton",
+    "tests.fixtures.gateway",
+    "tests.fixtures.drift",
 ]

@@ -18,10 +18,17 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-_PACKAGES = ("training", "exporter", "gateway", "loadtest", "drift", "treeserve.demo")
+
+
+@app.callback()
+def _root() -> None:
+    """Triton-backed serving stack for XGBoost models."""
+
+
+_PACKAGES = ("training", "exporter", "exporter.sync", "gateway", "loadtest", "drift", "treeserve.demo")
 
 for _name in _PACKAGES:
-    _module = importlib.import_module(f"{_name}.cli" if "." not in _name else _name)
+    _module = importlib.import_module(_name if _name.startswith("treeserve.") else f"{_name}.cli")
     _module.register(app)
 
 

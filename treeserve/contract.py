@@ -25,6 +25,9 @@ TAG_ENTITY_KEYS = "treeserve.entity_keys"
 """JSON list: the entity join keys of the FeatureService (e.g. ["customer_id"])."""
 TAG_TASK = "treeserve.task"
 """binary | multiclass | regression"""
+TAG_CHAMPION_HISTORY = "treeserve.champion_history"
+"""Registered-model tag, JSON list of version strings that held `champion`, oldest first, current
+last (written by the promotion gate; `treeserve rollback` pops it)."""
 
 # MLflow run artifacts written by training.
 ARTIFACT_REFERENCE_SAMPLE = "reference/reference_sample.parquet"

@@ -21,6 +21,7 @@ from drift.settings import DriftSettings
 from exporter.settings import ExporterSettings, SyncSettings, TritonServerSettings
 from gateway.settings import GatewaySettings
 from loadtest.settings import LoadtestSettings
+from training.settings import TrainingSettings
 from treeserve.errors import ConfigError
 
 
@@ -98,6 +99,7 @@ class Settings(BaseSettings):
     mlflow: MlflowSettings = MlflowSettings()
     feast: FeastSettings = FeastSettings()
     data: DataSettings = DataSettings()
+    training: TrainingSettings = TrainingSettings()
     exporter: ExporterSettings = ExporterSettings()
     triton: TritonServerSettings = TritonServerSettings()
     sync: SyncSettings = SyncSettings()

@@ -1,0 +1,150 @@
+"""Where a drift run's result goes: report folder, MLflow, Prometheus textfile, alert URL."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from drift.summary import DriftSummary
+
+log = logging.getLogger(__name__)
+
+
+def write_report(report_dir: Path, summary: DriftSummary, snapshot: Any | None) -> None:
+    """``report.html`` (Evidently) and ``summary.json`` into ``report_dir``."""
+    report_dir.mkdir(parents=True, exist_ok=True)
+    if snapshot is not None:
+        snapshot.save_html(str(report_dir / "report.html"))
+    tmp = report_dir / "summary.json.tmp"
+    tmp.write_text(json.dumps(summary.to_dict(), indent=2, default=str))
+    os.replace(tmp, report_dir / "summary.json")
+
+
+def log_to_mlflow(
+    tracking_uri: str, experiment: str, artifact_root: str, summary: DriftSummary, report_dir: Path
+) -> str:
+    """One run in ``experiment``: params, metrics per column, the HTML and JSON as artifacts."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    exp_id = (
+        exp.experiment_id if exp else client.create_experiment(experiment, artifact_location=artifact_root)
+    )
+    run = client.create_run(
+        exp_id,
+        run_name=f"drift-{summary.model}-v{summary.version}",
+        tags={
+            "treeserve.model": summary.model,
+            "treeserve.version": summary.version,
+            "treeserve.verdict": summary.verdict,
+        },
+    )
+    rid = run.info.run_id
+    try:
+        for k, v in {
+            "model": summary.model,
+            "version": summary.version,
+            "window": summary.window,
+            "share_threshold": summary.share_threshold,
+        }.items():
+            client.log_param(rid, k, v)
+        metrics = {
+            "drift_share": summary.drift_share,
+            "n_drifted": float(len(summary.drifted_columns)),
+            "current_rows": float(summary.current_rows),
+            "drift_detected": 1.0 if summary.verdict == "drift" else 0.0,
+        }
+        for c in summary.columns:
+            metrics[f"drift_score.{c.column}"] = c.score
+        if summary.score_drift is not None:
+            metrics["score_drift"] = summary.score_drift.score
+        for f, r in summary.null_rates.items():
+            metrics[f"null_rate.{f}"] = r["current"]
+        for k, v in metrics.items():
+            if v == v:  # NaN is not a metric
+                client.log_metric(rid, k, float(v))
+        mlflow.set_tracking_uri(tracking_uri)
+        for name in ("report.html", "summary.json"):
+            if (report_dir / name).exists():
+                client.log_artifact(rid, str(report_dir / name))
+        client.set_terminated(rid)
+    except Exception:
+        client.set_terminated(rid, status="FAILED")
+        raise
+    return str(rid)
+
+
+def write_textfile(path: Path, summary: DriftSummary) -> None:
+    """Prometheus textfile-collector gauges for the latest run of this model/version."""
+    from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+
+    reg = CollectorRegistry()
+    labels = {"model": summary.model, "version": summary.version}
+    Gauge("treeserve_drift_share", "Share of features that drifted", list(labels), registry=reg).labels(
+        **labels
+    ).set(summary.drift_share)
+    Gauge("treeserve_drift_detected", "1 when the drift verdict is drift", list(labels), registry=reg).labels(
+        **labels
+    ).set(1.0 if summary.verdict == "drift" else 0.0)
+    Gauge("treeserve_drift_window_rows", "Prediction-log rows compared", list(labels), registry=reg).labels(
+        **labels
+    ).set(summary.current_rows)
+    col = Gauge(
+        "treeserve_drift_column_score",
+        "Per-feature drift score (method in label)",
+        [*labels, "column", "method"],
+        registry=reg,
+    )
+    for c in summary.columns:
+        col.labels(**labels, column=c.column, method=c.method).set(c.score)
+    if summary.score_drift is not None:
+        Gauge(
+            "treeserve_drift_score_distribution",
+            "Drift score of the prediction score",
+            list(labels),
+            registry=reg,
+        ).labels(**labels).set(summary.score_drift.score)
+    Gauge(
+        "treeserve_drift_last_run_timestamp_seconds",
+        "When the drift job last ran",
+        list(labels),
+        registry=reg,
+    ).labels(**labels).set_to_current_time()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_to_textfile(str(path), reg)
+
+
+def post_alert(url: str, payload: dict[str, Any], *, timeout_s: float) -> bool:
+    """POST the alert as JSON; False (logged) when the receiver cannot be reached or refuses."""
+    body = json.dumps(payload).encode()
+    req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout_s) as r:
+            ok = 200 <= r.status < 300
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        log.warning("drift alert POST to %s failed: %s", url, e)
+        return False
+    if not ok:
+        log.warning("drift alert POST to %s answered %s", url, r.status)
+    return ok
+
+
+def timestamp_dir(root: Path, now_iso: str) -> Path:
+    """A new, unique folder ``<root>/<UTC timestamp>``."""
+    base = now_iso.replace(":", "").replace("-", "").split(".")[0]
+    for i in range(1000):
+        d = root / (base if i == 0 else f"{base}-{i}")
+        try:
+            d.mkdir(parents=True, exist_ok=False)
+            return d
+        except FileExistsError:
+            continue
+    return Path(tempfile.mkdtemp(prefix=base, dir=root))

@@ -1,0 +1,138 @@
+"""What the served model was trained on: the serving version, its features and reference sample.
+
+The serving version is what Triton's repository routes ``champion`` to (the gateway's source of
+truth); when the repository has no config yet, the registry alias ``champion`` is used.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from drift.errors import ReferenceMissingError, UnknownVersionError
+from treeserve import contract
+from treeserve.errors import NotFoundError, ServiceUnavailableError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """A registered model version as the drift job needs it."""
+
+    model: str
+    version: str
+    run_id: str
+    features: list[str]
+    task: str
+    source: str
+    """How the version was chosen: ``--version``, ``repository routing`` or ``registry alias``."""
+
+
+def repository_routing(repository: Path, model: str) -> dict[str, str]:
+    """Alias -> version from ``<repository>/<model>/config.pbtxt`` (empty when absent)."""
+    path = repository / model / "config.pbtxt"
+    if not path.is_file():
+        return {}
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    cfg = mc.ModelConfig()
+    try:
+        text_format.Parse(path.read_text(), cfg)
+    except text_format.ParseError as e:
+        log.warning("cannot parse %s: %s", path, e)
+        return {}
+    param = cfg.parameters.get(contract.PARAM_ROUTING)
+    if param is None or not param.string_value:
+        return {}
+    try:
+        routing = json.loads(param.string_value)
+    except json.JSONDecodeError:
+        log.warning("%s: routing parameter is not JSON", path)
+        return {}
+    return {str(k): str(v) for k, v in routing.items()}
+
+
+def _client(tracking_uri: str) -> Any:
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def _get_version(client: Any, model: str, version: str) -> Any:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version(model, str(version))
+    except MlflowException as e:
+        code = getattr(e, "error_code", "")
+        if "RESOURCE_DOES_NOT_EXIST" in str(code) or "INVALID_PARAMETER_VALUE" in str(code):
+            raise UnknownVersionError(model, str(version)) from e
+        raise ServiceUnavailableError(f"MLflow registry: {e.message}") from e
+
+
+def resolve_version(
+    tracking_uri: str, repository: Path, model: str, version: str | None = None
+) -> VersionInfo:
+    """The requested version, else the one Triton's routing serves as champion, else the alias."""
+    client = _client(tracking_uri)
+    source = "--version"
+    if version is None:
+        routed = repository_routing(repository, model).get(contract.ALIAS_CHAMPION)
+        if routed:
+            version, source = routed, "repository routing"
+        else:
+            from mlflow.exceptions import MlflowException
+
+            try:
+                mv = client.get_model_version_by_alias(model, contract.ALIAS_CHAMPION)
+            except MlflowException as e:
+                raise NotFoundError(
+                    f"model {model!r} has no serving version: no routing in {repository / model} "
+                    f"and no {contract.ALIAS_CHAMPION!r} alias in the registry"
+                ) from e
+            version, source = str(mv.version), "registry alias"
+    mv = _get_version(client, model, str(version))
+    tags = dict(mv.tags or {})
+    features_json = tags.get(contract.TAG_FEATURES)
+    if not features_json:
+        raise ReferenceMissingError(f"model {model!r} version {version} has no {contract.TAG_FEATURES} tag")
+    return VersionInfo(
+        model=model,
+        version=str(mv.version),
+        run_id=str(mv.run_id),
+        features=list(json.loads(features_json)),
+        task=tags.get(contract.TAG_TASK, "binary"),
+        source=source,
+    )
+
+
+def load_reference(tracking_uri: str, info: VersionInfo) -> pd.DataFrame:
+    """The version's reference sample (features as float64 + ``score``), from its training run."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    mlflow.set_tracking_uri(tracking_uri)
+    with tempfile.TemporaryDirectory(prefix="treeserve-ref-") as tmp:
+        try:
+            local = mlflow.artifacts.download_artifacts(
+                run_id=info.run_id, artifact_path=contract.ARTIFACT_REFERENCE_SAMPLE, dst_path=tmp
+            )
+        except (MlflowException, OSError) as e:
+            raise ReferenceMissingError(
+                f"model {info.model!r} version {info.version}: no reference sample "
+                f"{contract.ARTIFACT_REFERENCE_SAMPLE} in run {info.run_id}"
+            ) from e
+        ref = pd.read_parquet(local)
+    missing = [c for c in [*info.features, "score"] if c not in ref.columns]
+    if missing:
+        raise ReferenceMissingError(f"reference sample of version {info.version} lacks columns {missing}")
+    out = ref[[*info.features, "score"]].astype("float64")
+    return out.reset_index(drop=True)

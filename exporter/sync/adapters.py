@@ -1,0 +1,108 @@
+"""The exporter API as the sync uses it: install a version, build a model spec, clean staging.
+
+A thin seam over ``exporter.install`` / ``exporter.repository`` so the reconcile pass reads as
+the algorithm it is, and so the one place that knows those modules' signatures is small.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from exporter import repository as repo_mod
+from exporter.config import TritonModelSpec
+from treeserve.procs import pid_alive
+
+log = logging.getLogger(__name__)
+
+STALE_STAGING_S = 3600.0
+"""Staging folders whose owner cannot be identified are removed after this long."""
+
+
+def install(settings: Any, client: Any, model: str, version: str, repo: Path) -> None:
+    """Export -> validate -> atomically move ``model`` ``version`` into ``repo`` (no config, no Triton)."""
+    from exporter.install import install_version
+
+    install_version(settings, client, model, int(version), repository=repo, flavor=settings.exporter.flavor)
+
+
+def installed(repo: Path, model: str) -> set[str]:
+    """Complete version directories of ``model`` as strings."""
+    return {str(v) for v in repo_mod.installed_versions(repo, model)}
+
+
+def read_current(repo: Path, model: str) -> repo_mod.RepositoryModel | None:
+    """The model's current config, or None when it has none yet."""
+    from exporter.errors import ModelNotInRepositoryError
+
+    try:
+        return repo_mod.read_model_config(repo, model)
+    except ModelNotInRepositoryError:
+        return None
+
+
+def build_spec(
+    settings: Any, repo: Path, model: str, *, versions: list[str], routing: dict[str, str]
+) -> TritonModelSpec:
+    """The config for installed ``versions`` and ``routing`` (model facts from their metadata)."""
+    from exporter.install import spec_for_versions
+
+    return spec_for_versions(
+        settings, repo, model, versions=[int(v) for v in versions], routing=dict(routing)
+    )
+
+
+def write_config(settings: Any, repo: Path, spec: TritonModelSpec) -> None:
+    """Write ``config.pbtxt`` atomically in the configured flavour."""
+    repo_mod.write_config(repo, spec, settings.exporter.flavor)
+
+
+def remove_version(repo: Path, model: str, version: str) -> None:
+    """Delete an installed version directory."""
+    repo_mod.remove_version(repo, model, version)
+
+
+def cleanup_staging(repo: Path) -> int:
+    """Remove staging folders left by dead exports; return how many.
+
+    Staging names carry the owner's pid (``<model>-<version>-<pid>-<id>``): a folder whose owner
+    is gone is a crash leftover. Folders without a readable pid go after ``STALE_STAGING_S``.
+    """
+    root = repo / repo_mod.STAGING_DIR
+    if not root.is_dir():
+        return 0
+    removed = 0
+    now = time.time()
+    for p in root.iterdir():
+        pid = _owner_pid(p.name)
+        try:
+            age_s = now - p.stat().st_mtime
+        except FileNotFoundError:
+            continue
+        dead = (
+            "-removed-" in p.name
+            or (pid is not None and pid != os.getpid() and not pid_alive(pid))
+            or (pid is None and age_s > STALE_STAGING_S)
+        )
+        if dead:
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+            removed += 1
+            log.info("decision=cleanup-staging path=%s", p.name)
+    return removed
+
+
+def _owner_pid(name: str) -> int | None:
+    parts = name.split("-")
+    # <model may contain dashes>-<version>-<pid>-<hex8>[-old]
+    if parts and parts[-1] == "old":
+        parts = parts[:-1]
+    if len(parts) >= 4 and parts[-2].isdigit() and parts[-3].isdigit():
+        return int(parts[-2])
+    return None

@@ -1,0 +1,383 @@
+"""One reconcile pass: make the Triton repository and Triton itself match the registry aliases.
+
+Per model, in this order (each step safe to repeat, so a crash anywhere converges next pass):
+
+1. clean staging folders left by dead exports;
+2. desired = ``champion`` + ``challenger`` + the last N champions (``desired``);
+3. install missing versions (export -> validation -> atomic move; ``exporter.install``);
+4. write ``config.pbtxt`` with the old *and* new versions (routing unchanged) and load it in
+   Triton: serving versions stay loaded while the new ones come up;
+5. canary every newly loaded version against its ``reference.npz``;
+6. switch the routing parameters to the versions that passed (a failed version never replaces
+   the serving one);
+7. after a short grace, rewrite the config without the retired versions, reload (Triton unloads
+   them) and delete their directories.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from exporter.sync import adapters
+from exporter.sync.desired import SERVED_ALIASES, compute_desired, read_aliases, update_history
+from exporter.sync.errors import CanaryMismatchError, TritonControlError
+from exporter.sync.lock import sync_lock
+from exporter.sync.metrics import SyncMetrics
+from exporter.sync.status import ModelStatus, SyncStatus, VersionFailure, read_status, write_status
+from exporter.sync.triton import TritonControl, compare_outputs
+from treeserve import contract
+from treeserve.errors import ServiceUnavailableError, TreeserveError, ValidationFailedError
+
+log = logging.getLogger(__name__)
+
+_STICKY_REASONS = ("validation", "canary")
+"""Failures that would repeat on retry: not re-attempted before ``retry_failed_after_s``."""
+
+
+@dataclass
+class PassResult:
+    """The outcome of one pass over every configured model."""
+
+    result: str
+    """ok | degraded (a desired version is not served) | failed (the pass was aborted)."""
+    trigger: str
+    duration_s: float
+    models: dict[str, ModelStatus] = field(default_factory=dict)
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """True when everything desired is served."""
+        return self.result == "ok"
+
+
+@dataclass
+class _Context:
+    settings: Any
+    client: Any
+    triton: TritonControl
+    repo: Path
+    metrics: SyncMetrics | None
+    alias_hints: Mapping[str, float]
+
+
+def triton_url(settings: Any) -> str:
+    """The Triton HTTP endpoint the sync talks to."""
+    return settings.sync.triton_url or f"{settings.triton.host}:{settings.triton.http_port}"
+
+
+def reconcile_once(
+    settings: Any,
+    *,
+    client: Any = None,
+    trigger: str = "manual",
+    metrics: SyncMetrics | None = None,
+    alias_hints: Mapping[str, float] | None = None,
+    lock_timeout_s: float | None = None,
+) -> PassResult:
+    """Run one pass under the sync lock, write the status file and return what happened.
+
+    ``alias_hints`` maps ``"<model>:<alias>=<version>"`` to the unix time the alias was set
+    (from webhooks), for the promotion-latency metric. Raises SyncBusyError when another sync
+    holds the lock; every other failure is reported in the result and the status file.
+    """
+    timeout_s = settings.sync.lock_timeout_s if lock_timeout_s is None else lock_timeout_s
+    with sync_lock(settings.path(settings.sync.lock_file), timeout_s=timeout_s):
+        return _pass(settings, client=client, trigger=trigger, metrics=metrics, alias_hints=alias_hints or {})
+
+
+def _pass(
+    settings: Any, *, client: Any, trigger: str, metrics: SyncMetrics | None, alias_hints: Mapping[str, float]
+) -> PassResult:
+    started = time.time()
+    status_path = settings.path(settings.sync.status_file)
+    previous = read_status(status_path)
+    repo = settings.path(settings.exporter.repository)
+    if client is None:
+        from mlflow import MlflowClient
+
+        client = MlflowClient(
+            tracking_uri=settings.mlflow_tracking_uri, registry_uri=settings.mlflow_tracking_uri
+        )
+    triton = TritonControl(triton_url(settings), timeout_s=settings.triton.load_timeout_s)
+    ctx = _Context(settings, client, triton, repo, metrics, alias_hints)
+    models: dict[str, ModelStatus] = {}
+    errors: list[str] = []
+    try:
+        adapters.cleanup_staging(repo)
+        for model in settings.sync.models:
+            mstatus = previous.models.get(model) or ModelStatus()
+            try:
+                _reconcile_model(ctx, model, mstatus)
+            except TreeserveError as e:
+                reason = "triton" if isinstance(e, TritonControlError) else "registry"
+                mstatus.in_sync = False
+                mstatus.message = f"pass aborted: {e}"
+                errors.append(f"{model}: {e}")
+                _count_failure(ctx, model, reason)
+                log.warning("decision=abort model=%s reason=%s error=%s", model, reason, e)
+            models[model] = mstatus
+    finally:
+        triton.close()
+    ended = time.time()
+    if errors:
+        result = "failed"
+    elif all(m.in_sync for m in models.values()):
+        result = "ok"
+    else:
+        result = "degraded"
+    status = SyncStatus(
+        updated_at=ended,
+        trigger=trigger,
+        result=result,
+        error="; ".join(errors),
+        duration_s=round(ended - started, 3),
+        models=models,
+    )
+    write_status(status_path, status)
+    if metrics is not None:
+        metrics.record_pass(result, trigger, ended - started, ended)
+    log.info("decision=pass-done result=%s trigger=%s duration_s=%.2f", result, trigger, ended - started)
+    return PassResult(
+        result=result, trigger=trigger, duration_s=ended - started, models=models, error=status.error
+    )
+
+
+def _reconcile_model(ctx: _Context, model: str, st: ModelStatus) -> None:
+    """Bring one model to its desired state, updating ``st`` in place."""
+    now = time.time()
+    aliases = read_aliases(ctx.client, model)
+    _note_alias_times(ctx, model, aliases, st, now)
+    current = adapters.read_current(ctx.repo, model)
+    old_routing = dict(current.routing) if current else {}
+    old_versions = [str(v) for v in current.versions] if current else []
+    # History = champions that were actually served (the repository remembers the last one).
+    st.champion_history = update_history(st.champion_history, old_routing.get(contract.ALIAS_CHAMPION))
+    desired = compute_desired(
+        model, aliases, st.champion_history, keep_champions=ctx.settings.sync.keep_champions
+    )
+    st.desired_aliases = dict(desired.aliases)
+    st.retained = list(desired.retained)
+    st.desired_versions = list(desired.versions)
+    # Forget failures of versions nobody wants any more.
+    st.failures = {v: f for v, f in st.failures.items() if v in desired.versions}
+
+    # 3. install what is missing.
+    installed = adapters.installed(ctx.repo, model)
+    for v in desired.versions:
+        if v in installed or _still_failing(ctx, st, v, now):
+            continue
+        log.info("decision=install model=%s version=%s", model, v)
+        try:
+            adapters.install(ctx.settings, ctx.client, model, v, ctx.repo)
+        except ValidationFailedError as e:
+            _fail(ctx, st, model, v, "validation", str(e))
+            continue
+        except ServiceUnavailableError:
+            raise
+        except TreeserveError as e:
+            _fail(ctx, st, model, v, "export", str(e))
+            continue
+        st.failures.pop(v, None)
+        installed.add(v)
+
+    candidates = [v for v in desired.versions if v in installed and v not in st.failures]
+    keep_serving = [v for v in old_routing.values() if v in installed]
+    load_set = _ordered({*candidates, *keep_serving})
+    if not load_set:
+        st.installed_versions = sorted(installed, key=int)
+        st.routing, st.served_versions = old_routing, []
+        _finish(ctx, model, st, desired.aliases)
+        return
+
+    # 4. config with old + new versions, routing unchanged; load.
+    ready_before = ctx.triton.ready_versions(model)
+    staged_routing = {a: v for a, v in old_routing.items() if v in load_set}
+    spec = adapters.build_spec(ctx.settings, ctx.repo, model, versions=load_set, routing=staged_routing)
+    if (
+        sorted(load_set, key=int) != sorted(old_versions, key=int)
+        or current is None
+        or staged_routing != old_routing
+    ):
+        adapters.write_config(ctx.settings, ctx.repo, spec)
+    if not set(load_set) <= ready_before or set(ready_before) - set(load_set):
+        log.info("decision=load model=%s versions=%s", model, ",".join(load_set))
+        _load(ctx, model)
+    ready = ctx.triton.ready_versions(model)
+
+    # 5. canary what was (re)loaded.
+    for v in candidates:
+        if v not in ready:
+            _fail(ctx, st, model, v, "triton", f"version {v} did not become ready in Triton")
+        elif v not in ready_before:
+            try:
+                _canary(ctx, model, v, spec.output_names)
+            except CanaryMismatchError as e:
+                _fail(ctx, st, model, v, "canary", str(e))
+
+    # 6. switch routing.
+    new_routing = _choose_routing(desired.aliases, old_routing, ready, st.failures)
+    if new_routing != staged_routing:
+        spec = spec.with_routing(new_routing)
+        adapters.write_config(ctx.settings, ctx.repo, spec)
+        log.info("decision=switch model=%s routing=%s previous=%s", model, new_routing, old_routing)
+        _observe_latency(ctx, model, new_routing, old_routing, st)
+
+    # 7. retire what is no longer wanted.
+    final = _ordered(
+        {v for v in candidates if v in ready and v not in st.failures} | set(new_routing.values())
+    )
+    if set(final) != set(load_set):
+        if new_routing != old_routing and ctx.settings.sync.unload_grace_s > 0:
+            time.sleep(ctx.settings.sync.unload_grace_s)
+        adapters.write_config(
+            ctx.settings, ctx.repo, spec.with_routing(new_routing, tuple(int(v) for v in final))
+        )
+        log.info("decision=unload model=%s keep=%s", model, ",".join(final))
+        _load(ctx, model)
+        ready = ctx.triton.ready_versions(model)
+    for v in sorted(installed - set(final), key=int):
+        log.info("decision=remove model=%s version=%s", model, v)
+        adapters.remove_version(ctx.repo, model, v)
+        installed.discard(v)
+
+    st.routing = new_routing
+    st.champion_history = update_history(st.champion_history, new_routing.get(contract.ALIAS_CHAMPION))
+    st.served_versions = sorted(ready, key=int)
+    st.installed_versions = sorted(installed, key=int)
+    _finish(ctx, model, st, desired.aliases)
+
+
+def _choose_routing(
+    desired: Mapping[str, str],
+    old: Mapping[str, str],
+    ready: set[str],
+    failures: Mapping[str, VersionFailure],
+) -> dict[str, str]:
+    """Alias -> version to serve: the desired one when it is ready and healthy, else the old one."""
+    routing: dict[str, str] = {}
+    for alias in SERVED_ALIASES:
+        want = desired.get(alias)
+        had = old.get(alias)
+        if want is not None and want in ready and want not in failures:
+            routing[alias] = want
+        elif (
+            had is not None
+            and had in ready
+            and had not in failures
+            and (want is not None or alias == contract.ALIAS_CHAMPION)
+        ):
+            # A failed or missing replacement never takes the serving version down; a deleted
+            # champion alias keeps serving what it served (a deleted challenger stops).
+            routing[alias] = had
+    return routing
+
+
+def _finish(ctx: _Context, model: str, st: ModelStatus, desired: Mapping[str, str]) -> None:
+    """Work out in_sync and the human explanation; publish gauges."""
+    reasons: list[str] = []
+    for alias, v in desired.items():
+        served = st.routing.get(alias)
+        if served == v:
+            continue
+        why = st.failures.get(v)
+        cause = f"{why.reason}: {why.message}" if why else "not installed/ready yet"
+        keep = f"; still serving {served}" if served else "; nothing served for this alias"
+        reasons.append(f"{alias} -> {v} is not served ({cause}){keep}")
+    missing = [v for v in st.desired_versions if v not in st.served_versions and v not in st.failures]
+    if missing:
+        reasons.append(f"retained versions not loaded: {', '.join(missing)}")
+    st.in_sync = not reasons and set(desired.items()) <= set(st.routing.items())
+    st.message = "; ".join(reasons) if reasons else "in sync"
+    if ctx.metrics is not None:
+        ctx.metrics.versions_desired.labels(model=model).set(len(st.desired_versions))
+        ctx.metrics.versions_served.labels(model=model).set(len(st.served_versions))
+        ctx.metrics.in_sync.labels(model=model).set(1.0 if st.in_sync else 0.0)
+    log.info("decision=status model=%s in_sync=%s message=%s", model, st.in_sync, st.message)
+
+
+def _note_alias_times(
+    ctx: _Context, model: str, aliases: Mapping[str, str], st: ModelStatus, now: float
+) -> None:
+    """Remember when each current alias target was first known (webhook time when we have it)."""
+    keep: dict[str, float] = {}
+    for alias, v in aliases.items():
+        key = f"{alias}={v}"
+        hint = ctx.alias_hints.get(f"{model}:{key}")
+        seen = st.alias_seen_at.get(key)
+        keep[key] = min(x for x in (seen, hint, now) if x is not None)
+    st.alias_seen_at = keep
+
+
+def _observe_latency(
+    ctx: _Context, model: str, new: Mapping[str, str], old: Mapping[str, str], st: ModelStatus
+) -> None:
+    now = time.time()
+    for alias, v in new.items():
+        if old.get(alias) == v:
+            continue
+        seen = st.alias_seen_at.get(f"{alias}={v}")
+        if seen is None:
+            continue
+        latency_s = max(0.0, now - seen)
+        log.info("decision=promoted model=%s alias=%s version=%s latency_s=%.3f", model, alias, v, latency_s)
+        if ctx.metrics is not None:
+            ctx.metrics.promotion_latency.labels(model=model, alias=alias).observe(latency_s)
+
+
+def _still_failing(ctx: _Context, st: ModelStatus, version: str, now: float) -> bool:
+    f = st.failures.get(version)
+    return bool(f and f.reason in _STICKY_REASONS and now - f.at < ctx.settings.sync.retry_failed_after_s)
+
+
+def _fail(ctx: _Context, st: ModelStatus, model: str, version: str, reason: str, message: str) -> None:
+    st.failures[version] = VersionFailure(reason=reason, message=message, at=time.time())
+    _count_failure(ctx, model, reason)
+    log.warning("decision=reject model=%s version=%s reason=%s message=%s", model, version, reason, message)
+
+
+def _count_failure(ctx: _Context, model: str, reason: str) -> None:
+    if ctx.metrics is not None:
+        ctx.metrics.failures.labels(model=model, reason=reason).inc()
+
+
+def _load(ctx: _Context, model: str) -> None:
+    try:
+        ctx.triton.load(model)
+    except TritonControlError as e:
+        # A version that fails to load makes the whole load call fail; what did come up is read
+        # back afterwards, so only Triton being unreachable aborts the pass.
+        if not ctx.triton.live():
+            raise
+        log.warning("decision=load-partial model=%s error=%s", model, e)
+
+
+def _canary(ctx: _Context, model: str, version: str, outputs: tuple[str, ...]) -> None:
+    """Triton's answer for the stored reference inputs must match the stored outputs."""
+    from exporter.repository import read_reference
+
+    ref = read_reference(ctx.repo, model, version)
+    inputs = ref.pop("inputs")
+    expected = {k: v for k, v in ref.items() if k in outputs}
+    chunk = max(1, min(256, ctx.settings.exporter.max_batch_size))
+    parts = [
+        ctx.triton.infer(model, version, inputs[i : i + chunk], list(expected))
+        for i in range(0, len(inputs), chunk)
+    ]
+    got = {k: np.concatenate([p[k] for p in parts]) for k in expected}
+    ex = ctx.settings.exporter
+    miss = compare_outputs(got, expected, atol=ex.proba_atol, rtol=ex.regression_rtol)
+    if miss:
+        raise CanaryMismatchError(f"canary on version {version}: {miss}")
+    log.info("decision=canary-ok model=%s version=%s rows=%d", model, version, len(inputs))
+
+
+def _ordered(versions: set[str] | list[str]) -> list[str]:
+    return sorted(set(versions), key=int)

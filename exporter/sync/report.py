@@ -1,0 +1,127 @@
+"""``treeserve sync status``: the status file next to what the registry and Triton say right now."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from exporter.sync import adapters
+from exporter.sync.desired import read_aliases
+from exporter.sync.reconcile import triton_url
+from exporter.sync.status import read_status
+from exporter.sync.triton import TritonControl
+from treeserve.errors import TreeserveError
+
+
+def build_report(settings: Any, *, live: bool = True) -> dict[str, Any]:
+    """A JSON-ready report: last pass, per model desired/served/why, and live observations."""
+    status = read_status(settings.path(settings.sync.status_file))
+    report: dict[str, Any] = {
+        "status_file": str(settings.path(settings.sync.status_file)),
+        "last_pass": {
+            "result": status.result,
+            "trigger": status.trigger,
+            "error": status.error,
+            "age_s": round(time.time() - status.updated_at, 1) if status.updated_at else None,
+            "duration_s": status.duration_s,
+        },
+        "models": {},
+    }
+    repo = settings.path(settings.exporter.repository)
+    client = triton = None
+    if live:
+        from mlflow import MlflowClient
+
+        client = MlflowClient(
+            tracking_uri=settings.mlflow_tracking_uri, registry_uri=settings.mlflow_tracking_uri
+        )
+        triton = TritonControl(triton_url(settings), timeout_s=5.0)
+    try:
+        for model in settings.sync.models:
+            st = status.models.get(model)
+            entry: dict[str, Any] = {
+                "desired": dict(st.desired_aliases) if st else {},
+                "retained": list(st.retained) if st else [],
+                "routing": dict(st.routing) if st else {},
+                "served_versions": list(st.served_versions) if st else [],
+                "in_sync": bool(st and st.in_sync),
+                "message": st.message if st else "no sync pass recorded yet",
+                "failures": {
+                    v: {"reason": f.reason, "message": f.message}
+                    for v, f in (st.failures if st else {}).items()
+                },
+            }
+            if live:
+                entry["live"] = _live(client, triton, repo, model)
+            report["models"][model] = entry
+    finally:
+        if triton is not None:
+            triton.close()
+    return report
+
+
+def _live(client: Any, triton: TritonControl | None, repo: Any, model: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    try:
+        out["registry_aliases"] = read_aliases(client, model)
+    except TreeserveError as e:
+        out["registry_error"] = str(e)
+    try:
+        current = adapters.read_current(repo, model)
+        out["repository_routing"] = dict(current.routing) if current else {}
+        out["repository_versions"] = sorted(adapters.installed(repo, model), key=int)
+    except TreeserveError as e:
+        out["repository_error"] = str(e)
+    if triton is not None:
+        try:
+            out["triton_ready_versions"] = sorted(triton.ready_versions(model), key=int)
+        except TreeserveError as e:
+            out["triton_error"] = str(e)
+    desired = out.get("registry_aliases")
+    routing = out.get("repository_routing")
+    if desired is not None and routing is not None:
+        served = {a: v for a, v in desired.items() if a in ("champion", "challenger")}
+        out["matches_registry"] = all(routing.get(a) == v for a, v in served.items())
+    return out
+
+
+def render_report(report: dict[str, Any]) -> None:
+    """Print the report for a person (rich)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    lp = report["last_pass"]
+    age = f"{lp['age_s']}s ago" if lp["age_s"] is not None else "never"
+    console.print(
+        f"last pass: [bold]{lp['result']}[/] ({lp['trigger'] or '-'}, {age})"
+        + (f" — {lp['error']}" if lp["error"] else "")
+    )
+    for model, m in report["models"].items():
+        table = Table(title=model, show_header=True)
+        table.add_column("alias")
+        table.add_column("registry")
+        table.add_column("routed")
+        table.add_column("state")
+        live = m.get("live", {})
+        registry = live.get("registry_aliases", m["desired"])
+        routing = live.get("repository_routing", m["routing"])
+        for alias in ("champion", "challenger"):
+            want, have = registry.get(alias), routing.get(alias)
+            if want is None and have is None:
+                continue
+            state = "ok" if want == have else "pending"
+            if want in m["failures"]:
+                state = f"refused: {m['failures'][want]['reason']}"
+            table.add_row(alias, want or "-", have or "-", state)
+        console.print(table)
+        ready = live.get("triton_ready_versions", m["served_versions"])
+        console.print(
+            f"  loaded in Triton: {', '.join(ready) or 'none'}; kept for rollback: {', '.join(m['retained']) or 'none'}"
+        )
+        for key in ("registry_error", "repository_error", "triton_error"):
+            if key in live:
+                console.print(f"  [red]{key.split('_')[0]}: {live[key]}[/]")
+        console.print(
+            f"  {'[green]in sync[/]' if m['in_sync'] else '[yellow]not in sync[/]'}: {m['message']}"
+        )

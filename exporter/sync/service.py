@@ -1,0 +1,184 @@
+"""``treeserve sync --watch``: the reconcile loop plus the webhook receiver in one process.
+
+The loop (main thread) runs a pass when a verified alias webhook arrives or when the poll
+interval has passed, whichever comes first. The receiver (uvicorn in a thread) serves
+``POST /webhooks/mlflow``, ``GET /healthz``, ``GET /metrics`` and ``GET /status``.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from exporter.sync.errors import SyncBusyError, WebhookRejectedError
+from exporter.sync.metrics import SyncMetrics
+from exporter.sync.reconcile import PassResult, reconcile_once
+from exporter.sync.status import read_status
+from exporter.sync.webhook import AliasEvent, DeliveryDeduper, parse_alias_event, verify
+
+log = logging.getLogger(__name__)
+
+WEBHOOK_PATH = "/webhooks/mlflow"
+
+
+class SyncService:
+    """Wake-ups in, passes out: the state shared by the loop and the receiver."""
+
+    def __init__(self, settings: Any, *, metrics: SyncMetrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics or SyncMetrics()
+        self.deduper = DeliveryDeduper()
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self._hints: dict[str, float] = {}
+        self.last_result: PassResult | None = None
+
+    # ---- receiver side ---------------------------------------------------------------------
+    def accept(self, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, Any]]:
+        """Handle one delivery: (HTTP status, JSON body). Wakes the loop for watched models."""
+        sync = self.settings.sync
+        try:
+            delivery_id = verify(headers, body, secret=sync.webhook_secret, max_age_s=sync.webhook_max_age_s)
+        except WebhookRejectedError as e:
+            self.metrics.webhooks.labels(outcome="rejected").inc()
+            log.warning("decision=webhook-rejected reason=%s", e.reason)
+            return 401, {"error": e.reason}
+        if not self.deduper.first_time(delivery_id):
+            self.metrics.webhooks.labels(outcome="duplicate").inc()
+            return 200, {"accepted": False, "duplicate": True}
+        event = parse_alias_event(delivery_id, headers, body)
+        if event is None or event.model not in sync.models:
+            self.metrics.webhooks.labels(outcome="ignored").inc()
+            return 200, {"accepted": False, "ignored": True}
+        self.metrics.webhooks.labels(outcome="accepted").inc()
+        self.notify(event)
+        return 200, {"accepted": True}
+
+    def notify(self, event: AliasEvent) -> None:
+        """Remember when the alias moved and wake the loop."""
+        log.info(
+            "decision=wake model=%s alias=%s version=%s action=%s delivery=%s",
+            event.model,
+            event.alias,
+            event.version,
+            event.action,
+            event.delivery_id,
+        )
+        if event.version is not None:
+            with self._lock:
+                self._hints[f"{event.model}:{event.alias}={event.version}"] = event.sent_at
+        self._wake.set()
+
+    # ---- loop side ---------------------------------------------------------------------------
+    def run_pass(self, trigger: str) -> PassResult | None:
+        """One pass; None when another sync held the lock for too long."""
+        with self._lock:
+            hints = dict(self._hints)
+        try:
+            result = reconcile_once(
+                self.settings,
+                trigger=trigger,
+                metrics=self.metrics,
+                alias_hints=hints,
+                lock_timeout_s=max(self.settings.sync.lock_timeout_s, 30.0),
+            )
+        except SyncBusyError as e:
+            log.warning("decision=skip reason=busy error=%s", e)
+            return None
+        with self._lock:
+            cutoff = time.time() - 3600
+            self._hints = {k: t for k, t in self._hints.items() if t > cutoff}
+        self.last_result = result
+        return result
+
+    def run(self, stop: threading.Event) -> None:
+        """Pass at start, then on every wake-up or poll interval, until ``stop`` is set."""
+        trigger = "start"
+        while not stop.is_set():
+            self._wake.clear()
+            try:
+                self.run_pass(trigger)
+            except Exception:  # keep serving: the next pass retries
+                log.exception("decision=pass-crashed")
+            woke = self._wait(stop)
+            trigger = "webhook" if woke else "poll"
+
+    def _wait(self, stop: threading.Event) -> bool:
+        deadline = time.monotonic() + self.settings.sync.poll_interval_s
+        while not stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            if self._wake.wait(timeout=min(left, 0.5)):
+                return True
+        return False
+
+
+def create_app(service: SyncService) -> Starlette:
+    """The receiver: webhook, health, metrics and the status file as JSON."""
+
+    async def webhook(request: Request) -> Response:
+        body = await request.body()
+        code, payload = service.accept(dict(request.headers), body)
+        return JSONResponse(payload, status_code=code)
+
+    async def healthz(_: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def metrics(_: Request) -> Response:
+        return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def status(_: Request) -> Response:
+        st = read_status(service.settings.path(service.settings.sync.status_file))
+        return JSONResponse(st.to_json())
+
+    return Starlette(
+        routes=[
+            Route(WEBHOOK_PATH, webhook, methods=["POST"]),
+            Route("/healthz", healthz),
+            Route("/metrics", metrics),
+            Route("/status", status),
+        ]
+    )
+
+
+def serve(settings: Any, *, stop: threading.Event | None = None) -> None:
+    """Run the receiver in a thread and the loop in this one until ``stop`` (or Ctrl-C)."""
+    import uvicorn
+
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    service = SyncService(settings)
+    config = uvicorn.Config(
+        create_app(service),
+        host=settings.sync.webhook_host,
+        port=settings.sync.webhook_port,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="sync-webhook", daemon=True)
+    thread.start()
+    log.info(
+        "sync service listening on http://%s:%d%s poll_interval_s=%s",
+        settings.sync.webhook_host,
+        settings.sync.webhook_port,
+        WEBHOOK_PATH,
+        settings.sync.poll_interval_s,
+    )
+    try:
+        service.run(stop)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=5)

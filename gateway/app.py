@@ -1,0 +1,299 @@
+"""The FastAPI app factory: adapters are built here (or injected by tests), routes stay thin."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway import metrics
+from gateway.errors import GatewayError, InvalidRequestError, PayloadTooLargeError
+from gateway.features import FeatureSource
+from gateway.predlog import NullPredictionLog, ParquetPredictionLog, PredictionLog
+from gateway.routes import _REQUEST_ID_RE, check_api_key, predict_payload, router, v1
+from gateway.service import PredictionService
+from gateway.triton import InferenceClient
+
+if TYPE_CHECKING:
+    from treeserve.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def _error(status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        orjson.dumps({"error": kind, "message": message}),
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+def build_features(settings: Settings) -> FeatureSource:
+    """The Feast online store of the settings."""
+    from gateway.features import FeastFeatureSource
+    from treeserve.feast_store import open_feature_store
+
+    store = open_feature_store(settings)
+    if settings.gateway.feature_reader == "direct":
+        from gateway.features_direct import DirectFeatureSource
+
+        return DirectFeatureSource(store, store_name=settings.feast.online_store)
+    return FeastFeatureSource(store, store_name=settings.feast.online_store)
+
+
+def build_predlog(settings: Settings) -> PredictionLog:
+    """The Parquet prediction log of the settings (or none when disabled)."""
+    gw = settings.gateway
+    if not gw.predlog_enabled:
+        return NullPredictionLog()
+    return ParquetPredictionLog(
+        settings.path(gw.predlog_dir),
+        queue_size=gw.predlog_queue_size,
+        overflow=gw.predlog_overflow,
+        segment_rows=gw.predlog_segment_rows,
+        segment_s=gw.predlog_segment_s,
+    )
+
+
+def _hot_path(app: FastAPI) -> GatewayMiddleware:
+    """The GatewayMiddleware instance of ``app`` (built on first use of the middleware stack)."""
+    if app.middleware_stack is None:
+        app.middleware_stack = app.build_middleware_stack()
+    node: Any = app.middleware_stack
+    while node is not None and not isinstance(node, GatewayMiddleware):
+        node = getattr(node, "app", None)
+    if node is None:
+        raise RuntimeError("GatewayMiddleware is not installed")
+    return node
+
+
+def create_app(
+    settings: Settings,
+    *,
+    features: FeatureSource | None = None,
+    triton: InferenceClient | None = None,
+    predlog: PredictionLog | None = None,
+    grpc: bool = True,
+) -> FastAPI:
+    """The gateway app. Missing adapters are built from ``settings`` when the app starts."""
+    gw = settings.gateway
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from gateway.triton import GrpcTritonClient
+
+        service = PredictionService(
+            gw,
+            repository=settings.path(settings.exporter.repository),
+            feature_service=settings.feast.feature_service,
+            features=features if features is not None else build_features(settings),
+            triton=triton if triton is not None else GrpcTritonClient(gw.triton),
+            predlog=predlog if predlog is not None else build_predlog(settings),
+        )
+        await service.start()
+        app.state.service = service
+        _hot_path(app).service = service
+        grpc_server = None
+        if grpc and gw.grpc_port:
+            from gateway.grpc_server import start_grpc_server
+
+            grpc_server = await start_grpc_server(service, host=gw.host, port=gw.grpc_port)
+        log.info("gateway ready: models %s", [m.name for m in service.models()])
+        try:
+            yield
+        finally:
+            if grpc_server is not None:
+                await grpc_server.stop(grace=2.0)
+            await service.aclose()
+
+    app = FastAPI(
+        title="treeserve gateway",
+        version="1",
+        description=(
+            "Entity ids in, scores out: features from the Feast online store, inference on Triton "
+            "(KServe v2 gRPC on the gateway's gRPC port as well)."
+        ),
+        lifespan=lifespan,
+        # FastAPI's OpenTelemetry hooks check providers on every request; we export Prometheus.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
+    )
+    app.state.api_keys = [k.encode() for k in gw.api_keys]
+    app.include_router(router)
+    app.include_router(v1)
+
+    @app.exception_handler(GatewayError)
+    async def _gateway_error(request: Request, exc: GatewayError) -> Response:
+        headers = {"retry-after": str(gw.retry_after_s)} if exc.status_code == 503 else None
+        if exc.status_code == 401:
+            headers = {"www-authenticate": "Bearer"}
+        return _error(exc.status_code, exc.kind, str(exc), headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(x) for x in first.get("loc", ()))
+        return _error(422, "invalid_request", f"{where}: {first.get('msg', 'invalid')}")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        return _error(exc.status_code, "http_error", str(exc.detail), dict(exc.headers or {}))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unexpected error on %s", request.url.path)
+        return _error(500, "internal_error", "internal error (see the gateway log)")
+
+    app.add_middleware(
+        GatewayMiddleware,
+        served=(gw.model,),
+        api_keys=app.state.api_keys,
+        max_body_bytes=gw.max_body_bytes,
+        retry_after_s=gw.retry_after_s,
+    )
+    return app
+
+
+_PREDICT_RE = re.compile(r"^/v1/models/([^/]+)/predict$")
+_PREDICT_ENDPOINT = "/v1/models/{model}/predict"
+
+
+class GatewayMiddleware:
+    """Metrics for every HTTP request, and the predict hot path without the framework's layers.
+
+    ``POST /v1/models/{model}/predict`` is answered here directly (API key, body limit, the same
+    ``routes.predict_payload`` and error rendering as the documented FastAPI route): FastAPI's
+    routing and dependency resolution cost more than the rest of the request at this size.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        served: tuple[str, ...],
+        api_keys: list[bytes],
+        max_body_bytes: int,
+        retry_after_s: int,
+    ) -> None:
+        self.app = app
+        self._served = frozenset(served)
+        self._keys = api_keys
+        self._limit = max_body_bytes
+        self._retry_after = str(retry_after_s)
+        self.service: PredictionService | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        metrics.IN_FLIGHT.inc()
+        status = 500
+        version = ""
+        model = ""
+        endpoint = "unmatched"
+        try:
+            match = _PREDICT_RE.match(scope["path"]) if scope["method"] == "POST" else None
+            if match is not None and self.service is not None:
+                endpoint = _PREDICT_ENDPOINT
+                model = unquote(match.group(1))
+                status, version = await self._predict(scope, receive, send, model)
+            else:
+                holder = [500]
+
+                async def _send(message: Message) -> None:
+                    if message["type"] == "http.response.start":
+                        holder[0] = message["status"]
+                    await send(message)
+
+                try:
+                    await self.app(scope, receive, _send)
+                finally:
+                    status = holder[0]
+                    route = scope.get("route")
+                    endpoint = getattr(route, "path", None) or "unmatched"
+                    model = str((scope.get("path_params") or {}).get("model", ""))
+                    version = str((scope.get("state") or {}).get("model_version", ""))
+        finally:
+            metrics.IN_FLIGHT.dec()
+            if model not in self._served:  # callers must not mint label values
+                model = ""
+            labels = ("http", endpoint, str(status), model, version)
+            metrics.REQUESTS.labels(*labels).inc()
+            metrics.REQUEST_DURATION.labels(*labels).observe(time.perf_counter() - t0)
+
+    async def _predict(self, scope: Scope, receive: Receive, send: Send, model: str) -> tuple[int, str]:
+        assert self.service is not None
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        try:
+            check_api_key(self._keys, headers.get("authorization"))
+            body = await _read_body(receive, headers.get("content-length"), self._limit)
+            rid = headers.get("x-request-id")
+            rid = rid if rid and _REQUEST_ID_RE.match(rid) else None
+            payload, result = await predict_payload(self.service, model, body, rid)
+        except GatewayError as e:
+            extra: list[tuple[bytes, bytes]] = []
+            if e.status_code == 503:
+                extra.append((b"retry-after", self._retry_after.encode()))
+            elif e.status_code == 401:
+                extra.append((b"www-authenticate", b"Bearer"))
+            await _send_json(send, e.status_code, orjson.dumps({"error": e.kind, "message": str(e)}), extra)
+            return e.status_code, ""
+        except Exception:
+            log.exception("unexpected error on %s", scope["path"])
+            body = orjson.dumps(
+                {"error": "internal_error", "message": "internal error (see the gateway log)"}
+            )
+            await _send_json(send, 500, body, [])
+            return 500, ""
+        await _send_json(send, 200, payload, [(b"x-request-id", result.request_id.encode())])
+        return 200, result.model_version
+
+
+async def _read_body(receive: Receive, declared: str | None, limit: int) -> bytes:
+    if declared is not None:
+        try:
+            size = int(declared)
+        except ValueError as e:
+            raise InvalidRequestError("invalid Content-Length") from e
+        if size > limit:
+            raise PayloadTooLargeError(f"request body over {limit} bytes")
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise InvalidRequestError("client disconnected")
+        chunk = message.get("body", b"")
+        total += len(chunk)
+        if total > limit:
+            raise PayloadTooLargeError(f"request body over {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def _send_json(send: Send, status: int, body: bytes, extra: list[tuple[bytes, bytes]]) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *extra,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,113 @@
+"""What the gateway serves, read from the Triton model repository (its single source of truth).
+
+For each served model: the routing (alias -> version) and feature contract from ``config.pbtxt``
+``parameters``, and each routed version's ``treeserve.json`` (task, features, medians, base rate).
+The skew guard lives here: a version whose recorded feature list differs from the
+FeatureService's is marked not servable, with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from treeserve import contract
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """One model version as recorded in its Triton version directory."""
+
+    version: str
+    task: str
+    n_classes: int
+    features: tuple[str, ...]
+    medians: dict[str, float]
+    base_rate: float
+    servable: bool = True
+    problem: str = ""
+    """Why the version is not servable (empty when it is)."""
+
+
+@dataclass(frozen=True)
+class ModelView:
+    """One served model: contract, routing and the routed versions."""
+
+    name: str
+    feature_service: str
+    features: tuple[str, ...]
+    """The FeatureService's ordered features (what the gateway reads and sends)."""
+    entity_keys: tuple[str, ...]
+    routing: dict[str, str]
+    versions: dict[str, VersionInfo] = field(default_factory=dict)
+    problem: str = ""
+    """Why the model cannot be served at all (empty when it can)."""
+
+    def version_for(self, alias: str) -> VersionInfo | None:
+        """The servable version behind ``alias``, if any."""
+        v = self.routing.get(alias)
+        info = self.versions.get(v) if v is not None else None
+        return info if info is not None and info.servable else None
+
+
+@dataclass(frozen=True)
+class RepositoryConfig:
+    """The parameters the exporter writes into ``config.pbtxt``."""
+
+    features: tuple[str, ...]
+    routing: dict[str, str]
+    feature_service: str
+    entity_keys: tuple[str, ...]
+
+
+def read_repository_config(repository: Path, model: str) -> RepositoryConfig:
+    """Parse ``<repository>/<model>/config.pbtxt`` (contract #4 parameters) via the exporter."""
+    from exporter.repository import read_model_config
+
+    cfg = read_model_config(repository, model)
+    return RepositoryConfig(
+        features=tuple(cfg.features),
+        routing={str(k): str(v) for k, v in cfg.routing.items()},
+        feature_service=cfg.feature_service,
+        entity_keys=tuple(cfg.entity_keys),
+    )
+
+
+def read_version_info(repository: Path, model: str, version: str) -> VersionInfo:
+    """Read ``<model>/<version>/treeserve.json``."""
+    meta = json.loads((repository / model / version / contract.VERSION_METADATA_FILE).read_text())
+    return VersionInfo(
+        version=str(version),
+        task=str(meta.get("task", "binary")),
+        n_classes=int(meta.get("n_classes") or 2),
+        features=tuple(meta.get("features") or ()),
+        medians={str(k): float(v) for k, v in (meta.get("medians") or {}).items() if v is not None},
+        base_rate=float(meta.get("base_rate") or 0.0),
+    )
+
+
+def skew_problem(version: VersionInfo, service_features: tuple[str, ...], feature_service: str) -> str:
+    """The skew guard: '' when the version's feature list equals the FeatureService's."""
+    if tuple(version.features) == tuple(service_features):
+        return ""
+    return (
+        f"version {version.version} was trained on features {list(version.features)} but "
+        f"FeatureService {feature_service!r} now lists {list(service_features)}"
+    )
+
+
+def fingerprint(repository: Path, model: str) -> tuple[float, ...]:
+    """Cheap change detector: mtimes of config.pbtxt and the version metadata files."""
+    root = repository / model
+    stamps: list[float] = []
+    try:
+        stamps.append((root / "config.pbtxt").stat().st_mtime_ns)
+        for meta in sorted(root.glob(f"*/{contract.VERSION_METADATA_FILE}")):
+            stamps.append(meta.stat().st_mtime_ns)
+    except FileNotFoundError:
+        return ()
+    return tuple(stamps)

@@ -1,0 +1,118 @@
+"""Coalescing of concurrent requests into one call: the gateway's own dynamic batching.
+
+The first submission of a batch starts a short window (``window_us``); every submission that
+arrives before it closes (or until ``max_batch`` rows are pending) joins the batch, which is sent
+as one call. Each submitter gets back exactly its own slice of the result, or the call's error.
+Submissions are chunks (a list or an array of rows); ``merge`` joins the chunks of a batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Generic, TypeVar
+
+from gateway import metrics
+
+C = TypeVar("C")  # a chunk of rows (list, array)
+
+
+def merge_lists(chunks: list[Any]) -> list[Any]:
+    """Default merge: concatenate lists."""
+    if len(chunks) == 1:
+        return list(chunks[0])
+    out: list[Any] = []
+    for c in chunks:
+        out.extend(c)
+    return out
+
+
+class Coalescer(Generic[C]):
+    """Merge concurrent ``submit(chunk)`` calls into one ``call(merged)``."""
+
+    def __init__(
+        self,
+        call: Callable[[Any], Awaitable[Any]],
+        *,
+        window_us: int,
+        max_batch: int,
+        stage: str,
+        merge: Callable[[list[Any]], Any] = merge_lists,
+    ) -> None:
+        self._call = call
+        self._merge = merge
+        self._window_s = window_us / 1e6
+        self._max_batch = max_batch
+        self._chunks: list[Any] = []
+        self._pending = 0
+        self._waiters: list[tuple[int, int, asyncio.Future[Any], float]] = []
+        self._timer: asyncio.TimerHandle | asyncio.Handle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._batch_size = metrics.COALESCED_BATCH_SIZE.labels(stage)
+        self._batch_requests = metrics.COALESCED_REQUESTS.labels(stage)
+        self._wait = metrics.COALESCE_WAIT.labels(stage)
+
+    async def submit(self, chunk: Sequence[Any]) -> Any:
+        """Add ``chunk`` to the current batch and wait for its results (same order)."""
+        n = len(chunk)
+        if n >= self._max_batch:
+            # A big request is a batch on its own: no point in waiting for company.
+            self._batch_size.observe(n)
+            self._batch_requests.observe(1)
+            return await self._call(self._merge([chunk]))
+        if self._pending + n > self._max_batch:
+            self._flush()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        start = self._pending
+        self._chunks.append(chunk)
+        self._pending += n
+        self._waiters.append((start, start + n, fut, time.perf_counter()))
+        if self._pending >= self._max_batch:
+            self._flush()
+        elif self._timer is None:
+            if self._window_s > 0:
+                self._timer = loop.call_later(self._window_s, self._flush)
+            else:
+                self._timer = loop.call_soon(self._flush)
+        return await fut
+
+    def _flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._chunks:
+            return
+        chunks, waiters, n = self._chunks, self._waiters, self._pending
+        self._chunks, self._waiters, self._pending = [], [], 0
+        task = asyncio.get_running_loop().create_task(self._run(chunks, waiters, n))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(
+        self, chunks: list[Any], waiters: list[tuple[int, int, asyncio.Future[Any], float]], n: int
+    ) -> None:
+        now = time.perf_counter()
+        self._batch_size.observe(n)
+        self._batch_requests.observe(len(waiters))
+        for _, _, _, t0 in waiters:
+            self._wait.observe(now - t0)
+        try:
+            results = await self._call(self._merge(chunks))
+        except BaseException as e:  # handed to every waiter of this batch
+            for _, _, fut, _ in waiters:
+                if not fut.done():
+                    fut.set_exception(e)
+            if not isinstance(e, Exception):
+                raise
+            return
+        for lo, hi, fut, _ in waiters:
+            if not fut.done():
+                fut.set_result(results[lo:hi])
+
+    async def aclose(self) -> None:
+        """Send what is pending and wait for the batches in flight."""
+        self._flush()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)

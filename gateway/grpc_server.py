@@ -1,0 +1,244 @@
+"""KServe v2 (Open Inference Protocol) gRPC transport over the same PredictionService.
+
+``ModelInfer`` takes the entity keys as a BYTES input tensor named after each join key (e.g.
+``customer_id``, shape ``[n]`` or ``[n, 1]``) — or a ``features`` FP32/FP64 tensor ``[n,
+n_features]`` — and answers ``score`` (FP64 ``[n]``), ``risk_tier``, ``model_version``,
+``fallback_reason`` and ``imputed_features`` (BYTES ``[n]``). Any Triton/KServe v2 client
+(``tritonclient.grpc``) can call it. The servicer only translates; the flow is the service's.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import struct
+import time
+from typing import Any
+
+import grpc
+import numpy as np
+from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+from gateway import metrics
+from gateway.errors import GatewayError, InvalidRequestError, UnauthorizedError
+from gateway.service import PredictionResult, PredictionService
+from treeserve import contract
+
+log = logging.getLogger(__name__)
+
+_STATUS = {
+    401: grpc.StatusCode.UNAUTHENTICATED,
+    404: grpc.StatusCode.NOT_FOUND,
+    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    422: grpc.StatusCode.INVALID_ARGUMENT,
+    503: grpc.StatusCode.UNAVAILABLE,
+    504: grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+OUTPUTS = ("score", "risk_tier", "model_version", "fallback_reason", "imputed_features")
+
+
+def deserialize_bytes(raw: bytes) -> list[bytes]:
+    """Triton's raw BYTES layout: each element is a 4-byte little-endian length + the bytes."""
+    out: list[bytes] = []
+    i, n = 0, len(raw)
+    while i < n:
+        if i + 4 > n:
+            raise InvalidRequestError("malformed BYTES tensor")
+        (size,) = struct.unpack_from("<I", raw, i)
+        i += 4
+        if i + size > n:
+            raise InvalidRequestError("malformed BYTES tensor")
+        out.append(raw[i : i + size])
+        i += size
+    return out
+
+
+def serialize_bytes(items: list[bytes]) -> bytes:
+    """The inverse of ``deserialize_bytes``."""
+    return b"".join(struct.pack("<I", len(b)) + b for b in items)
+
+
+class KServeServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
+    """ServerLive/Ready, ModelReady, metadata and ModelInfer on the gateway's service."""
+
+    def __init__(self, service: PredictionService, api_keys: list[bytes]) -> None:
+        self._service = service
+        self._keys = api_keys
+
+    def _auth(self, context: grpc.aio.ServicerContext) -> None:
+        if not self._keys:
+            return
+        md = dict(context.invocation_metadata() or ())
+        value = str(md.get("authorization", ""))
+        token = (value[7:] if value.lower().startswith("bearer ") else "").encode()
+        ok = False
+        for key in self._keys:
+            ok |= hmac.compare_digest(token, key)
+        if not ok:
+            raise UnauthorizedError("missing or invalid API key (metadata authorization: Bearer <key>)")
+
+    async def ServerLive(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return service_pb2.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        checks = await self._service.readiness()
+        return service_pb2.ServerReadyResponse(ready=all(v == "ok" for v in checks.values()))
+
+    async def ModelReady(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            view = self._service.model(request.name)
+        except GatewayError:
+            return service_pb2.ModelReadyResponse(ready=False)
+        champion = view.version_for(contract.ALIAS_CHAMPION)
+        ready = champion is not None and not view.problem
+        if ready and request.version:
+            ready = request.version in {v.version for v in view.versions.values() if v.servable}
+        return service_pb2.ModelReadyResponse(ready=ready)
+
+    async def ServerMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return service_pb2.ServerMetadataResponse(name="treeserve-gateway", version="1", extensions=[])
+
+    async def ModelMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            self._auth(context)
+            view = self._service.model(request.name)
+        except GatewayError as e:
+            await _abort(context, e)
+            raise
+        tm = service_pb2.ModelMetadataResponse.TensorMetadata
+        champion = view.routing.get(contract.ALIAS_CHAMPION, "")
+        return service_pb2.ModelMetadataResponse(
+            name=view.name,
+            versions=[champion] if champion else [],
+            platform="treeserve-gateway",
+            inputs=[tm(name=k, datatype="BYTES", shape=[-1]) for k in view.entity_keys],
+            outputs=[tm(name="score", datatype="FP64", shape=[-1])]
+            + [tm(name=o, datatype="BYTES", shape=[-1]) for o in OUTPUTS[1:]],
+        )
+
+    async def ModelInfer(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        t0 = time.perf_counter()
+        status = 200
+        version = ""
+        model = request.model_name
+        try:
+            self._auth(context)
+            result = await self._infer(request)
+            version = result.model_version
+            return _response(request, result)
+        except GatewayError as e:
+            status = e.status_code
+            await _abort(context, e)
+            raise
+        except Exception as e:  # never a stack trace to the caller
+            status = 500
+            log.exception("ModelInfer failed")
+            await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(e).__name__}")
+            raise
+        finally:
+            if model not in {m.name for m in self._service.models()}:
+                model = ""
+            labels = ("grpc", "ModelInfer", str(status), model, version)
+            metrics.REQUESTS.labels(*labels).inc()
+            metrics.REQUEST_DURATION.labels(*labels).observe(time.perf_counter() - t0)
+
+    async def _infer(self, request: Any) -> PredictionResult:
+        view = self._service.model(request.model_name)
+        raw = list(request.raw_input_contents)
+        by_name: dict[str, tuple[Any, bytes | None]] = {}
+        for i, inp in enumerate(request.inputs):
+            by_name[inp.name] = (inp, raw[i] if i < len(raw) else None)
+        rid = request.id or None
+        if view.entity_keys and all(k in by_name for k in view.entity_keys):
+            columns: list[list[str]] = []
+            for key in view.entity_keys:
+                inp, data = by_name[key]
+                if inp.datatype != "BYTES":
+                    raise InvalidRequestError(f"input {key!r} must be BYTES (got {inp.datatype})")
+                items = deserialize_bytes(data) if data is not None else list(inp.contents.bytes_contents)
+                try:
+                    columns.append([b.decode("utf-8") for b in items])
+                except UnicodeDecodeError as e:
+                    raise InvalidRequestError(f"input {key!r} must be UTF-8 strings") from e
+            if len({len(c) for c in columns}) != 1:
+                raise InvalidRequestError("entity key inputs must have the same number of elements")
+            entities = [dict(zip(view.entity_keys, row, strict=True)) for row in zip(*columns, strict=True)]
+            return await self._service.predict_entities(view.name, entities, request_id=rid)
+        if contract.INPUT_TENSOR in by_name:
+            inp, data = by_name[contract.INPUT_TENSOR]
+            dtype = {"FP32": np.float32, "FP64": np.float64}.get(inp.datatype)
+            if dtype is None:
+                raise InvalidRequestError(f"input {contract.INPUT_TENSOR!r} must be FP32 or FP64")
+            if data is not None:
+                arr = np.frombuffer(data, dtype=dtype)
+            else:
+                contents = inp.contents.fp32_contents if dtype is np.float32 else inp.contents.fp64_contents
+                arr = np.asarray(list(contents), dtype=dtype)
+            n_features = len(view.features)
+            if n_features == 0 or arr.size % n_features:
+                raise InvalidRequestError(
+                    f"input {contract.INPUT_TENSOR!r} must have shape [n, {n_features}]"
+                )
+            x = arr.reshape(-1, n_features)
+            instances = [
+                {f: (None if np.isnan(v) else float(v)) for f, v in zip(view.features, row, strict=True)}
+                for row in x
+            ]
+            return await self._service.predict_instances(view.name, instances, request_id=rid)
+        raise InvalidRequestError(
+            f"send the entity keys as BYTES inputs named {list(view.entity_keys)} "
+            f"(or {contract.INPUT_TENSOR!r} FP32 [n, {len(view.features)}])"
+        )
+
+
+def _response(request: Any, result: PredictionResult) -> Any:
+    n = len(result.predictions)
+    wanted = [o.name for o in request.outputs] or list(OUTPUTS)
+    resp = service_pb2.ModelInferResponse(
+        model_name=result.model, model_version=result.model_version, id=result.request_id
+    )
+    for name in wanted:
+        if name == "score":
+            data = np.array([p.score for p in result.predictions], dtype=np.float64).tobytes()
+            dtype = "FP64"
+        elif name in OUTPUTS:
+            values = {
+                "risk_tier": lambda p: p.risk_tier or "",
+                "model_version": lambda p: p.model_version,
+                "fallback_reason": lambda p: p.fallback,
+                "imputed_features": lambda p: ",".join(p.imputed),
+            }[name]
+            data = serialize_bytes([values(p).encode() for p in result.predictions])
+            dtype = "BYTES"
+        else:
+            raise InvalidRequestError(f"unknown output {name!r}; outputs are {list(OUTPUTS)}")
+        out = resp.outputs.add()
+        out.name = name
+        out.datatype = dtype
+        out.shape.extend([n])
+        resp.raw_output_contents.append(data)
+    return resp
+
+
+async def _abort(context: grpc.aio.ServicerContext, e: GatewayError) -> None:
+    code = _STATUS.get(e.status_code, grpc.StatusCode.INTERNAL)
+    await context.abort(code, str(e))
+
+
+async def start_grpc_server(service: PredictionService, *, host: str, port: int) -> grpc.aio.Server:
+    """Serve KServe v2 on ``host:port`` (SO_REUSEPORT: every worker may bind the same port)."""
+    server = grpc.aio.server(
+        options=[
+            ("grpc.so_reuseport", 1),
+            ("grpc.max_receive_message_length", service.settings.max_body_bytes),
+        ]
+    )
+    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
+        KServeServicer(service, [k.encode() for k in service.settings.api_keys]), server
+    )
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if not bound:
+        raise OSError(f"cannot bind the gRPC port {host}:{port}")
+    await server.start()
+    log.info("KServe v2 gRPC on %s:%d", host, port)
+    return server

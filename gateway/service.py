@@ -1,0 +1,639 @@
+"""The prediction flow, shared by the HTTP and gRPC transports (no HTTP, no SDK in here).
+
+entity ids -> online features (coalesced read) -> missing-value policy (impute with the
+version's training median, or fall back to its base rate) -> routed version (champion, sticky
+challenger share, shadow) -> Triton (coalesced call) -> scores + flags -> prediction log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import re
+import time
+import uuid
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gateway import catalog, metrics
+from gateway.catalog import ModelView, VersionInfo
+from gateway.coalesce import Coalescer
+from gateway.errors import (
+    GatewayError,
+    InvalidRequestError,
+    ModelNotServableError,
+    UnknownModelError,
+)
+from gateway.features import FeatureSource
+from gateway.predlog import PredictionBatch, PredictionLog
+from gateway.settings import GatewaySettings
+from gateway.triton import InferenceClient
+from treeserve import contract
+
+log = logging.getLogger(__name__)
+
+ROUTE_CHAMPION = contract.ALIAS_CHAMPION
+ROUTE_CHALLENGER = contract.ALIAS_CHALLENGER
+ROUTE_SHADOW = "shadow"
+FALLBACK_UNKNOWN_ENTITY = "unknown_entity"
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One scored row."""
+
+    score: float
+    risk_tier: str | None
+    model_version: str
+    route: str
+    imputed: tuple[str, ...]
+    """Features replaced by the training median (empty: none)."""
+    fallback: str
+    """Why the base rate was returned instead of a model score (empty: model score)."""
+    label: int | None = None
+
+
+@dataclass(frozen=True)
+class PredictionResult:
+    """The answer to one request."""
+
+    request_id: str
+    model: str
+    model_version: str
+    """The champion version (rows answered by the challenger say so in their own field)."""
+    predictions: list[Prediction]
+    latency_ms: float
+
+
+@dataclass
+class _Scored:
+    scores: np.ndarray
+    labels: np.ndarray | None
+    versions: list[str]
+    routes: list[str]
+    imputed: list[tuple[str, ...]]
+    fallback: list[str]
+    extra: list[Any] = field(default_factory=list)
+
+
+class PredictionService:
+    """Everything between a transport and the adapters."""
+
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        *,
+        repository: Path,
+        feature_service: str,
+        features: FeatureSource,
+        triton: InferenceClient,
+        predlog: PredictionLog,
+    ) -> None:
+        self.settings = settings
+        self._repository = repository
+        self._feature_service_default = feature_service
+        self._features = features
+        self._triton = triton
+        self._predlog = predlog
+        self._models: dict[str, ModelView] = {}
+        self._fingerprints: dict[str, tuple[float, ...]] = {}
+        self._served = [settings.model]
+        self._id_re = re.compile(settings.entity_id_pattern)
+        self._feature_coalescers: dict[str, Coalescer[Any]] = {}
+        self._triton_coalescers: dict[tuple[str, str, str], Coalescer[Any]] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+        self._refresh_task: asyncio.Task[None] | None = None
+        self._tiers = sorted(settings.risk_tiers.items(), key=lambda kv: kv[1])
+        self._policy_cache: dict[tuple[str, ...], np.ndarray] = {}
+        self._median_cache: dict[tuple[str, tuple[str, ...]], np.ndarray] = {}
+        self._median_cache_owner: dict[tuple[str, tuple[str, ...]], VersionInfo] = {}
+        self._metric_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+
+    # ---- lifecycle ------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Load the served models (skew guard included) and start the routing watcher."""
+        await self._predlog.start()
+        await self.refresh()
+        self._refresh_task = asyncio.get_running_loop().create_task(self._watch(), name="routing-watch")
+
+    async def aclose(self) -> None:
+        """Stop watching, finish batches in flight, flush the prediction log."""
+        if self._refresh_task is not None:
+            self._refresh_task.cancel()
+            await asyncio.gather(self._refresh_task, return_exceptions=True)
+        for c in [*self._feature_coalescers.values(), *self._triton_coalescers.values()]:
+            await c.aclose()
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        await self._predlog.aclose()
+        await self._triton.aclose()
+        await self._features.aclose()
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.routing_poll_interval_s)
+            try:
+                await self.refresh()
+            except Exception:
+                log.exception("routing refresh failed; keeping the previous routing")
+
+    async def refresh(self, *, force: bool = False) -> None:
+        """Re-read the repository config of every served model when it changed."""
+        for name in self._served:
+            stamp = catalog.fingerprint(self._repository, name)
+            if not force and name in self._models and stamp == self._fingerprints.get(name):
+                continue
+            view = await asyncio.to_thread(self._load_model, name)
+            old = self._models.get(name)
+            if old is not None and old.routing != view.routing:
+                metrics.ROUTING_CHANGES.labels(name).inc()
+                log.info("routing of %s changed: %s -> %s", name, old.routing, view.routing)
+            self._models[name] = view
+            self._fingerprints[name] = stamp
+
+    def _load_model(self, name: str) -> ModelView:
+        try:
+            cfg = catalog.read_repository_config(self._repository, name)
+        except Exception as e:
+            problem = f"model {name!r} has no readable config in the repository {self._repository}: {e}"
+            log.warning(problem)
+            return ModelView(
+                name=name,
+                feature_service=self._feature_service_default,
+                features=(),
+                entity_keys=(),
+                routing={},
+                problem=problem,
+            )
+        service = cfg.feature_service or self._feature_service_default
+        try:
+            features, keys = self._features.describe(service)
+        except GatewayError as e:
+            return ModelView(
+                name=name,
+                feature_service=service,
+                features=cfg.features,
+                entity_keys=cfg.entity_keys,
+                routing=cfg.routing,
+                problem=str(e),
+            )
+        versions: dict[str, VersionInfo] = {}
+        for alias, version in cfg.routing.items():
+            if version in versions:
+                continue
+            try:
+                info = catalog.read_version_info(self._repository, name, version)
+            except (OSError, ValueError) as e:
+                versions[version] = VersionInfo(
+                    version=version,
+                    task="binary",
+                    n_classes=2,
+                    features=(),
+                    medians={},
+                    base_rate=0.0,
+                    servable=False,
+                    problem=f"version {version} ({alias}) has no readable {contract.VERSION_METADATA_FILE}: {e}",
+                )
+                metrics.VERSION_SERVABLE.labels(name, version, alias).set(0)
+                continue
+            problem = catalog.skew_problem(info, tuple(features), service)
+            if problem:
+                metrics.SKEW_GUARD_REJECTIONS.labels(name, version).inc()
+                log.error("skew guard: %s %s not served: %s", name, version, problem)
+                info = VersionInfo(**{**info.__dict__, "servable": False, "problem": problem})
+            versions[version] = info
+            metrics.VERSION_SERVABLE.labels(name, version, alias).set(1 if info.servable else 0)
+        problem = ""
+        if contract.ALIAS_CHAMPION not in cfg.routing:
+            problem = f"model {name!r} has no champion in its routing {cfg.routing}"
+        return ModelView(
+            name=name,
+            feature_service=service,
+            features=tuple(features),
+            entity_keys=tuple(keys),
+            routing=cfg.routing,
+            versions=versions,
+            problem=problem,
+        )
+
+    # ---- queries --------------------------------------------------------------------------
+    def models(self) -> list[ModelView]:
+        """The served models as currently loaded."""
+        return [self._models[n] for n in self._served if n in self._models]
+
+    def model(self, name: str) -> ModelView:
+        """One served model, or UnknownModelError."""
+        view = self._models.get(name)
+        if view is None:
+            raise UnknownModelError(name)
+        return view
+
+    def _champion(self, view: ModelView) -> VersionInfo:
+        if view.problem:
+            raise ModelNotServableError(view.problem)
+        info = view.version_for(contract.ALIAS_CHAMPION)
+        if info is None:
+            v = view.routing.get(contract.ALIAS_CHAMPION, "?")
+            problem = view.versions[v].problem if v in view.versions else "unknown version"
+            raise ModelNotServableError(f"model {view.name!r} champion version {v} is not served: {problem}")
+        return info
+
+    async def readiness(self) -> dict[str, str]:
+        """Each readiness check -> 'ok' or the reason it fails."""
+        checks: dict[str, str] = {}
+        triton_up = await self._triton.server_ready()
+        checks["triton"] = "ok" if triton_up else "Triton is not ready"
+        for view in self.models():
+            try:
+                champion = self._champion(view)
+            except GatewayError as e:
+                checks[f"contract:{view.name}"] = str(e)
+                continue
+            checks[f"contract:{view.name}"] = "ok"
+            if triton_up:
+                ready = await self._triton.model_ready(view.name, champion.version)
+                checks[f"model:{view.name}"] = (
+                    "ok" if ready else f"version {champion.version} of {view.name!r} is not ready in Triton"
+                )
+            try:
+                await self._features.check(view.feature_service)
+                checks[f"online_store:{view.feature_service}"] = "ok"
+            except GatewayError as e:
+                checks[f"online_store:{view.feature_service}"] = str(e)
+        if not self._served or not self.models():
+            checks["models"] = "no model loaded"
+        metrics.READY.set(1 if all(v == "ok" for v in checks.values()) else 0)
+        return checks
+
+    # ---- validation -----------------------------------------------------------------------
+    def entity_keys_of(self, entities: Sequence[Any], view: ModelView) -> list[tuple[str, ...]]:
+        """Validate entity objects against the FeatureService's join keys."""
+        keys = view.entity_keys
+        if not keys:
+            raise ModelNotServableError(view.problem or f"model {view.name!r} has no entity keys")
+        self._check_count(len(entities), "entities")
+        max_len = self.settings.entity_id_max_length
+        out: list[tuple[str, ...]] = []
+        for i, ent in enumerate(entities):
+            if not isinstance(ent, Mapping):
+                raise InvalidRequestError(f"entities[{i}] must be an object like {{{keys[0]!r}: '...'}}")
+            if len(ent) != len(keys) or any(k not in ent for k in keys):
+                raise InvalidRequestError(
+                    f"entities[{i}] must have exactly the keys {list(keys)} (got {sorted(map(str, ent))[:5]})"
+                )
+            row: list[str] = []
+            for k in keys:
+                v = ent[k]
+                if not isinstance(v, str):
+                    raise InvalidRequestError(f"entities[{i}].{k} must be a string")
+                if not 0 < len(v) <= max_len or not self._id_re.match(v):
+                    raise InvalidRequestError(
+                        f"entities[{i}].{k} must be 1-{max_len} characters matching {self.settings.entity_id_pattern}"
+                    )
+                row.append(v)
+            out.append(tuple(row))
+        return out
+
+    def instance_matrix(self, instances: Sequence[Any], view: ModelView) -> np.ndarray:
+        """Validate raw feature objects against the model's feature list; NaN for absent/null."""
+        self._check_count(len(instances), "instances")
+        features = view.features
+        index = {f: j for j, f in enumerate(features)}
+        x = np.full((len(instances), len(features)), np.nan, dtype=np.float64)
+        for i, inst in enumerate(instances):
+            if not isinstance(inst, Mapping):
+                raise InvalidRequestError(f"instances[{i}] must be an object of feature -> number")
+            for name, v in inst.items():
+                j = index.get(name)
+                if j is None:
+                    raise InvalidRequestError(
+                        f"instances[{i}] has unknown feature {str(name)[:64]!r}; the model's features are {list(features)}"
+                    )
+                if v is None:
+                    continue
+                if isinstance(v, bool) or not isinstance(v, int | float):
+                    raise InvalidRequestError(f"instances[{i}].{name} must be a number or null")
+                fv = float(v)
+                if not math.isfinite(fv):
+                    raise InvalidRequestError(f"instances[{i}].{name} must be finite")
+                x[i, j] = fv
+        return x
+
+    def _check_count(self, n: int, what: str) -> None:
+        if n < 1 or n > self.settings.max_entities:
+            raise InvalidRequestError(f"{what} must hold 1 to {self.settings.max_entities} items (got {n})")
+
+    # ---- prediction -----------------------------------------------------------------------
+    async def predict_entities(
+        self, model: str, entities: Sequence[Any], *, request_id: str | None = None
+    ) -> PredictionResult:
+        """Score entities by id: features come from the online store."""
+        t0 = time.perf_counter()
+        view = self.model(model)
+        champion = self._champion(view)
+        keys = self.entity_keys_of(entities, view)
+        metrics.ENTITIES_PER_REQUEST.labels(model).observe(len(keys))
+        x = await self._feature_coalescer(view.feature_service).submit(keys)
+        joined = ["|".join(k) for k in keys]
+        return await self._score(view, champion, np.asarray(x), joined, request_id, t0)
+
+    async def predict_instances(
+        self, model: str, instances: Sequence[Any], *, request_id: str | None = None
+    ) -> PredictionResult:
+        """Score rows whose features the caller already has."""
+        t0 = time.perf_counter()
+        view = self.model(model)
+        champion = self._champion(view)
+        x = self.instance_matrix(instances, view)
+        metrics.ENTITIES_PER_REQUEST.labels(model).observe(len(x))
+        return await self._score(view, champion, x, None, request_id, t0)
+
+    def _feature_coalescer(self, feature_service: str) -> Coalescer[Any]:
+        c = self._feature_coalescers.get(feature_service)
+        if c is None:
+
+            async def call(keys: list[tuple[str, ...]]) -> np.ndarray:
+                return await self._features.fetch(feature_service, keys)
+
+            c = self._feature_coalescers[feature_service] = Coalescer(
+                call,
+                window_us=self.settings.coalesce_window_us,
+                max_batch=self.settings.coalesce_max_batch,
+                stage="features",
+            )
+        return c
+
+    def _triton_coalescer(self, model: str, version: str, output: str) -> Coalescer[Any]:
+        key = (model, version, output)
+        c = self._triton_coalescers.get(key)
+        if c is None:
+
+            async def call(rows: np.ndarray) -> np.ndarray:
+                return await self._triton.infer(model, version, rows, output=output)
+
+            c = self._triton_coalescers[key] = Coalescer(
+                call,
+                window_us=self.settings.coalesce_window_us,
+                max_batch=self.settings.coalesce_max_batch,
+                stage="triton",
+                merge=_concat_rows,
+            )
+        return c
+
+    def _routes(
+        self, n: int, entity_keys: list[str] | None, request_id: str, challenger: VersionInfo | None
+    ) -> np.ndarray:
+        """True for rows answered by the challenger (sticky by entity hash)."""
+        share = self.settings.challenger_share
+        if challenger is None or share <= 0 or self.settings.shadow:
+            return np.zeros(n, dtype=bool)
+        limit = share * 2**32
+        if entity_keys is None:
+            return np.full(n, zlib.crc32(request_id.encode()) < limit)
+        return np.fromiter((zlib.crc32(k.encode()) < limit for k in entity_keys), dtype=bool, count=n)
+
+    async def _score(
+        self,
+        view: ModelView,
+        champion: VersionInfo,
+        x: np.ndarray,
+        entity_keys: list[str] | None,
+        request_id: str | None,
+        t0: float,
+    ) -> PredictionResult:
+        request_id = request_id or uuid.uuid4().hex
+        challenger = view.version_for(contract.ALIAS_CHALLENGER)
+        to_challenger = self._routes(len(x), entity_keys, request_id, challenger)
+        scored = await self._score_rows(view, champion, challenger, x, to_challenger)
+        now = datetime.now(UTC)
+        await self._log(view, request_id, now, x, entity_keys, scored)
+        if self.settings.shadow and challenger is not None:
+            task = asyncio.get_running_loop().create_task(
+                self._shadow(view, challenger, x, entity_keys, request_id)
+            )
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        predictions = [
+            Prediction(
+                score=float(scored.scores[i]),
+                risk_tier=self._tier(float(scored.scores[i]), champion.task),
+                model_version=scored.versions[i],
+                route=scored.routes[i],
+                imputed=scored.imputed[i],
+                fallback=scored.fallback[i],
+                label=int(scored.labels[i]) if scored.labels is not None else None,
+            )
+            for i in range(len(x))
+        ]
+        return PredictionResult(
+            request_id=request_id,
+            model=view.name,
+            model_version=champion.version,
+            predictions=predictions,
+            latency_ms=(time.perf_counter() - t0) * 1000.0,
+        )
+
+    async def _score_rows(
+        self,
+        view: ModelView,
+        champion: VersionInfo,
+        challenger: VersionInfo | None,
+        x: np.ndarray,
+        to_challenger: np.ndarray,
+    ) -> _Scored:
+        n = x.shape[0]
+        features = view.features
+        scores = np.zeros(n, dtype=np.float64)
+        labels = np.full(n, -1, dtype=np.int64) if champion.task == "multiclass" else None
+        versions = [champion.version] * n
+        routes = [ROUTE_CHAMPION] * n
+        imputed: list[tuple[str, ...]] = [()] * n
+        fallback = [""] * n
+
+        missing = np.isnan(x)
+        any_missing = bool(missing.any())
+        if any_missing:
+            miss_counts = missing.sum(axis=0)
+            for j in np.flatnonzero(miss_counts):
+                metrics.MISSING_FEATURES.labels(view.name, features[j]).inc(int(miss_counts[j]))
+            policy_fallback = self._policy_vector(features)
+            if self.settings.unknown_entity_policy == "fallback" and features:
+                unknown_fallback = missing.all(axis=1)
+            else:
+                unknown_fallback = np.zeros(n, dtype=bool)
+            fallback_rows = unknown_fallback | (missing & policy_fallback).any(axis=1)
+
+        groups: list[tuple[VersionInfo, str, np.ndarray | None]] = []
+        if challenger is not None and to_challenger.any():
+            groups.append((champion, ROUTE_CHAMPION, np.flatnonzero(~to_challenger)))
+            groups.append((challenger, ROUTE_CHALLENGER, np.flatnonzero(to_challenger)))
+            for i in groups[1][2]:  # type: ignore[union-attr]
+                versions[i] = challenger.version
+                routes[i] = ROUTE_CHALLENGER
+        else:
+            groups.append((champion, ROUTE_CHAMPION, None))  # None: every row
+
+        calls: list[tuple[VersionInfo, np.ndarray | None, np.ndarray]] = []
+        for info, _route, rows in groups:
+            if not any_missing:
+                xm = x if rows is None else x[rows]
+                if len(xm):
+                    calls.append((info, rows, xm.astype(np.float32)))
+                continue
+            rows = np.arange(n) if rows is None else rows
+            for i in rows[fallback_rows[rows]]:
+                scores[i] = info.base_rate
+                if unknown_fallback[i]:
+                    fallback[i] = FALLBACK_UNKNOWN_ENTITY
+                else:
+                    names = [features[j] for j in np.flatnonzero(missing[i] & policy_fallback)]
+                    fallback[i] = "missing_features:" + ",".join(names)
+                metrics.FALLBACKS.labels(view.name, fallback[i].split(":")[0]).inc()
+            model_rows = rows[~fallback_rows[rows]]
+            if len(model_rows) == 0:
+                continue
+            xm = x[model_rows]
+            mm = missing[model_rows]
+            if mm.any():
+                xm = np.where(mm, self._median_vector(info, features), xm)
+                imp_counts = mm.sum(axis=0)
+                for j in np.flatnonzero(imp_counts):
+                    metrics.IMPUTATIONS.labels(view.name, features[j]).inc(int(imp_counts[j]))
+                for r in np.flatnonzero(mm.any(axis=1)):
+                    imputed[model_rows[r]] = tuple(features[j] for j in np.flatnonzero(mm[r]))
+            calls.append((info, model_rows, xm.astype(np.float32)))
+
+        if len(calls) == 1:
+            info, _, xm = calls[0]
+            outputs = [
+                await self._triton_coalescer(view.name, info.version, _output_name(info.task)).submit(xm)
+            ]
+        else:
+            outputs = await asyncio.gather(
+                *(
+                    self._triton_coalescer(view.name, info.version, _output_name(info.task)).submit(xm)
+                    for info, _, xm in calls
+                )
+            )
+        for (info, rows, _), out in zip(calls, outputs, strict=True):
+            s, lab = _scores_from_output(np.asarray(out), info.task)
+            if rows is None:
+                scores[:] = s
+            else:
+                scores[rows] = s
+            if labels is not None and lab is not None:
+                if rows is None:
+                    labels[:] = lab
+                else:
+                    labels[rows] = lab
+        for info, route, rows in groups:
+            k = n if rows is None else len(rows)
+            if k:
+                counter, hist = self._row_metrics(view.name, info.version, route)
+                counter.inc(k)
+                for v in scores if rows is None else scores[rows]:
+                    hist.observe(float(v))
+        return _Scored(scores, labels, versions, routes, imputed, fallback)
+
+    def _policy_vector(self, features: tuple[str, ...]) -> np.ndarray:
+        vec = self._policy_cache.get(features)
+        if vec is None:
+            gw = self.settings
+            vec = np.array(
+                [gw.missing_policy.get(f, gw.default_missing_policy) == "fallback" for f in features],
+                dtype=bool,
+            )
+            self._policy_cache[features] = vec
+        return vec
+
+    def _median_vector(self, info: VersionInfo, features: tuple[str, ...]) -> np.ndarray:
+        key = (info.version, features)
+        vec = self._median_cache.get(key)
+        if vec is None or self._median_cache_owner.get(key) is not info:
+            vec = np.array([info.medians.get(f, np.nan) for f in features], dtype=np.float64)
+            self._median_cache[key] = vec
+            self._median_cache_owner[key] = info
+        return vec
+
+    def _row_metrics(self, model: str, version: str, route: str) -> tuple[Any, Any]:
+        key = (model, version, route)
+        pair = self._metric_children.get(key)
+        if pair is None:
+            pair = (metrics.PREDICTIONS.labels(model, version, route), metrics.SCORE.labels(model, version))
+            self._metric_children[key] = pair
+        return pair
+
+    async def _shadow(
+        self,
+        view: ModelView,
+        challenger: VersionInfo,
+        x: np.ndarray,
+        entity_keys: list[str] | None,
+        request_id: str,
+    ) -> None:
+        try:
+            none = np.zeros(len(x), dtype=bool)
+            scored = await self._score_rows(view, challenger, None, x, none)
+            scored.routes = [ROUTE_SHADOW] * len(x)
+            await self._log(view, request_id, datetime.now(UTC), x, entity_keys, scored)
+        except Exception as e:
+            log.warning("shadow scoring with version %s failed: %s", challenger.version, e)
+
+    async def _log(
+        self,
+        view: ModelView,
+        request_id: str,
+        now: datetime,
+        x: np.ndarray,
+        entity_keys: list[str] | None,
+        scored: _Scored,
+    ) -> None:
+        await self._predlog.put(
+            PredictionBatch(
+                request_id=request_id,
+                timestamp=now,
+                model=view.name,
+                features=view.features,
+                versions=scored.versions,
+                routes=scored.routes,
+                entity_keys=list(entity_keys) if entity_keys is not None else [None] * len(x),
+                values=x,
+                scores=scored.scores,
+                imputed=[",".join(t) for t in scored.imputed],
+                fallback=scored.fallback,
+            )
+        )
+
+    def _tier(self, score: float, task: str) -> str | None:
+        if task != "binary":
+            return None
+        tier = self._tiers[0][0] if self._tiers else None
+        for name, low in self._tiers:
+            if score >= low:
+                tier = name
+        return tier
+
+
+def _concat_rows(chunks: list[np.ndarray]) -> np.ndarray:
+    return chunks[0] if len(chunks) == 1 else np.concatenate(chunks, axis=0)
+
+
+def _output_name(task: str) -> str:
+    return contract.OUTPUT_PREDICTION if task == "regression" else contract.OUTPUT_PROBABILITIES
+
+
+def _scores_from_output(out: np.ndarray, task: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """Score per row: P(class 1) for binary, max probability (+ label) for multiclass, the value for regression."""
+    out = out.reshape(out.shape[0], -1).astype(np.float64)
+    if task == "regression":
+        return out[:, 0], None
+    if task == "multiclass":
+        return out.max(axis=1), out.argmax(axis=1)
+    return (out[:, 1] if out.shape[1] > 1 else out[:, 0]), None

@@ -1,0 +1,409 @@
+"""Gateway benchmark: the gateway against the common FastAPI pattern and against Triton alone.
+
+One run on this machine, the same load generator for every server of a comparison:
+
+* HTTP, ``wrk`` (C, keep-alive, random entity per request): the gateway
+  (``POST /v1/models/<m>/predict`` with one entity) and the baseline (``loadtest.baseline_app``:
+  per-request Feast SDK + one-row DataFrame + in-process XGBoost ``predict_proba``; one uvicorn
+  worker per core, ``OMP_NUM_THREADS=1``), each with a warm-up run first.
+* gRPC, ``h2load`` (nghttp2, C) replaying one KServe v2 ``ModelInfer`` request: Triton alone
+  (the features tensor of one entity) and the gateway's gRPC port (the entity id as a BYTES
+  tensor). h2load reports throughput only (no percentiles).
+* Feature reads in process: 64 concurrent single-entity requests through the gateway's
+  coalescer vs one Feast SDK ``get_online_features`` call per request.
+
+Needs ``wrk`` and ``h2load`` (Debian: ``apt-get install -y wrk nghttp2-client``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from treeserve import procs
+
+log = logging.getLogger(__name__)
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
+
+
+# ---- wrk ----------------------------------------------------------------------------------
+def wrk_script(path: Path, *, url_path: str, body_template: str, ids: Sequence[str]) -> Path:
+    """A wrk Lua script posting ``body_template`` with a random id from ``ids`` per request."""
+    quoted = ",".join(json.dumps(i) for i in ids)
+    path.write_text(
+        f"""local ids = {{{quoted}}}
+math.randomseed(os.time())
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+request = function()
+  local id = ids[math.random(#ids)]
+  return wrk.format(nil, "{url_path}", nil, string.format('{body_template}', id))
+end
+"""
+    )
+    return path
+
+
+def parse_wrk(text: str) -> dict[str, Any]:
+    """Requests/s, latency percentiles (ms), errors and non-2xx from wrk's --latency output."""
+    out: dict[str, Any] = {}
+    m = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    out["rps"] = float(m.group(1)) if m else 0.0
+    for pct, value, unit in re.findall(r"^\s+(50|75|90|99)(?:\.\d+)?%\s+([\d.]+)(us|ms|s|m)\s*$", text, re.M):
+        out[f"p{pct}_ms"] = round(float(value) * _UNITS[unit], 3)
+    m = re.search(r"(\d+) requests in", text)
+    out["requests"] = int(m.group(1)) if m else 0
+    m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+    out["non_2xx"] = int(m.group(1)) if m else 0
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    out["socket_errors"] = sum(int(x) for x in m.groups()) if m else 0
+    return out
+
+
+def run_wrk(
+    url: str, script: Path, *, connections: int, duration_s: float, warmup_s: float
+) -> dict[str, Any]:
+    """Warm up, then measure one wrk run at ``connections``."""
+    threads = max(1, min(2, connections))
+    base = ["wrk", f"-t{threads}", f"-c{connections}", "--latency", "-s", str(script), "--timeout", "5s"]
+    if warmup_s > 0:
+        subprocess.run([*base, f"-d{max(1, round(warmup_s))}s", url], capture_output=True, check=False)
+    res = subprocess.run(
+        [*base, f"-d{max(1, round(duration_s))}s", url], capture_output=True, text=True, check=False
+    )
+    parsed = parse_wrk(res.stdout)
+    parsed["connections"] = connections
+    return parsed
+
+
+# ---- h2load (gRPC) --------------------------------------------------------------------------
+def grpc_frame(message: bytes) -> bytes:
+    """One gRPC length-prefixed message (uncompressed)."""
+    return b"\x00" + struct.pack(">I", len(message)) + message
+
+
+def parse_h2load(text: str) -> dict[str, Any]:
+    """Requests/s and status counts from h2load's summary."""
+    out: dict[str, Any] = {}
+    m = re.search(r"finished in [\d.]+\w*, ([\d.]+) req/s", text)
+    out["rps"] = float(m.group(1)) if m else 0.0
+    m = re.search(
+        r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored",
+        text,
+    )
+    if m:
+        out["requests"] = int(m.group(4))
+        out["failed"] = int(m.group(5)) + int(m.group(6))
+    m = re.search(r"time for request:\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)", text)
+    if m:
+        out["max_ms"] = round(float(m.group(3)) * _UNITS[m.group(4)], 3)
+        out["mean_ms"] = round(float(m.group(5)) * _UNITS[m.group(6)], 3)
+    return out
+
+
+def run_h2load(
+    url: str, body: Path, *, concurrency: int, duration_s: float, warmup_s: float
+) -> dict[str, Any]:
+    """gRPC load: ``concurrency`` connections with one stream each, replaying ``body``."""
+    clients = max(1, concurrency)
+    cmd = [
+        "h2load",
+        f"-c{clients}",
+        "-m1",
+        f"-t{min(2, clients)}",
+        "-D",
+        str(max(1, round(duration_s))),
+        "--warm-up-time",
+        str(max(0, round(warmup_s))),
+        "-d",
+        str(body),
+        "-H",
+        "content-type: application/grpc",
+        "-H",
+        "te: trailers",
+        url,
+    ]
+    res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    parsed = parse_h2load(res.stdout)
+    parsed["concurrency"] = concurrency
+    return parsed
+
+
+def triton_request_body(model: str, version: str, features: Sequence[float]) -> bytes:
+    """A serialized KServe v2 ModelInferRequest with one row of features."""
+    import numpy as np
+    from tritonclient.grpc import service_pb2
+
+    req = service_pb2.ModelInferRequest(model_name=model, model_version=version)
+    inp = req.inputs.add()
+    inp.name = "features"
+    inp.datatype = "FP32"
+    inp.shape.extend([1, len(features)])
+    req.raw_input_contents.append(np.asarray([features], dtype=np.float32).tobytes())
+    out = req.outputs.add()
+    out.name = "probabilities"
+    return grpc_frame(req.SerializeToString())
+
+
+def gateway_request_body(model: str, key: str, entity_id: str) -> bytes:
+    """A serialized KServe v2 ModelInferRequest carrying one entity id (BYTES)."""
+    from tritonclient.grpc import service_pb2
+
+    req = service_pb2.ModelInferRequest(model_name=model)
+    inp = req.inputs.add()
+    inp.name = key
+    inp.datatype = "BYTES"
+    inp.shape.extend([1])
+    raw = entity_id.encode()
+    req.raw_input_contents.append(struct.pack("<I", len(raw)) + raw)
+    out = req.outputs.add()
+    out.name = "score"
+    return grpc_frame(req.SerializeToString())
+
+
+# ---- servers --------------------------------------------------------------------------------
+def start_baseline(
+    env: dict[str, str], *, port: int, workers: int, log_file: Path
+) -> subprocess.Popen[bytes]:
+    """The baseline app under uvicorn (uvloop, httptools), ``workers`` processes."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "loadtest.baseline_app:create_app",
+        "--factory",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
+    proc = procs.start_background(cmd, log_file=log_file, env={**env, "OMP_NUM_THREADS": "1"})
+    ok = procs.wait_until(
+        lambda: procs.http_ok(f"http://127.0.0.1:{port}/healthz"),
+        timeout_s=120,
+        interval_s=0.25,
+        alive=lambda: proc.poll() is None,
+    )
+    if not ok:
+        procs.stop_pid(proc.pid)
+        raise RuntimeError(f"baseline did not start; see {log_file}")
+    return proc
+
+
+# ---- feature coalescing -----------------------------------------------------------------------
+async def _feature_rates(
+    store: Any, service: str, ids: Sequence[str], *, concurrency: int, total: int
+) -> dict[str, float]:
+    from gateway.coalesce import Coalescer
+    from gateway.features import FeastFeatureSource
+
+    source = FeastFeatureSource(store, store_name="bench")
+    source.describe(service)
+    coalescer: Coalescer[Any] = Coalescer(
+        lambda keys: source.fetch(service, keys), window_us=500, max_batch=512, stage="bench"
+    )
+    fs = store.get_feature_service(service)
+    loop = asyncio.get_running_loop()
+
+    async def worker_coalesced(k: int) -> None:
+        for i in range(k):
+            await coalescer.submit([(ids[i % len(ids)],)])
+
+    async def worker_per_request(k: int) -> None:
+        for i in range(k):
+            cid = ids[i % len(ids)]
+            await loop.run_in_executor(
+                None,
+                lambda c=cid: store.get_online_features(
+                    features=fs, entity_rows=[{"customer_id": c}]
+                ).to_dict(),
+            )
+
+    per = max(1, total // concurrency)
+    rates: dict[str, float] = {}
+    for name, worker in (("per_request", worker_per_request), ("coalesced", worker_coalesced)):
+        await asyncio.gather(*(worker(3) for _ in range(concurrency)))  # warm-up
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(per) for _ in range(concurrency)))
+        rates[name] = per * concurrency / (time.perf_counter() - t0)
+    await source.aclose()
+    return rates
+
+
+# ---- the benchmark ----------------------------------------------------------------------------
+def _entity_ids(settings: Any, n: int = 1000) -> list[str]:
+    import pandas as pd
+
+    frame = pd.read_parquet(
+        settings.path(settings.data.data_dir) / "customer_stats.parquet", columns=["customer_id"]
+    )
+    ids = sorted(frame["customer_id"].astype(str).unique())
+    step = max(1, len(ids) // n)
+    return ids[::step][:n]
+
+
+def run_gateway_bench(
+    settings: Any = None,
+    *,
+    out_dir: Path,
+    concurrencies: Sequence[int] = (1, 8, 32, 64),
+    duration_s: float = 8.0,
+    warmup_s: float = 3.0,
+    gateway_workers: int = 1,
+    baseline_workers: int | None = None,
+    world: Any = None,
+) -> dict[str, Any]:
+    """Measure gateway vs baseline (wrk) and gateway vs Triton (h2load); returns the figures.
+
+    ``world`` is a ``loadtest.bench_world.BenchWorld``; without one a small world (2000
+    customers, Redis online store when reachable) is built under ``out_dir`` and closed after.
+    """
+    from loadtest.bench_world import build_world
+
+    for tool in ("wrk", "h2load"):
+        if shutil.which(tool) is None:
+            raise RuntimeError(f"{tool} is not installed (apt-get install -y wrk nghttp2-client)")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    own_world = world is None
+    if world is None:
+        world = build_world(out_dir / "world", n_customers=2000, online_store="redis")
+    settings = world.settings
+    cores = os.cpu_count() or 1
+    baseline_workers = baseline_workers or cores
+    results: dict[str, Any] = {
+        "machine_cores": cores,
+        "gateway_workers": gateway_workers,
+        "baseline_workers": baseline_workers,
+        "online_store": settings.feast.online_store,
+        "duration_s": duration_s,
+        "warmup_s": warmup_s,
+        "load_generators": {"http": "wrk 4.1", "grpc": "h2load (nghttp2)"},
+    }
+    baseline = None
+    try:
+        world.start_triton()
+        gw = world.start_gateway(workers=gateway_workers)
+        ids = _entity_ids(settings)
+        model = world.model
+        env = world.env_for_children()
+        bport = procs.free_port()
+        baseline = start_baseline(
+            env, port=bport, workers=baseline_workers, log_file=out_dir / "baseline.log"
+        )
+
+        gw_script = wrk_script(
+            out_dir / "gateway.lua",
+            url_path=f"/v1/models/{model}/predict",
+            body_template='{"entities":[{"customer_id":"%s"}]}',
+            ids=ids,
+        )
+        bl_script = wrk_script(
+            out_dir / "baseline.lua", url_path="/predict", body_template='{"customer_id":"%s"}', ids=ids
+        )
+
+        http: dict[str, dict[str, Any]] = {"gateway": {}, "baseline": {}}
+        for c in concurrencies:
+            http["gateway"][str(c)] = run_wrk(
+                gw.url, gw_script, connections=c, duration_s=duration_s, warmup_s=warmup_s
+            )
+            http["baseline"][str(c)] = run_wrk(
+                f"http://127.0.0.1:{bport}",
+                bl_script,
+                connections=c,
+                duration_s=duration_s,
+                warmup_s=warmup_s,
+            )
+            log.info("c=%d gateway %s baseline %s", c, http["gateway"][str(c)], http["baseline"][str(c)])
+        results["http"] = http
+        procs.stop_pid(baseline.pid)
+        baseline = None
+
+        # gRPC: Triton alone vs the gateway's KServe v2 port, same h2load.
+        from treeserve.feast_store import feature_service_features, open_feature_store
+
+        store = open_feature_store(settings)
+        features = feature_service_features(store, settings.feast.feature_service)
+        online = store.get_online_features(
+            features=store.get_feature_service(settings.feast.feature_service),
+            entity_rows=[{"customer_id": ids[0]}],
+        ).to_dict()
+        row = [float("nan") if online[f][0] is None else float(online[f][0]) for f in features]
+        tbody = out_dir / "triton_request.bin"
+        tbody.write_bytes(triton_request_body(model, world.version, row))
+        gbody = out_dir / "gateway_request.bin"
+        gbody.write_bytes(gateway_request_body(model, "customer_id", ids[0]))
+        triton_url = f"http://{settings.gateway.triton.grpc_url}/inference.GRPCInferenceService/ModelInfer"
+        gateway_grpc_url = f"http://{gw.grpc_url}/inference.GRPCInferenceService/ModelInfer"
+        grpc_res: dict[str, dict[str, Any]] = {"triton": {}, "gateway": {}}
+        for c in concurrencies:
+            grpc_res["triton"][str(c)] = run_h2load(
+                triton_url, tbody, concurrency=c, duration_s=duration_s, warmup_s=warmup_s
+            )
+            grpc_res["gateway"][str(c)] = run_h2load(
+                gateway_grpc_url, gbody, concurrency=c, duration_s=duration_s, warmup_s=warmup_s
+            )
+            log.info(
+                "c=%d grpc triton %s gateway %s", c, grpc_res["triton"][str(c)], grpc_res["gateway"][str(c)]
+            )
+        results["grpc"] = grpc_res
+
+        rates = asyncio.run(
+            _feature_rates(store, settings.feast.feature_service, ids, concurrency=64, total=6400)
+        )
+        results["feature_reads_entities_per_s"] = {k: round(v, 1) for k, v in rates.items()}
+        results["feature_coalesced_vs_per_request_ratio"] = round(
+            rates["coalesced"] / rates["per_request"], 2
+        )
+    finally:
+        if baseline is not None:
+            procs.stop_pid(baseline.pid)
+        if own_world:
+            world.close()
+
+    top = str(max(concurrencies))
+    g, b = results["http"]["gateway"][top], results["http"]["baseline"][top]
+    tg, gg = results["grpc"]["triton"][top], results["grpc"]["gateway"][top]
+    results[f"gateway_rps_c{top}"] = g["rps"]
+    results[f"baseline_rps_c{top}"] = b["rps"]
+    results[f"gateway_p99_ms_c{top}"] = g.get("p99_ms")
+    results[f"baseline_p99_ms_c{top}"] = b.get("p99_ms")
+    results[f"gateway_vs_baseline_rps_ratio_c{top}"] = round(g["rps"] / b["rps"], 2) if b["rps"] else None
+    results[f"gateway_vs_baseline_p99_ratio_c{top}"] = (
+        round(g["p99_ms"] / b["p99_ms"], 3) if g.get("p99_ms") and b.get("p99_ms") else None
+    )
+    results[f"triton_grpc_rps_c{top}"] = tg["rps"]
+    results[f"gateway_grpc_rps_c{top}"] = gg["rps"]
+    results[f"gateway_vs_triton_rps_ratio_c{top}"] = round(gg["rps"] / tg["rps"], 3) if tg["rps"] else None
+    results[f"gateway_http_vs_triton_grpc_rps_ratio_c{top}"] = (
+        round(g["rps"] / tg["rps"], 3) if tg["rps"] else None
+    )
+    (out_dir / "bench_gateway.json").write_text(json.dumps(results, indent=2))
+    return results
+
+
+if __name__ == "__main__":  # python -m loadtest.bench_gateway [out_dir]
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    target = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("reports/bench/gateway")
+    print(json.dumps(run_gateway_bench(out_dir=target), indent=2))

@@ -1,0 +1,290 @@
+"""Promotion latency: alias moved in the registry -> Triton serves the new version.
+
+Measured end to end from outside, like a user sees it: the clock starts right before
+``set_registered_model_alias`` (through ``mlflow server``) and stops when ``config.pbtxt`` routes
+``champion`` to that version and Triton reports it READY. Two wake-up paths, each with the same
+``treeserve sync --watch`` service (in-process thread):
+
+- **webhook**: MLflow's ``model_version_alias.created`` webhook wakes the sync (poll far away);
+- **poll**: no webhook, the sync polls every ``poll_interval_s``.
+
+Each path promotes fresh versions (export + validation + Triton load + canary + switch) and
+then rolls back to an already loaded version (routing switch only). Runs its own ``mlflow
+server`` (SQLite backend, webhook variables set) and Triton on free ports under ``out_dir``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import statistics
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from treeserve.procs import free_port, http_ok, pid_alive, start_background, stop_pid, wait_until
+
+log = logging.getLogger(__name__)
+
+MODEL = "promotion-bench"
+FEATURES = ("recency_days", "orders_90d", "spend_usd", "tickets_30d", "tenure_days", "open_rate")
+BENCH_POLL_INTERVAL_S = 10.0
+"""Poll interval for the poll-only path (the default, 30 s, would only make the bench slower)."""
+
+
+def run_promotion_bench(
+    settings: Any, *, out_dir: Path, repeats: int = 3, quick: bool = False
+) -> dict[str, Any]:
+    """Promotion latency via webhook and via polling; medians with min/max in seconds."""
+    from cryptography.fernet import Fernet
+    from mlflow import MlflowClient
+
+    from exporter.sync.registration import register_webhook
+    from exporter.sync.service import WEBHOOK_PATH
+
+    repeats = 1 if quick else max(1, repeats)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fernet_key = Fernet.generate_key().decode()
+    with _mlflow_server(out_dir / "mlflow", fernet_key) as url, _triton(settings, out_dir) as triton:
+        client = MlflowClient(tracking_uri=url, registry_uri=url)
+        # Versions: 1 warm-up, then `repeats` fresh ones per path.
+        versions = [_register(url, seed) for seed in range(1 + 2 * repeats)]
+        port = free_port()
+        secret = uuid.uuid4().hex
+        bench_settings = _settings(settings, out_dir, url, triton, port=port, secret=secret)
+
+        with _service(
+            bench_settings.model_copy(
+                update={"sync": bench_settings.sync.model_copy(update={"poll_interval_s": 3600.0})}
+            )
+        ):
+            hook_id = register_webhook(
+                client, f"http://127.0.0.1:{port}{WEBHOOK_PATH}", secret=secret, name="bench"
+            )
+            time.sleep(1.5)  # server-side webhook list cache (MLFLOW_WEBHOOK_CACHE_TTL=1)
+            warm = _promote(client, bench_settings, versions[0], timeout_s=120)
+            webhook_new = [
+                _promote(client, bench_settings, v, timeout_s=120) for v in versions[1 : 1 + repeats]
+            ]
+            # Back to the previous champion, still loaded for rollback.
+            webhook_rollback = [_promote(client, bench_settings, versions[repeats - 1], timeout_s=60)]
+            client.delete_webhook(hook_id)
+
+        poll_settings = bench_settings.model_copy(
+            update={
+                "sync": bench_settings.sync.model_copy(
+                    update={"poll_interval_s": BENCH_POLL_INTERVAL_S, "webhook_port": free_port()}
+                )
+            }
+        )
+        with _service(poll_settings):
+            time.sleep(2.0)
+            poll_new = [_promote(client, poll_settings, v, timeout_s=180) for v in versions[1 + repeats :]]
+            poll_rollback = [_promote(client, poll_settings, versions[2 * repeats - 1], timeout_s=120)]
+
+    result = {
+        "title": "Promotion latency (alias set → new version served)",
+        "command": "python -m loadtest.bench --only promotion",
+        "promotion_latency_webhook_s": _summary(webhook_new),
+        "promotion_latency_poll_s": _summary(poll_new),
+        "promotion_latency_webhook_rollback_s": _summary(webhook_rollback),
+        "promotion_latency_poll_rollback_s": _summary(poll_rollback),
+        "warmup_first_promotion_s": round(warm, 3),
+        "poll_interval_s": BENCH_POLL_INTERVAL_S,
+        "rows": [
+            {"path": "webhook", "promotion": "new version (export+load+canary)", **_summary(webhook_new)},
+            {"path": "webhook", "promotion": "rollback to a loaded version", **_summary(webhook_rollback)},
+            {
+                "path": f"poll every {BENCH_POLL_INTERVAL_S:g} s",
+                "promotion": "new version",
+                **_summary(poll_new),
+            },
+            {
+                "path": f"poll every {BENCH_POLL_INTERVAL_S:g} s",
+                "promotion": "rollback",
+                **_summary(poll_rollback),
+            },
+        ],
+        "notes": [
+            "Clock: right before set_registered_model_alias (via mlflow server) until config.pbtxt routes "
+            "champion to the version and Triton reports it READY.",
+            "A new version is exported (ONNX + parity), loaded beside the serving ones (Triton reloads the "
+            "model's versions, keeping them available), canaried, then routed.",
+            "Poll latency ≈ up to one poll interval of waiting + the same work; the default interval is 30 s.",
+        ],
+    }
+    log.info("promotion bench: %s", {k: v for k, v in result.items() if k.startswith("promotion_")})
+    return result
+
+
+def _summary(values: list[float]) -> dict[str, float]:
+    return {
+        "median": round(statistics.median(values), 3),
+        "min": round(min(values), 3),
+        "max": round(max(values), 3),
+        "n": len(values),
+    }
+
+
+def _promote(client: Any, settings: Any, version: str, *, timeout_s: float) -> float:
+    """Move champion to ``version``; seconds until it is routed and READY."""
+    from exporter.repository import read_model_config
+    from exporter.sync.reconcile import triton_url
+    from exporter.sync.triton import TritonControl
+
+    repo = settings.path(settings.exporter.repository)
+    control = TritonControl(triton_url(settings), timeout_s=10)
+
+    def served() -> bool:
+        try:
+            if read_model_config(repo, MODEL).routing.get("champion") != version:
+                return False
+            return version in control.ready_versions(MODEL)
+        except Exception:
+            return False
+
+    try:
+        t0 = time.perf_counter()
+        client.set_registered_model_alias(MODEL, "champion", version)
+        if not wait_until(served, timeout_s=timeout_s, interval_s=0.05):
+            raise TimeoutError(f"version {version} was not served within {timeout_s:g} s")
+        latency_s = time.perf_counter() - t0
+    finally:
+        control.close()
+    log.info("promoted %s in %.2f s", version, latency_s)
+    return latency_s
+
+
+def _register(tracking_uri: str, seed: int) -> str:
+    """A small binary XGBoost model registered the way user code does it."""
+    import mlflow
+    import pandas as pd
+    import xgboost as xgb
+    from mlflow.models import infer_signature
+
+    rng = np.random.default_rng(seed)
+    X = pd.DataFrame(rng.normal(size=(1000, len(FEATURES))), columns=list(FEATURES))
+    y = (X.iloc[:, 0] - 0.5 * X.iloc[:, 1] + rng.normal(0, 0.7, len(X)) > 0).astype(int)
+    booster = xgb.train(
+        {"objective": "binary:logistic", "max_depth": 4, "eta": 0.2, "seed": seed},
+        xgb.DMatrix(X, label=y),
+        num_boost_round=50,
+    )
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    with mlflow.start_run():
+        info = mlflow.xgboost.log_model(
+            booster,
+            name="model",
+            signature=infer_signature(X, booster.predict(xgb.DMatrix(X))),
+            input_example=X.head(5),
+            registered_model_name=MODEL,
+        )
+    return str(info.registered_model_version)
+
+
+def _settings(settings: Any, out_dir: Path, url: str, triton: Any, *, port: int, secret: str) -> Any:
+    return settings.model_copy(
+        update={
+            "home": out_dir,
+            "mlflow": settings.mlflow.model_copy(update={"tracking_uri": url}),
+            "exporter": settings.exporter.model_copy(update={"repository": triton.repository}),
+            "sync": settings.sync.model_copy(
+                update={
+                    "models": [MODEL],
+                    "triton_url": triton.http_url,
+                    "webhook_host": "127.0.0.1",
+                    "webhook_port": port,
+                    "webhook_secret": secret,
+                    "status_file": out_dir / "sync" / "status.json",
+                    "lock_file": out_dir / "sync" / "sync.lock",
+                }
+            ),
+        }
+    )
+
+
+@contextlib.contextmanager
+def _service(settings: Any) -> Iterator[None]:
+    from exporter.sync.service import serve
+
+    stop = threading.Event()
+    thread = threading.Thread(target=serve, args=(settings,), kwargs={"stop": stop}, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=120)
+
+
+@contextlib.contextmanager
+def _mlflow_server(workdir: Path, fernet_key: str) -> Iterator[str]:
+    """``mlflow server`` on a SQLite backend (webhooks fire from server handlers) on a free port."""
+    import os
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env.update(
+        {
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+            "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
+            "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
+            "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": fernet_key,
+            "MLFLOW_WEBHOOK_CACHE_TTL": "1",
+            "OMP_NUM_THREADS": "1",
+        }
+    )
+    cmd = [
+        str(Path(sys.executable).parent / "mlflow"),
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{workdir / 'mlflow.db'}",
+        "--artifacts-destination",
+        str(workdir / "artifacts"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
+    proc = start_background(cmd, log_file=workdir / "mlflow-server.log", env=env, cwd=workdir)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        ok: Callable[[], bool] = lambda: http_ok(f"{url}/health")  # noqa: E731
+        if not wait_until(ok, timeout_s=120, interval_s=0.25, alive=lambda: pid_alive(proc.pid)):
+            raise RuntimeError(f"mlflow server did not start; see {workdir / 'mlflow-server.log'}")
+        yield url
+    finally:
+        stop_pid(proc.pid)
+
+
+@contextlib.contextmanager
+def _triton(settings: Any, out_dir: Path) -> Iterator[Any]:
+    from exporter.triton_server import TritonServer, resolve_venv
+
+    t = settings.triton
+    server = TritonServer(
+        venv=resolve_venv(settings.path(t.venv), t.venv),
+        repository=out_dir / "model_repository",
+        run_dir=out_dir / "triton",
+        http_port=free_port(),
+        grpc_port=free_port(),
+        metrics_port=free_port(),
+        startup_timeout_s=t.startup_timeout_s,
+        load_timeout_s=t.load_timeout_s,
+    )
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,0 +1,310 @@
+"""docker-compose.yml (and the GPU override) as a user runs them: valid, wired, real commands."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+from tests.unit.deploy.conftest import COMPOSE, COMPOSE_GPU, ENV_EXAMPLE, ROOT, command_of, compose_config
+
+TREESERVE = str(Path(sys.executable).with_name("treeserve"))
+MLFLOW = str(Path(sys.executable).with_name("mlflow"))
+
+
+def test_compose_files_validate() -> None:
+    for files in ((COMPOSE,), (COMPOSE, COMPOSE_GPU)):
+        proc = compose_config(*files, quiet=True)
+        assert proc.returncode == 0, f"docker-compose config -q {files}: {proc.stderr}"
+
+
+def _treeserve_commands(service: dict[str, Any]) -> list[list[str]]:
+    """Every ``treeserve ...`` invocation in a service's command (direct or inside ``sh -c``)."""
+    cmd = command_of(service)
+    if cmd[:2] == ["sh", "-c"]:
+        parts = [shlex.split(p) for p in re.split(r"&&|;|\|\|", " ".join(cmd[2:]))]
+    else:
+        parts = [cmd]
+    return [p for p in parts if p and p[0] == "treeserve"]
+
+
+def test_every_treeserve_command_in_compose_is_real(compose: dict[str, Any]) -> None:
+    """Each service command (with its options) is accepted by the installed CLI: ``--help`` exits 0."""
+    seen = 0
+    failures = []
+    for name, service in sorted(compose["services"].items()):
+        for argv in _treeserve_commands(service):
+            seen += 1
+            proc = subprocess.run(
+                [TREESERVE, *argv[1:], "--help"], capture_output=True, text=True, timeout=120, check=False
+            )
+            if proc.returncode != 0:
+                failures.append(
+                    f"{name}: `{shlex.join(argv)}` -> exit {proc.returncode}: {proc.stderr.strip()[-300:]}"
+                )
+    assert seen >= 6, "expected the gateway, sync, webhook registration and job commands"
+    assert not failures, "\n".join(failures)
+
+
+def test_mlflow_server_command_is_accepted(compose: dict[str, Any]) -> None:
+    cmd = command_of(compose["services"]["mlflow"])
+    assert cmd[:2] == ["mlflow", "server"]
+    assert "postgresql+psycopg2://" in " ".join(cmd)
+    assert cmd[cmd.index("--workers") + 1] == "1"
+    proc = subprocess.run(
+        [MLFLOW, *cmd[1:], "--help"], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    env = compose["services"]["mlflow"]["environment"]
+    assert env["MLFLOW_WEBHOOK_ALLOWED_SCHEMES"] == "http,https"
+    assert env["MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS"] == "true"
+    assert env["MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY"]
+
+
+def test_locust_services_run_the_projects_locustfile(compose: dict[str, Any]) -> None:
+    source = (ROOT / "loadtest" / "locustfile.py").read_text()
+    for name in ("locust-master", "locust-worker"):
+        service = compose["services"][name]
+        cmd = command_of(service)
+        assert cmd[0] == "locust" and service["profiles"] == ["loadtest"]
+        path = cmd[cmd.index("-f") + 1]
+        assert path == "/app/loadtest/locustfile.py"  # the Dockerfile copies it there
+        user_classes = [c for c in cmd[1:] if not c.startswith("-") and c != path]
+        assert user_classes and all(re.search(rf"^class {c}\(", source, re.M) for c in user_classes), (
+            user_classes
+        )
+    assert "--master" in command_of(compose["services"]["locust-master"])
+    assert "--master-host=locust-master" in command_of(compose["services"]["locust-worker"])
+    assert (
+        "COPY --chown=treeserve:treeserve loadtest/locustfile.py loadtest/locustfile.py"
+        in (ROOT / "Dockerfile").read_text()
+    )
+
+
+def test_profiles(compose: dict[str, Any]) -> None:
+    profiles = {n: s.get("profiles", []) for n, s in compose["services"].items()}
+    assert profiles["locust-master"] == profiles["locust-worker"] == ["loadtest"]
+    assert profiles["drift"] == profiles["pipeline"] == ["jobs"]
+    always = {
+        "postgres",
+        "redis",
+        "mlflow",
+        "triton",
+        "sync",
+        "sync-webhook",
+        "gateway",
+        "lb",
+        "prometheus",
+        "grafana",
+    }
+    assert all(not profiles[n] for n in always)
+
+
+# ---- settings: every TREESERVE_* variable names a real setting and parses ---------------------
+
+
+def _setting_exists(path: list[str]) -> bool:
+    from treeserve.settings import Settings
+
+    model: Any = Settings
+    for i, part in enumerate(path):
+        fields = getattr(model, "model_fields", None)
+        if fields is None or part not in fields:
+            return False
+        annotation = fields[part].annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return True if i == len(path) - 1 else isinstance(annotation, type) is False
+        model = annotation
+    return True
+
+
+def _treeserve_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {n: s for n, s in compose["services"].items() if str(s.get("image", "")).startswith("treeserve")}
+
+
+def test_every_treeserve_variable_is_a_setting(compose: dict[str, Any], compose_gpu: dict[str, Any]) -> None:
+    unknown = set()
+    for model in (compose, compose_gpu):
+        for name, service in _treeserve_services(model).items():
+            for key in service.get("environment", {}):
+                if key.startswith("TREESERVE_") and not key.startswith("TREESERVE_LOADTEST_"):
+                    path = key.removeprefix("TREESERVE_").lower().split("__")
+                    if not _setting_exists(path):
+                        unknown.add(f"{name}: {key}")
+    assert not unknown, sorted(unknown)
+
+
+def _settings_for(service: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Any:
+    from treeserve.settings import load_settings
+
+    for key in list(os.environ):
+        if key.startswith(("TREESERVE_", "MLFLOW_")):
+            monkeypatch.delenv(key, raising=False)
+    for key, value in service.get("environment", {}).items():
+        monkeypatch.setenv(key, "" if value is None else str(value))
+    return load_settings()
+
+
+def test_service_settings_parse_and_point_at_the_right_services(
+    compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    services = _treeserve_services(compose)
+    for name, service in services.items():
+        with monkeypatch.context() as m:
+            s = _settings_for(service, m)
+            if name == "mlflow":
+                continue
+            assert s.mlflow_tracking_uri == "http://mlflow:5000", name
+            assert s.feast.online_store == "redis" and s.feast.redis_connection_string.startswith(
+                "redis:6379"
+            )
+            assert (
+                s.feast_registry_uri.startswith("postgresql+psycopg2://feast:")
+                and "@postgres:5432/feast" in s.feast_registry_uri
+            )
+            assert str(s.exporter.repository) == "/models"
+    with monkeypatch.context() as m:
+        gw = _settings_for(services["gateway"], m)
+        assert (gw.gateway.host, gw.gateway.port, gw.gateway.triton.grpc_url) == (
+            "0.0.0.0",
+            8080,
+            "triton:8001",
+        )
+    with monkeypatch.context() as m:
+        sync = _settings_for(services["sync"], m)
+        assert sync.sync.triton_url == "triton:8000" and sync.sync.webhook_host == "0.0.0.0"
+        assert sync.sync.webhook_secret
+
+
+def test_cpu_triton_loads_the_onnxruntime_flavour_and_gpu_the_fil_flavour(
+    compose: dict[str, Any], compose_gpu: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    triton = compose["services"]["triton"]
+    assert re.fullmatch(r"nvcr\.io/nvidia/tritonserver:\d{2}\.\d{2}-py3", triton["image"]), triton["image"]
+    cmd = command_of(triton)
+    assert "--model-control-mode=explicit" in cmd and "--strict-readiness=false" in cmd
+    assert any(v["target"] == "/models" for v in _volumes(triton))
+    with monkeypatch.context() as m:
+        assert _settings_for(compose["services"]["sync"], m).exporter.flavor == "onnxruntime"
+    for name in ("sync", "pipeline", "bootstrap"):
+        with monkeypatch.context() as m:
+            assert _settings_for(compose_gpu["services"][name], m).exporter.flavor == "fil", name
+    devices = compose_gpu["services"]["triton"]["deploy"]["resources"]["reservations"]["devices"]
+    assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
+    assert "deploy" not in triton or "resources" not in triton.get("deploy", {})
+
+
+def _volumes(service: dict[str, Any]) -> list[dict[str, str]]:
+    out = []
+    for v in service.get("volumes", []):
+        if isinstance(v, str):
+            source, target, *_ = [*v.split(":"), ""]
+            out.append({"source": source, "target": target})
+        else:
+            out.append(v)
+    return out
+
+
+def test_sync_and_triton_share_the_repository_and_webhook_is_registered(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    repo = {n: [v for v in _volumes(s) if v["target"] == "/models"] for n, s in services.items()}
+    assert repo["sync"][0]["source"] == repo["triton"][0]["source"] == repo["gateway"][0]["source"]
+    hook = command_of(services["sync-webhook"])
+    assert hook[:3] == ["treeserve", "sync", "register-webhook"]
+    sync_port = services["sync"]["environment"]["TREESERVE_SYNC__WEBHOOK_PORT"]
+    assert hook[3] == f"http://sync:{sync_port}/webhooks/mlflow"
+    from exporter.sync.service import WEBHOOK_PATH
+
+    assert hook[3].endswith(WEBHOOK_PATH)
+    assert services["sync-webhook"]["depends_on"]["mlflow"]["condition"] == "service_healthy"
+
+
+# ---- start-up order, ports, secrets -----------------------------------------------------------
+
+
+def test_depends_on_waits_for_health(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name, service in services.items():
+        for dep, cond in (service.get("depends_on") or {}).items():
+            assert dep in services, f"{name} depends on unknown {dep}"
+            if "healthcheck" in services[dep]:
+                assert cond["condition"] == "service_healthy", f"{name} -> {dep}: {cond}"
+    # No cycles.
+    graph = {n: set(s.get("depends_on") or {}) for n, s in services.items()}
+    done: set[str] = set()
+    while graph:
+        ready = {n for n, deps in graph.items() if deps <= done}
+        assert ready, f"depends_on cycle among {sorted(graph)}"
+        done |= ready
+        graph = {n: d for n, d in graph.items() if n not in ready}
+    for name in ("postgres", "redis", "mlflow", "triton", "sync", "gateway", "lb", "prometheus"):
+        assert "healthcheck" in services[name], name
+
+
+def test_published_ports_bind_loopback_by_default(compose: dict[str, Any]) -> None:
+    for name, service in compose["services"].items():
+        for port in service.get("ports", []):
+            text = port if isinstance(port, str) else f"{port.get('host_ip', '')}:{port.get('published')}"
+            assert text.startswith("127.0.0.1:"), f"{name} publishes {port}"
+    raw = COMPOSE.read_text()
+    # Only the load balancer (the API) may be opened up, through TREESERVE_PUBLIC_BIND.
+    assert len(re.findall(r'"\$\{TREESERVE_PUBLIC_BIND:-127\.0\.0\.1\}:', raw)) == 2
+    assert "gateway" not in {n for n, s in compose["services"].items() if s.get("ports")}
+
+
+def test_secrets_come_from_the_env_file() -> None:
+    raw = COMPOSE.read_text() + COMPOSE_GPU.read_text()
+    used = set(re.findall(r"\$\{([A-Z0-9_]+)", raw))
+    example = dict(
+        line.split("=", 1)
+        for line in ENV_EXAMPLE.read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    assert used <= set(example), f"missing from .env.example: {sorted(used - set(example))}"
+    required = set(re.findall(r"\$\{([A-Z0-9_]+):\?", raw))
+    assert {
+        "POSTGRES_PASSWORD",
+        "REDIS_PASSWORD",
+        "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY",
+        "SYNC_WEBHOOK_SECRET",
+    } <= required
+    assert all(example[k] == "change-me" for k in required), "secrets in .env.example must be placeholders"
+    ignored = (ROOT / ".gitignore").read_text().splitlines()
+    assert "/.env" in ignored or ".env" in ignored
+    assert ".env" in (ROOT / ".dockerignore").read_text().splitlines()
+    # No literal password in the compose files.
+    assert not re.search(r"(?i)password\s*[:=]\s*[^$\s{][^\s]*", raw.replace("PASSWORD:", "PASSWORD: $")), (
+        "literal secret"
+    )
+
+
+def test_postgres_init_creates_mlflow_and_feast_databases(compose: dict[str, Any]) -> None:
+    pg = compose["services"]["postgres"]
+    init = [v for v in _volumes(pg) if v["target"].startswith("/docker-entrypoint-initdb.d/")]
+    assert init, "init script not mounted"
+    script = Path(init[0]["source"]).read_text()
+    assert "create mlflow" in script and "create feast" in script
+    proc = subprocess.run(["sh", "-n", init[0]["source"]], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_dockerfile_is_multi_stage_non_root_and_runtime_only() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    stages = re.findall(r"^FROM\s+\S+(?:\s+AS\s+(\S+))?", text, re.M)
+    assert len(stages) >= 2
+    final = text.split("\nFROM ")[-1]
+    user = re.findall(r"^USER\s+(\S+)", final, re.M)
+    assert user and not user[-1].startswith(("root", "0")), user
+    assert "COPY --from=build /opt/venv /opt/venv" in final
+    assert "requirements/app.lock" in text and "requirements/app.in" in text
+    for tool in ("pytest", "ruff", "mypy"):
+        assert tool in text.split("grep -vE")[1].split("\n")[0], f"{tool} should be filtered out of the image"
+    ignore = (ROOT / ".dockerignore").read_text().splitlines()
+    assert {".venv", ".venv-triton", "var", "tests", ".git"} <= set(ignore)

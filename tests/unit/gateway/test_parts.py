@@ -1,0 +1,157 @@
+"""Coalescer, circuit breaker, BYTES tensors and request validation (hypothesis)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gateway.catalog import ModelView
+from gateway.coalesce import Coalescer
+from gateway.errors import InvalidRequestError
+from gateway.grpc_server import deserialize_bytes, serialize_bytes
+from gateway.service import PredictionService
+from gateway.settings import GatewaySettings
+from gateway.triton import CircuitBreaker
+from tests.unit.gateway.fakes import FakeFeatures, FakeTriton
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+async def test_coalescer_merges_and_splits() -> None:
+    calls: list[list[int]] = []
+
+    async def call(items: list[int]) -> np.ndarray:
+        calls.append(items)
+        return np.asarray(items) * 10
+
+    c: Coalescer[Any] = Coalescer(call, window_us=1000, max_batch=100, stage="test")
+    results = await asyncio.gather(*(c.submit([i, i + 1]) for i in range(0, 20, 2)))
+    assert [list(r) for r in results] == [[i * 10, (i + 1) * 10] for i in range(0, 20, 2)]
+    assert len(calls) == 1 and calls[0] == list(range(20))
+
+
+async def test_coalescer_respects_max_batch_and_propagates_errors() -> None:
+    sizes: list[int] = []
+
+    async def call(items: list[int]) -> list[int]:
+        sizes.append(len(items))
+        if 99 in items:
+            raise ValueError("boom")
+        return items
+
+    c: Coalescer[Any] = Coalescer(call, window_us=1000, max_batch=4, stage="test")
+    results = await asyncio.gather(*(c.submit([i]) for i in range(10)))
+    assert [r[0] for r in results] == list(range(10)) and max(sizes) <= 4
+    with pytest.raises(ValueError, match="boom"):
+        await c.submit([99])
+
+
+def test_breaker_opens_and_half_opens() -> None:
+    b = CircuitBreaker(failures=2, reset_s=0.0, target="test")
+    assert b.allow()
+    b.failure()
+    b.failure()
+    assert b.state == CircuitBreaker.OPEN
+    assert b.allow()  # reset_s=0: half-open, one probe
+    assert not b.allow()
+    b.success()
+    assert b.state == CircuitBreaker.CLOSED and b.allow()
+
+
+@given(st.lists(st.binary(max_size=40), max_size=20))
+def test_bytes_tensor_roundtrip(items: list[bytes]) -> None:
+    assert deserialize_bytes(serialize_bytes(items)) == items
+
+
+def test_bytes_tensor_truncated_is_invalid() -> None:
+    with pytest.raises(InvalidRequestError):
+        deserialize_bytes(serialize_bytes([b"abcdef"])[:-2])
+
+
+def _service() -> tuple[PredictionService, ModelView]:
+    from pathlib import Path
+
+    svc = PredictionService(
+        GatewaySettings(max_entities=50),
+        repository=Path("/nonexistent"),
+        feature_service="churn_model",
+        features=FakeFeatures({}),
+        triton=FakeTriton(),
+        predlog=None,  # type: ignore[arg-type]
+    )
+    view = ModelView(
+        name="m", feature_service="s", features=("a", "b"), entity_keys=("customer_id",), routing={}
+    )
+    return svc, view
+
+
+_VALID_ID = st.from_regex(r"\A[A-Za-z0-9_.:@\-]{1,128}\Z")
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_VALID_ID, min_size=1, max_size=50))
+def test_valid_entity_ids_accepted(ids: list[str]) -> None:
+    svc, view = _service()
+    assert svc.entity_keys_of([{"customer_id": i} for i in ids], view) == [(i,) for i in ids]
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(
+        st.one_of(
+            st.text(max_size=200),
+            st.integers(),
+            st.none(),
+            st.dictionaries(st.text(max_size=5), st.text(max_size=5)),
+        ),
+        min_size=0,
+        max_size=60,
+    )
+)
+def test_arbitrary_entities_accepted_or_refused_cleanly(values: list[Any]) -> None:
+    svc, view = _service()
+    entities = [{"customer_id": v} if not isinstance(v, dict) else v for v in values]
+    try:
+        keys = svc.entity_keys_of(entities, view)
+    except InvalidRequestError as e:
+        assert str(e)
+        return
+    assert 1 <= len(keys) <= 50
+    for (k,) in keys:
+        assert 0 < len(k) <= 128 and " " not in k
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(
+        st.dictionaries(
+            st.sampled_from(["a", "b", "zz"]),
+            st.one_of(
+                st.none(), st.booleans(), st.floats(allow_nan=True), st.integers(), st.text(max_size=3)
+            ),
+        ),
+        min_size=1,
+        max_size=10,
+    )
+)
+def test_instances_validation(instances: list[dict[str, Any]]) -> None:
+    svc, view = _service()
+    try:
+        x = svc.instance_matrix(instances, view)
+    except InvalidRequestError:
+        return
+    assert x.shape == (len(instances), 2)
+    for row, inst in zip(x, instances, strict=True):
+        for j, name in enumerate(("a", "b")):
+            v = inst.get(name)
+            assert (np.isnan(row[j]) and v is None) or row[j] == float(v)  # type: ignore[arg-type]

@@ -1,0 +1,216 @@
+"""The reconcile pass with in-memory stand-ins for the registry, the exporter and Triton.
+
+The integration tests run the real thing; these pin the ordering rules cheaply: the routing only
+ever names versions Triton has ready, failures never move the routing, a second pass is a no-op.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from exporter import repository as repo_mod
+from exporter.errors import ParityError
+from exporter.sync import adapters, reconcile
+from exporter.sync.errors import TritonControlError
+from exporter.sync.reconcile import reconcile_once
+from treeserve.settings import load_settings
+
+MODEL = "m"
+FEATURES = ["a", "b"]
+
+
+@dataclass
+class FakeRegistry:
+    aliases: dict[str, str] = field(default_factory=dict)
+
+    def get_registered_model(self, name: str) -> Any:
+        return type("RM", (), {"aliases": dict(self.aliases)})()
+
+
+@dataclass
+class FakeTriton:
+    """Loads what config.pbtxt lists; records (routing, ready) whenever anything changes."""
+
+    repo: Path
+    up: bool = True
+    ready: set[str] = field(default_factory=set)
+    loads: int = 0
+    bad_canary: set[str] = field(default_factory=set)
+    seen: list[tuple[dict[str, str], set[str]]] = field(default_factory=list)
+
+    def _check(self) -> None:
+        if not self.up:
+            raise TritonControlError("Triton at fake is unreachable (test)")
+
+    def ready_versions(self, model: str) -> set[str]:
+        self._check()
+        self.observe()
+        return set(self.ready)
+
+    def load(self, model: str) -> None:
+        self._check()
+        self.loads += 1
+        self.ready = {str(v) for v in repo_mod.read_model_config(self.repo, model).versions}
+        self.observe()
+
+    def live(self) -> bool:
+        return self.up
+
+    def infer(
+        self, model: str, version: str, inputs: np.ndarray, outputs: list[str]
+    ) -> dict[str, np.ndarray]:
+        self._check()
+        ref = repo_mod.read_reference(self.repo, model, version)
+        n = len(inputs)
+        out = {k: ref[k][:n] for k in outputs}
+        if version in self.bad_canary:
+            out["probabilities"] = out["probabilities"] + 0.1
+        return out
+
+    def close(self) -> None:
+        pass
+
+    def observe(self) -> None:
+        try:
+            routing = repo_mod.read_model_config(self.repo, MODEL).routing
+        except Exception:
+            routing = {}
+        self.seen.append((routing, set(self.ready)))
+
+
+@pytest.fixture
+def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    repo = tmp_path / "repo"
+    triton = FakeTriton(repo)
+    registry = FakeRegistry()
+    exports: list[str] = []
+    parity_fails: set[str] = set()
+
+    def fake_install(settings: Any, client: Any, model: str, version: str, repo_path: Path) -> None:
+        if version in parity_fails:
+            raise ParityError(f"model {model!r} version {version}: ONNX probabilities differ from XGBoost")
+        exports.append(version)
+        with repo_mod.staging(repo_path, model, version) as stage:
+            x = np.zeros((4, 2), np.float32)
+            repo_mod.write_reference(
+                stage,
+                x,
+                {"probabilities": np.full((4, 2), 0.5, np.float32), "label": np.zeros((4, 1), np.int64)},
+            )
+            meta = {"task": "binary", "n_classes": 2, "features": FEATURES, "flavor": "python-ort"}
+            meta["files"] = ["model.onnx", "model.py"]
+            repo_mod.write_version_metadata(stage, meta)
+            repo_mod.install_staged(stage, repo_path, model, version)
+
+    monkeypatch.setattr(adapters, "install", fake_install)
+    monkeypatch.setattr(reconcile, "TritonControl", lambda url, timeout_s: triton)
+    settings = load_settings(
+        home=tmp_path, exporter={"repository": str(repo)}, sync={"models": [MODEL], "unload_grace_s": 0}
+    )
+
+    class World:
+        pass
+
+    w = World()
+    w.__dict__.update(
+        settings=settings,
+        repo=repo,
+        triton=triton,
+        registry=registry,
+        exports=exports,
+        parity_fails=parity_fails,
+    )
+    w.run = lambda: reconcile_once(settings, client=registry)  # type: ignore[attr-defined]
+    return w
+
+
+def _routing(w: Any) -> dict[str, str]:
+    return repo_mod.read_model_config(w.repo, MODEL).routing
+
+
+def _routed_always_ready(w: Any) -> None:
+    for routing, ready in w.triton.seen:
+        assert set(routing.values()) <= ready, (routing, ready)
+
+
+def test_promotion_rollback_and_retention(world: Any) -> None:
+    world.registry.aliases = {"champion": "1"}
+    assert world.run().ok
+    world.registry.aliases = {"champion": "2"}
+    assert world.run().ok
+    assert _routing(world) == {"champion": "2"} and world.triton.ready == {"1", "2"}
+    world.registry.aliases = {"champion": "3"}
+    assert world.run().ok
+    assert world.triton.ready == {"1", "2", "3"}  # two previous champions kept
+    world.registry.aliases = {"champion": "4"}
+    assert world.run().ok
+    assert world.triton.ready == {"2", "3", "4"}
+    assert not repo_mod.version_dir(world.repo, MODEL, 1).exists()
+    # rollback: no export, only routing
+    world.registry.aliases = {"champion": "3"}
+    exports_before = list(world.exports)
+    assert world.run().ok
+    assert _routing(world) == {"champion": "3"} and world.exports == exports_before
+    _routed_always_ready(world)
+
+
+def test_second_pass_is_a_no_op(world: Any) -> None:
+    world.registry.aliases = {"champion": "1", "challenger": "2"}
+    assert world.run().ok
+    loads, exports = world.triton.loads, list(world.exports)
+    config = (world.repo / MODEL / "config.pbtxt").read_text()
+    assert world.run().ok
+    assert (world.triton.loads, world.exports) == (loads, exports)
+    assert (world.repo / MODEL / "config.pbtxt").read_text() == config
+
+
+def test_parity_and_canary_failures_keep_the_champion(world: Any) -> None:
+    world.registry.aliases = {"champion": "1"}
+    assert world.run().ok
+    world.parity_fails.add("2")
+    world.registry.aliases = {"champion": "2"}
+    result = world.run()
+    assert result.result == "degraded"
+    assert _routing(world) == {"champion": "1"}
+    assert "champion -> 2 is not served (validation" in result.models[MODEL].message
+    # remembered: not retried on the next pass
+    world.parity_fails.clear()
+    assert world.run().result == "degraded" and "2" not in world.exports
+
+    world.triton.bad_canary.add("3")
+    world.registry.aliases = {"champion": "3"}
+    result = world.run()
+    assert result.models[MODEL].failures["3"].reason == "canary"
+    assert _routing(world) == {"champion": "1"} and world.triton.ready == {"1"}
+    assert not repo_mod.version_dir(world.repo, MODEL, 3).exists()
+    _routed_always_ready(world)
+
+
+def test_triton_down_aborts_without_touching_routing(world: Any) -> None:
+    world.registry.aliases = {"champion": "1"}
+    assert world.run().ok
+    world.registry.aliases = {"champion": "2"}
+    world.triton.up = False
+    down = world.run()
+    assert down.result == "failed" and "unreachable" in down.error
+    assert _routing(world) == {"champion": "1"}
+    status = json.loads((world.settings.path(world.settings.sync.status_file)).read_text())
+    assert status["result"] == "failed"
+    # restart: nothing loaded any more, the next pass loads and switches
+    world.triton.up, world.triton.ready = True, set()
+    assert world.run().ok
+    assert _routing(world) == {"champion": "2"} and world.triton.ready == {"1", "2"}
+
+
+def test_deleting_the_challenger_unloads_it(world: Any) -> None:
+    world.registry.aliases = {"champion": "1", "challenger": "2"}
+    assert world.run().ok
+    world.registry.aliases = {"champion": "1"}
+    assert world.run().ok
+    assert _routing(world) == {"champion": "1"} and world.triton.ready == {"1"}

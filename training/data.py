@@ -1,0 +1,300 @@
+"""A seeded churn world: customers, daily behavioural snapshots and churn labels.
+
+The simulation runs day by day, vectorised over customers:
+
+* every customer has a latent engagement (a stable base plus an AR(1) wobble) that drives the
+  order rate, the ticket rate and the e-mail open rate;
+* daily snapshots (``event_timestamp`` = 00:00 UTC) carry the seven features, with nulls where a
+  real pipeline has them (no orders -> no average order value, no e-mail consent, gaps);
+* each labelled customer gets one observation time; ``churned_within_30d`` is drawn from
+  ``sigmoid(ground_truth_logit(snapshot visible at that time) + noise)``, and customers who churn
+  stop ordering afterwards — so features from after the label time would leak the answer.
+
+``--drift`` shifts the population (fewer, smaller orders, more tickets, fewer e-mail opens):
+see ``DRIFTED_FEATURES``. Same seed, same arguments -> byte-identical tables.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+FEATURES = (
+    "days_since_last_order",
+    "order_count_90d",
+    "avg_order_value_usd",
+    "support_tickets_30d",
+    "product_category_diversity",
+    "days_since_signup",
+    "email_open_rate_30d",
+)
+"""The generated feature columns (the model order lives in the Feast FeatureService)."""
+
+DRIFTED_FEATURES = (
+    "days_since_last_order",
+    "order_count_90d",
+    "avg_order_value_usd",
+    "support_tickets_30d",
+    "email_open_rate_30d",
+)
+"""Features whose distribution ``drift=True`` shifts."""
+
+LABEL = "churned_within_30d"
+STATS_FILE = "customer_stats.parquet"
+LABELS_FILE = "labels.parquet"
+CUSTOMERS_FILE = "customers.parquet"
+
+_BURN_IN_DAYS = 90  # history before the window so 90-day counts are warm on day one
+_LABEL_HORIZON_DAYS = 30
+
+
+@dataclass(frozen=True)
+class WorldParams:
+    """Generative knobs; ``drift`` swaps in a shifted set."""
+
+    order_rate_intercept: float = -2.3
+    order_value_factor: float = 1.0
+    ticket_rate_intercept: float = -4.2
+    open_rate_shift: float = 0.0
+
+
+NORMAL = WorldParams()
+DRIFTED = WorldParams(
+    order_rate_intercept=-2.75, order_value_factor=0.75, ticket_rate_intercept=-3.5, open_rate_shift=-0.15
+)
+
+
+@dataclass(frozen=True)
+class GeneratedData:
+    """What ``generate_world`` wrote."""
+
+    data_dir: Path
+    n_customers: int
+    n_snapshots: int
+    n_labels: int
+    churn_rate: float
+    start: datetime
+    end: datetime
+    drift: bool
+    elapsed_s: float
+
+
+def ground_truth_logit(x: dict[str, np.ndarray]) -> np.ndarray:
+    """The churn log-odds the labels are drawn from (before noise), from visible features."""
+    dslo = np.nan_to_num(x["days_since_last_order"], nan=30.0)
+    orders = np.nan_to_num(x["order_count_90d"], nan=5.0)
+    aov = np.nan_to_num(x["avg_order_value_usd"], nan=45.0)
+    tickets = np.nan_to_num(x["support_tickets_30d"], nan=0.5)
+    diversity = np.nan_to_num(x["product_category_diversity"], nan=2.0)
+    tenure = x["days_since_signup"]
+    open_rate = x["email_open_rate_30d"]
+    return (
+        -1.55
+        + 0.05 * np.minimum(dslo, 90.0)
+        - 0.10 * np.minimum(orders, 20.0)
+        - 0.012 * np.clip(aov - 45.0, -40.0, 80.0)
+        + 0.45 * np.minimum(tickets, 6.0)
+        - 0.12 * diversity
+        + 0.9 * (tenure < 60)
+        - 1.6 * (np.nan_to_num(open_rate, nan=0.25) - 0.3)
+        + 0.25 * np.isnan(open_rate)
+    )
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def simulate(
+    *,
+    n_customers: int,
+    n_days: int,
+    seed: int,
+    end_date: date,
+    drift: bool = False,
+    progress: Callable[[float], None] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Simulate the world; returns (customers, customer_stats, labels) data frames."""
+    if n_customers < 1 or n_days < _LABEL_HORIZON_DAYS + 7:
+        raise ValueError(f"need n_customers >= 1 and n_days >= {_LABEL_HORIZON_DAYS + 7}")
+    p = DRIFTED if drift else NORMAL
+    rng = np.random.default_rng(seed)
+    n, total = n_customers, _BURN_IN_DAYS + n_days
+
+    # ---- customers ---------------------------------------------------------------------------
+    # signup day on the simulation clock (0 = start of burn-in); ~20% sign up inside the window
+    new = rng.random(n) < 0.2
+    signup = np.where(
+        new,
+        rng.integers(_BURN_IN_DAYS, total - 7, n),
+        _BURN_IN_DAYS - rng.integers(60, 1500, n),
+    )
+    base_engagement = rng.normal(0.0, 0.8, n)
+    order_value = np.exp(rng.normal(np.log(45.0), 0.45, n)) * p.order_value_factor
+    ticket_propensity = rng.normal(0.0, 0.5, n)
+    breadth = rng.integers(2, 13, n).astype(np.float64)
+    consent = rng.random(n) < 0.9
+    open_affinity = rng.normal(0.0, 0.5, n)
+    country = rng.choice(
+        np.array(["US", "DE", "GB", "FR", "NL", "ES"]), n, p=[0.4, 0.2, 0.15, 0.1, 0.08, 0.07]
+    )
+    channel = rng.choice(
+        np.array(["organic", "paid_search", "social", "referral"]), n, p=[0.4, 0.3, 0.2, 0.1]
+    )
+
+    # each labelled customer is observed once, inside the window, at least 7 days after signup
+    window_start = _BURN_IN_DAYS
+    lo = np.maximum(window_start, signup + 7)
+    hi = total - _LABEL_HORIZON_DAYS  # exclusive: the 30-day outcome must be observable
+    labelled = lo < hi
+    obs_day = np.where(labelled, lo + (rng.random(n) * np.maximum(hi - lo, 1)).astype(np.int64), -1)
+    obs_second = rng.integers(1, 86_400, n)  # after the 00:00 snapshot of the same day
+    label_noise = rng.normal(0.0, 0.6, n)
+    label_draw = rng.random(n)
+    churn_lag = rng.integers(0, 8, n)
+
+    # ---- day-by-day simulation -----------------------------------------------------------------
+    wobble = rng.normal(0.0, 0.35, n)
+    last_order = signup - 1 - rng.integers(0, 40, n)  # a last order before the window (or signup)
+    last_order = np.where(signup >= _BURN_IN_DAYS, signup, last_order)
+    orders_hist = np.zeros((total, n), dtype=np.float32)
+    value_hist = np.zeros((total, n), dtype=np.float32)
+    ticket_hist = np.zeros((total, n), dtype=np.float32)
+    churned = np.zeros(n, dtype=bool)
+    churn_from = np.full(n, total + 1)
+    label = np.full(n, -1, dtype=np.int64)
+    out = {f: np.full((n_days, n), np.nan, dtype=np.float64) for f in FEATURES}
+
+    for t in range(total):
+        alive = signup <= t
+        wobble = 0.96 * wobble + rng.normal(0.0, 0.1, n)
+        engagement = base_engagement + wobble
+        gone = t >= churn_from
+        rate = np.exp(p.order_rate_intercept + 0.9 * engagement) * np.where(gone, 0.03, 1.0) * alive
+        orders = rng.poisson(rate)
+        values = orders * order_value * np.exp(rng.normal(0.0, 0.25, n))
+        tickets = rng.poisson(np.exp(p.ticket_rate_intercept - 0.6 * engagement + ticket_propensity) * alive)
+        orders_hist[t], value_hist[t], ticket_hist[t] = orders, values, tickets
+        last_order = np.where(orders > 0, t, last_order)
+        if t < window_start:
+            continue
+
+        d = t - window_start
+        cnt90 = orders_hist[max(0, t - 89) : t + 1].sum(axis=0).astype(np.float64)
+        val90 = value_hist[max(0, t - 89) : t + 1].sum(axis=0).astype(np.float64)
+        tick30 = ticket_hist[max(0, t - 29) : t + 1].sum(axis=0).astype(np.float64)
+        open_rate = _sigmoid(-0.9 + 0.8 * engagement + open_affinity + 4.0 * p.open_rate_shift)
+        open_rate = np.clip(open_rate * np.where(gone, 0.3, 1.0) + rng.normal(0.0, 0.04, n), 0.0, 1.0)
+        snap = {
+            "days_since_last_order": (t - last_order).astype(np.float64),
+            "order_count_90d": cnt90,
+            "avg_order_value_usd": np.where(cnt90 > 0, np.round(val90 / np.maximum(cnt90, 1), 2), np.nan),
+            "support_tickets_30d": tick30,
+            "product_category_diversity": np.round(breadth * (1.0 - (1.0 - 1.0 / breadth) ** cnt90)),
+            "days_since_signup": (t - signup).astype(np.float64),
+            "email_open_rate_30d": np.where(consent, np.round(open_rate, 3), np.nan),
+        }
+        # pipeline gaps: a few values go missing on random days
+        for f in ("days_since_last_order", "support_tickets_30d", "email_open_rate_30d"):
+            snap[f] = np.where(rng.random(n) < 0.01, np.nan, snap[f])
+        for f in FEATURES:
+            out[f][d] = np.where(alive, snap[f], np.nan)
+
+        # the label time falls after today's 00:00 snapshot: today's snapshot is what is visible
+        due = obs_day == t
+        if due.any():
+            logit = ground_truth_logit({f: snap[f] for f in FEATURES}) + label_noise
+            hit = due & (label_draw < _sigmoid(logit))
+            label = np.where(due, hit.astype(np.int64), label)
+            churned |= hit
+            churn_from = np.where(hit, t + 1 + churn_lag, churn_from)
+        if progress is not None:
+            progress((d + 1) / n_days)
+
+    # ---- tables --------------------------------------------------------------------------------
+    day0 = datetime.combine(end_date, datetime.min.time(), tzinfo=UTC) - timedelta(days=total - 1)
+
+    def stamp(days: np.ndarray) -> pd.DatetimeIndex:
+        return pd.DatetimeIndex(day0 + pd.to_timedelta(days, unit="D")).as_unit("us")
+
+    ids = np.array([f"cust-{i:06d}" for i in range(n)])
+    customers = pd.DataFrame(
+        {
+            "customer_id": ids,
+            "signup_date": stamp(signup),
+            "country": country,
+            "acquisition_channel": channel,
+            "email_consent": consent,
+        }
+    )
+    customers["created"] = customers["signup_date"]
+
+    day_idx, cust_idx = np.nonzero(signup[None, :] <= (np.arange(n_days)[:, None] + window_start))
+    ts = stamp(day_idx + window_start)
+    stats = pd.DataFrame({"customer_id": ids[cust_idx], "event_timestamp": ts})
+    for f in FEATURES:
+        stats[f] = out[f][day_idx, cust_idx]
+    stats["created"] = ts + pd.Timedelta(minutes=30)
+
+    li = np.nonzero(labelled)[0]
+    labels = pd.DataFrame(
+        {
+            "customer_id": ids[li],
+            "event_timestamp": (stamp(obs_day[li]) + pd.to_timedelta(obs_second[li], unit="s")).as_unit("us"),
+            LABEL: label[li],
+        }
+    ).sort_values(["event_timestamp", "customer_id"], ignore_index=True)
+    return customers, stats, labels
+
+
+def generate_world(
+    out_dir: Path,
+    *,
+    n_customers: int,
+    n_days: int,
+    seed: int,
+    end_date: date | None = None,
+    drift: bool = False,
+    progress: Callable[[float], None] | None = None,
+) -> GeneratedData:
+    """Simulate and write ``customers``, ``customer_stats`` and ``labels`` parquet files."""
+    started = time.perf_counter()
+    end_date = end_date or datetime.now(UTC).date()
+    customers, stats, labels = simulate(
+        n_customers=n_customers, n_days=n_days, seed=seed, end_date=end_date, drift=drift, progress=progress
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for frame, name in ((customers, CUSTOMERS_FILE), (stats, STATS_FILE), (labels, LABELS_FILE)):
+        tmp = out_dir / f".{name}.tmp"
+        frame.to_parquet(tmp, index=False)
+        tmp.replace(out_dir / name)
+    result = GeneratedData(
+        data_dir=out_dir,
+        n_customers=n_customers,
+        n_snapshots=len(stats),
+        n_labels=len(labels),
+        churn_rate=float(labels[LABEL].mean()) if len(labels) else 0.0,
+        start=stats["event_timestamp"].min().to_pydatetime(),
+        end=stats["event_timestamp"].max().to_pydatetime(),
+        drift=drift,
+        elapsed_s=time.perf_counter() - started,
+    )
+    log.info(
+        "generated world dir=%s customers=%d snapshots=%d labels=%d churn_rate=%.3f drift=%s",
+        out_dir,
+        n_customers,
+        result.n_snapshots,
+        result.n_labels,
+        result.churn_rate,
+        drift,
+    )
+    return result
