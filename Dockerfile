@@ -32,7 +32,7 @@ COPY gateway/ gateway/
 COPY training/ training/
 COPY drift/ drift/
 COPY loadtest/ loadtest/
-RUN pip install --no-deps --no-build-isolation . \
+RUN pip install --no-deps . \
  && python -m compileall -q /opt/venv/lib
 
 FROM ${PYTHON_IMAGE} AS runtime
@@ -49,7 +49,7 @@ WORKDIR /app
 COPY --chown=treeserve:treeserve feature_repo/ feature_repo/
 COPY --chown=treeserve:treeserve loadtest/locustfile.py loadtest/locustfile.py
 # Mount points owned by the service user: Docker seeds new named volumes from these.
-RUN mkdir -p /models /mlflow/artifacts /app/var/data /app/var/sync /app/var/predlog /app/var/metrics /app/reports \
+RUN mkdir -p /models /mlflow/artifacts /app/var/data /app/var/sync /app/var/predlog /app/var/metrics /app/var/scores /app/reports \
  && chown -R treeserve:treeserve /models /mlflow /app
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \

@@ -64,16 +64,17 @@ def export_command(
 
     repo = Path(repository) if repository else settings.path(settings.exporter.repository)
     started = time.monotonic()
-    result = export(
-        settings,
-        mlflow_client(settings),
-        model,
-        alias=alias,
-        version=version,
-        repository=repo,
-        flavor=flavor,
-        force=force,
-    )
+    with _repository_lock(settings):
+        result = export(
+            settings,
+            mlflow_client(settings),
+            model,
+            alias=alias,
+            version=version,
+            repository=repo,
+            flavor=flavor,
+            force=force,
+        )
     inst = result.installed
     verb = "already installed" if inst.reused else "installed"
     typer.echo(
@@ -86,6 +87,13 @@ def export_command(
     )
     if load:
         _load(settings, repo, model, inst.version)
+
+
+def _repository_lock(settings: Any) -> Any:
+    """The sync's lock: an export and a sync pass never write the same config.pbtxt at once."""
+    from exporter.sync.lock import sync_lock
+
+    return sync_lock(settings.path(settings.sync.lock_file), timeout_s=120.0)
 
 
 def _load(settings: Any, repo: Path, model: str, version: int) -> None:

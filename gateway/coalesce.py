@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
 from gateway import metrics
@@ -53,8 +53,8 @@ class Coalescer(Generic[C]):
         self._batch_requests = metrics.COALESCED_REQUESTS.labels(stage)
         self._wait = metrics.COALESCE_WAIT.labels(stage)
 
-    async def submit(self, chunk: Sequence[Any]) -> Any:
-        """Add ``chunk`` to the current batch and wait for its results (same order)."""
+    async def submit(self, chunk: Any) -> Any:
+        """Add ``chunk`` (a list or array of rows) to the current batch; its results, same order."""
         n = len(chunk)
         if n >= self._max_batch:
             # A big request is a batch on its own: no point in waiting for company.

@@ -193,7 +193,8 @@ class DirectFeatureSource(FeastFeatureSource):
 
         if self._config.entity_key_serialization_version != 3:
             raise FeatureStoreUnavailableError("the direct reader needs entity_key_serialization_version 3")
-        client = await self._online._get_client_async(self._config.online_store)
+        online: Any = self._online
+        client = await online._get_client_async(self._config.online_store)
         head, tail = plan.hmget_head, plan.hmget_tail
         packed = b"".join(head + _resp_bulk(self._redis_key(plan, join_keys, row)) + tail for row in keys)
         pool = client.connection_pool

@@ -158,7 +158,8 @@ class ParquetPredictionLog:
                         return
                     rest.set()
                     continue
-                self._add(rest)
+                if self._add(rest):
+                    await self._rotate(force=False)
             await self._rotate(force=False)
 
     def _next_rotation_s(self) -> float:
@@ -167,13 +168,15 @@ class ParquetPredictionLog:
         oldest = min(s.opened for s in self._open.values())
         return max(0.01, self._segment_s - (time.monotonic() - oldest))
 
-    def _add(self, batch: PredictionBatch) -> None:
+    def _add(self, batch: PredictionBatch) -> bool:
+        """Buffer ``batch``; True when its segment is full."""
         key = (batch.model, batch.timestamp.strftime("%Y-%m-%d"), batch.features)
         seg = self._open.get(key)
         if seg is None:
             seg = self._open[key] = _Segment()
         seg.batches.append(batch)
         seg.rows += len(batch)
+        return seg.rows >= self._segment_rows
 
     async def _rotate(self, *, force: bool) -> None:
         now = time.monotonic()

@@ -28,6 +28,7 @@ import argparse
 import importlib
 import inspect
 import logging
+import os
 import shutil
 import sys
 import tempfile
@@ -105,6 +106,7 @@ def run_section(name: str, fn: Callable[..., Any] | str, available: Mapping[str,
     if isinstance(fn, str):
         log.warning("bench %s not measured: %s", name, fn)
         return not_measured(fn)
+    _reset_mlflow_fluent_state()
     t0 = time.perf_counter()
     try:
         raw = call_with_available(fn, available)
@@ -116,6 +118,21 @@ def run_section(name: str, fn: Callable[..., Any] | str, available: Mapping[str,
     derive_curve_metrics(section)
     log.info("bench %s done in %.0f s", name, section["wall_time_s"])
     return section
+
+
+def _reset_mlflow_fluent_state() -> None:
+    """Benches share this process: no active run or experiment may leak from one into the next."""
+    mlflow = sys.modules.get("mlflow")
+    if mlflow is None:
+        return
+    try:
+        while mlflow.active_run() is not None:
+            mlflow.end_run()
+        fluent = sys.modules.get("mlflow.tracking.fluent")
+        if fluent is not None and hasattr(fluent, "_active_experiment_id"):
+            fluent._active_experiment_id = None
+    except Exception as e:  # private state moved in a newer MLflow: only a safety net
+        log.debug("mlflow state reset skipped: %s", e)
 
 
 def _median(v: Any) -> float | None:
@@ -334,6 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr
     )
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no progress bars in the log
     command = (
         "make bench"
         if argv is None and len(sys.argv) <= 1

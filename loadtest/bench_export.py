@@ -61,17 +61,22 @@ def _register(settings: Any, client: Any, task: str, seed: int) -> tuple[str, st
 
     booster, frame = _train(task, seed)
     name = f"bench-export-{task}"
-    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    mlflow.set_registry_uri(settings.mlflow_tracking_uri)
-    exp = mlflow.set_experiment("bench-export")
     import xgboost as xgb
 
+    # No mlflow.set_experiment: it leaves a process-wide active experiment behind for later benches.
+    exp = client.get_experiment_by_name("bench-export")
+    exp_id = exp.experiment_id if exp else client.create_experiment("bench-export")
     sample = frame.head(50)
     preds = booster.predict(xgb.DMatrix(sample, missing=np.nan))
-    with mlflow.start_run(experiment_id=exp.experiment_id):
-        info = mlflow.xgboost.log_model(
-            booster, name="model", signature=infer_signature(sample, preds), input_example=sample.head(5)
-        )
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    try:
+        with mlflow.start_run(experiment_id=exp_id):
+            info = mlflow.xgboost.log_model(
+                booster, name="model", signature=infer_signature(sample, preds), input_example=sample.head(5)
+            )
+    finally:
+        mlflow.set_tracking_uri(previous)
     _ensure_model(client, name)
     mv = client.create_model_version(
         name,

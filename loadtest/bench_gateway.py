@@ -141,6 +141,15 @@ def run_h2load(
     return parsed
 
 
+def check_grpc_body(target: str, body: bytes) -> bytes:
+    """Send the framed request once over a real gRPC channel (h2load cannot see grpc-status)."""
+    import grpc
+
+    with grpc.insecure_channel(target) as channel:
+        call = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+        return call(body[5:], timeout=10)  # type: ignore[no-any-return]
+
+
 def triton_request_body(model: str, version: str, features: Sequence[float]) -> bytes:
     """A serialized KServe v2 ModelInferRequest with one row of features."""
     import numpy as np
@@ -212,42 +221,57 @@ def start_baseline(
 
 
 # ---- feature coalescing -----------------------------------------------------------------------
+def _sdk_read(store: Any, service: Any, customer_id: str) -> Any:
+    return store.get_online_features(features=service, entity_rows=[{"customer_id": customer_id}]).to_dict()
+
+
+def _fetcher(source: Any, service: str) -> Any:
+    async def call(keys: list[tuple[str, ...]]) -> Any:
+        return await source.fetch(service, keys)
+
+    return call
+
+
 async def _feature_rates(
     store: Any, service: str, ids: Sequence[str], *, concurrency: int, total: int
 ) -> dict[str, float]:
+    """Entities/s for ``concurrency`` concurrent single-entity requests, three ways."""
     from gateway.coalesce import Coalescer
     from gateway.features import FeastFeatureSource
+    from gateway.features_direct import DirectFeatureSource
 
-    source = FeastFeatureSource(store, store_name="bench")
-    source.describe(service)
-    coalescer: Coalescer[Any] = Coalescer(
-        lambda keys: source.fetch(service, keys), window_us=500, max_batch=512, stage="bench"
-    )
     fs = store.get_feature_service(service)
     loop = asyncio.get_running_loop()
+    sources = {
+        "coalesced_sdk": FeastFeatureSource(store, store_name="bench"),
+        "coalesced_direct": DirectFeatureSource(store, store_name=store.config.online_store.type),
+    }
+    coalescers: dict[str, Coalescer[Any]] = {}
+    for name, src in sources.items():
+        src.describe(service)
+        coalescers[name] = Coalescer(_fetcher(src, service), window_us=500, max_batch=512, stage="bench")
 
-    async def worker_coalesced(k: int) -> None:
+    async def per_request(k: int) -> None:
         for i in range(k):
-            await coalescer.submit([(ids[i % len(ids)],)])
+            await loop.run_in_executor(None, _sdk_read, store, fs, ids[i % len(ids)])
 
-    async def worker_per_request(k: int) -> None:
-        for i in range(k):
-            cid = ids[i % len(ids)]
-            await loop.run_in_executor(
-                None,
-                lambda c=cid: store.get_online_features(
-                    features=fs, entity_rows=[{"customer_id": c}]
-                ).to_dict(),
-            )
+    def coalesced(name: str) -> Any:
+        async def worker(k: int) -> None:
+            for i in range(k):
+                await coalescers[name].submit([(ids[i % len(ids)],)])
+
+        return worker
 
     per = max(1, total // concurrency)
     rates: dict[str, float] = {}
-    for name, worker in (("per_request", worker_per_request), ("coalesced", worker_coalesced)):
+    workers = {"per_request_sdk": per_request, **{n: coalesced(n) for n in sources}}
+    for name, worker in workers.items():
         await asyncio.gather(*(worker(3) for _ in range(concurrency)))  # warm-up
         t0 = time.perf_counter()
         await asyncio.gather(*(worker(per) for _ in range(concurrency)))
         rates[name] = per * concurrency / (time.perf_counter() - t0)
-    await source.aclose()
+    for src in sources.values():
+        await src.aclose()
     return rates
 
 
@@ -273,6 +297,7 @@ def run_gateway_bench(
     gateway_workers: int = 1,
     baseline_workers: int | None = None,
     world: Any = None,
+    quick: bool = False,
 ) -> dict[str, Any]:
     """Measure gateway vs baseline (wrk) and gateway vs Triton (h2load); returns the figures.
 
@@ -281,6 +306,9 @@ def run_gateway_bench(
     """
     from loadtest.bench_world import build_world
 
+    if quick:
+        concurrencies = sorted({min(concurrencies), max(concurrencies)})
+        duration_s, warmup_s = min(duration_s, 3.0), min(warmup_s, 1.0)
     for tool in ("wrk", "h2load"):
         if shutil.which(tool) is None:
             raise RuntimeError(f"{tool} is not installed (apt-get install -y wrk nghttp2-client)")
@@ -354,6 +382,8 @@ def run_gateway_bench(
         tbody.write_bytes(triton_request_body(model, world.version, row))
         gbody = out_dir / "gateway_request.bin"
         gbody.write_bytes(gateway_request_body(model, "customer_id", ids[0]))
+        check_grpc_body(settings.gateway.triton.grpc_url, tbody.read_bytes())
+        check_grpc_body(gw.grpc_url, gbody.read_bytes())
         triton_url = f"http://{settings.gateway.triton.grpc_url}/inference.GRPCInferenceService/ModelInfer"
         gateway_grpc_url = f"http://{gw.grpc_url}/inference.GRPCInferenceService/ModelInfer"
         grpc_res: dict[str, dict[str, Any]] = {"triton": {}, "gateway": {}}

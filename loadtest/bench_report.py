@@ -44,6 +44,24 @@ KEY_MEANING: dict[str, str] = {
     "promotion_latency_webhook_s": "alias moved → new version served, webhook wake-up (s)",
     "promotion_latency_poll_s": "alias moved → new version served, poll only (s)",
 }
+KEY_OWNER: dict[str, str] = {
+    "triton_dynamic_batching_speedup_c32": "triton",
+    "gateway_vs_baseline_rps_ratio_c64": "gateway",
+    "gateway_vs_triton_rps_ratio_c64": "gateway",
+    "gateway_p99_ms_c64": "gateway",
+    "baseline_p99_ms_c64": "gateway",
+    "feature_coalesced_vs_per_request_ratio": "gateway",
+    "promotion_latency_webhook_s": "promotion",
+    "promotion_latency_poll_s": "promotion",
+}
+"""The section expected to report each stable key (its reason is quoted when it is missing)."""
+SECTION_TITLES: dict[str, str] = {
+    "export": "Export time and parity per model type",
+    "triton": "Triton dynamic batching on/off",
+    "gateway": "Gateway vs the per-request FastAPI baseline vs Triton alone",
+    "promotion": "Promotion latency (webhook vs poll)",
+    "locust": "Locust against the gateway (realistic mix)",
+}
 NOT_MEASURED = "not measured"
 
 
@@ -96,8 +114,13 @@ def stable_metrics(sections: Mapping[str, Mapping[str, Any]]) -> tuple[dict[str,
     reasons: dict[str, str] = {}
     for key in STABLE_KEYS:
         if values[key] is None:
-            down = [f"{n}: {s['reason']}" for n, s in sections.items() if s.get("status") == NOT_MEASURED]
-            reasons[key] = "; ".join(down) or "no benchmark reported it"
+            owner = sections.get(KEY_OWNER[key])
+            if owner is None:
+                reasons[key] = f"the {KEY_OWNER[key]} benchmark was not run"
+            elif owner.get("status") == NOT_MEASURED:
+                reasons[key] = f"{KEY_OWNER[key]}: {owner.get('reason')}"
+            else:
+                reasons[key] = f"the {KEY_OWNER[key]} benchmark did not report it"
     return values, reasons
 
 
@@ -201,7 +224,7 @@ def render_markdown(doc: Mapping[str, Any], *, chart_links: Mapping[str, Sequenc
         out.append(f"| `{key}` | {shown} | {KEY_MEANING[key]} |")
     out.append("")
     for name, section in (doc.get("benchmarks") or {}).items():
-        out += ["", f"## {section.get('title') or name}", ""]
+        out += ["", f"## {section.get('title') or SECTION_TITLES.get(name, name)}", ""]
         if section.get("status") == NOT_MEASURED:
             out.append(f"_{NOT_MEASURED}: {fmt(section.get('reason'))}_")
             continue

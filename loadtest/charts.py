@@ -55,20 +55,31 @@ def render_curves(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     fig, (ax_rps, ax_p99) = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
+    ticks: set[float] = set()
     for name, points in curves.items():
         for ax, field in ((ax_rps, "rps"), (ax_p99, "p99_ms")):
             xs, ys, err = _series(points, field)
             if xs:
                 ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=name)
+                ticks.update(xs)
     ax_rps.set(title="throughput", xlabel="concurrency (clients)", ylabel="requests/s")
     ax_p99.set(title="p99 latency", xlabel="concurrency (clients)", ylabel="p99 (ms)")
     ax_p99.set_yscale("log")
+    plain = FuncFormatter(lambda v, _pos: f"{v:g}")
+    ax_p99.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax_p99.yaxis.set_major_formatter(plain)
+    ax_p99.yaxis.set_minor_formatter(NullFormatter())
     for ax in (ax_rps, ax_p99):
         ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted(ticks))
+        ax.xaxis.set_major_formatter(plain)
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend()
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
     fig.suptitle(title)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import gevent
 import grpc.experimental.gevent as grpc_gevent
 
 # Locust first: it monkey-patches the standard library with gevent.
@@ -75,6 +76,19 @@ def workload(target: str) -> Workload:
     return _workloads[target]
 
 
+@events.init.add_listener
+def _preload(environment: Any, **_: Any) -> None:
+    # Build the workload before the clock starts (imports + parquet reads would eat the run time).
+    if isinstance(environment.runner, locust.runners.MasterRunner):
+        return
+    for cls in environment.user_classes or []:
+        target = getattr(cls, "target", None)
+        if target:
+            workload(target)
+    # That blocked the loop: refresh its clock, or the --run-time timer starts already expired.
+    gevent.get_hub().loop.update_now()
+
+
 def _timeout_s() -> float:
     return float(os.environ.get(TIMEOUT_ENV, "10"))
 
@@ -123,11 +137,12 @@ class GatewayHttpUser(FastHttpUser):
 
     wait_time = constant(0)
     connection_timeout = 5.0
+    target = "gateway"
 
     def on_start(self) -> None:
         self.network_timeout = _timeout_s()
         self.rng = random.Random()
-        self.wl = workload("gateway")
+        self.wl = workload(self.target)
         self.weights = effective_weights(self.wl, transport="http")
         self.path = f"/v1/models/{self.wl.model}/predict"
         key = os.environ.get(API_KEY_ENV)

@@ -74,6 +74,14 @@ class LoadtestSummary:
     def error_rate(self) -> float:
         return self.total.error_rate
 
+    def headline(self) -> str:
+        """One line: ``1234 requests in 10.0 s, 123.4 req/s, p50 1.20 ms, p95 …, p99 …, errors 0.00%``."""
+        t = self.total
+        return (
+            f"{t.requests} requests in {self.duration_s:.1f} s, {t.rps:.1f} req/s, p50 {t.p50_ms:.2f} ms, "
+            f"p95 {t.p95_ms:.2f} ms, p99 {t.p99_ms:.2f} ms, errors {t.error_rate:.2%}"
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form (error rates included)."""
         out = asdict(self)

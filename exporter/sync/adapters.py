@@ -56,6 +56,21 @@ def build_spec(
     )
 
 
+def contract_mismatch(repo: Path, model: str, version: str, serving: str) -> str | None:
+    """Why ``version`` cannot share a Triton model with the serving version, or None."""
+    if version == serving:
+        return None
+    new = repo_mod.read_version_metadata(repo, model, version)
+    old = repo_mod.read_version_metadata(repo, model, serving)
+    for key in ("features", "task", "n_classes"):
+        if new.get(key) != old.get(key):
+            return (
+                f"version {version} has {key}={new.get(key)!r} but the serving version {serving} has "
+                f"{old.get(key)!r}; one Triton model serves one contract"
+            )
+    return None
+
+
 def write_config(settings: Any, repo: Path, spec: TritonModelSpec) -> None:
     """Write ``config.pbtxt`` atomically in the configured flavour."""
     repo_mod.write_config(repo, spec, settings.exporter.flavor)

@@ -33,11 +33,11 @@ from exporter.sync.metrics import SyncMetrics
 from exporter.sync.status import ModelStatus, SyncStatus, VersionFailure, read_status, write_status
 from exporter.sync.triton import TritonControl, compare_outputs
 from treeserve import contract
-from treeserve.errors import ServiceUnavailableError, TreeserveError, ValidationFailedError
+from treeserve.errors import NotFoundError, ServiceUnavailableError, TreeserveError, ValidationFailedError
 
 log = logging.getLogger(__name__)
 
-_STICKY_REASONS = ("validation", "canary")
+_STICKY_REASONS = ("validation", "canary", "contract")
 """Failures that would repeat on retry: not re-attempted before ``retry_failed_after_s``."""
 
 
@@ -117,7 +117,7 @@ def _pass(
             try:
                 _reconcile_model(ctx, model, mstatus)
             except TreeserveError as e:
-                reason = "triton" if isinstance(e, TritonControlError) else "registry"
+                reason = _abort_reason(e)
                 mstatus.in_sync = False
                 mstatus.message = f"pass aborted: {e}"
                 errors.append(f"{model}: {e}")
@@ -188,8 +188,13 @@ def _reconcile_model(ctx: _Context, model: str, st: ModelStatus) -> None:
         st.failures.pop(v, None)
         installed.add(v)
 
-    candidates = [v for v in desired.versions if v in installed and v not in st.failures]
     keep_serving = [v for v in old_routing.values() if v in installed]
+    for v in desired.versions:
+        if v in installed and v not in st.failures and keep_serving:
+            why = adapters.contract_mismatch(ctx.repo, model, v, keep_serving[0])
+            if why:
+                _fail(ctx, st, model, v, "contract", why)
+    candidates = [v for v in desired.versions if v in installed and v not in st.failures]
     load_set = _ordered({*candidates, *keep_serving})
     if not load_set:
         st.installed_versions = sorted(installed, key=int)
@@ -377,6 +382,14 @@ def _canary(ctx: _Context, model: str, version: str, outputs: tuple[str, ...]) -
     if miss:
         raise CanaryMismatchError(f"canary on version {version}: {miss}")
     log.info("decision=canary-ok model=%s version=%s rows=%d", model, version, len(inputs))
+
+
+def _abort_reason(e: TreeserveError) -> str:
+    if isinstance(e, TritonControlError):
+        return "triton"
+    if isinstance(e, NotFoundError | ServiceUnavailableError):
+        return "registry"
+    return "repository"
 
 
 def _ordered(versions: set[str] | list[str]) -> list[str]:

@@ -6,6 +6,7 @@ syncs it into the session's Triton repository, so tests share the two servers bu
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -15,6 +16,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +37,16 @@ FEATURES = ["recency_days", "orders_90d", "spend_usd", "tickets_30d"]
 # ---- helpers ---------------------------------------------------------------------------------
 
 
-def register_version(tracking_uri: str, model: str, *, seed: int) -> str:
-    """Train a small binary XGBoost model and register it as user code would; its version."""
+@dataclass(frozen=True)
+class LoggedModel:
+    """A model logged once per module; tests register versions of it under their own names."""
+
+    source: str
+    run_id: str
+
+
+def log_small_model(tracking_uri: str, *, seed: int) -> LoggedModel:
+    """Train a small binary XGBoost model and log it as user code would (signature, example)."""
     import mlflow
     import pandas as pd
     import xgboost as xgb
@@ -49,19 +59,35 @@ def register_version(tracking_uri: str, model: str, *, seed: int) -> str:
     booster = xgb.train(
         {"objective": "binary:logistic", "max_depth": 3, "eta": 0.3, "seed": seed},
         xgb.DMatrix(X, label=y),
-        num_boost_round=8 + seed % 5,
+        num_boost_round=8 + seed,
     )
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
-    with mlflow.start_run():
+    with mlflow.start_run() as run:
         info = mlflow.xgboost.log_model(
             booster,
             name="model",
             signature=infer_signature(X, booster.predict(xgb.DMatrix(X))),
             input_example=X.head(5),
-            registered_model_name=model,
+            pip_requirements=["xgboost"],  # skip requirement inference: slow and irrelevant here
         )
-    return str(info.registered_model_version)
+    return LoggedModel(source=info.model_uri, run_id=run.info.run_id)
+
+
+@pytest.fixture(scope="module")
+def logged(mlflow_server: Any) -> list[LoggedModel]:
+    """Three different logged models, trained once for the module."""
+    return [log_small_model(mlflow_server.url, seed=seed) for seed in (1, 2, 3)]
+
+
+def register(client: Any, model: str, logged_model: LoggedModel) -> str:
+    """Register ``logged_model`` as the next version of ``model``; the version string."""
+    from mlflow.exceptions import MlflowException
+
+    with contextlib.suppress(MlflowException):
+        client.create_registered_model(model)
+    mv = client.create_model_version(model, logged_model.source, run_id=logged_model.run_id)
+    return str(mv.version)
 
 
 def sync_settings(home: Path, mlflow_url: str, triton: Any, model: str, **sync: Any) -> Any:
@@ -116,9 +142,20 @@ def env_for(settings: Any, model: str) -> dict[str, str]:
     return env
 
 
-def treeserve(*args: str, env: dict[str, str], timeout_s: float = 180) -> subprocess.CompletedProcess[str]:
-    exe = str(Path(sys.executable).parent / "treeserve")
-    return subprocess.run([exe, *args], env=env, capture_output=True, text=True, timeout=timeout_s)
+def cli(monkeypatch: pytest.MonkeyPatch, settings: Any, model: str, *args: str) -> str:
+    """Run ``treeserve ARGS`` in-process with settings from the environment; its stdout (exit 0)."""
+    from typer.testing import CliRunner
+
+    from treeserve import clikit
+    from treeserve.cli import app
+
+    for key, value in env_for(settings, model).items():
+        if key.startswith(("TREESERVE_", "MLFLOW_")):
+            monkeypatch.setenv(key, value)
+    monkeypatch.setattr(clikit, "_settings", None)
+    result = CliRunner().invoke(app, list(args))
+    assert result.exit_code == 0, result.output
+    return result.stdout
 
 
 @pytest.fixture
@@ -129,13 +166,15 @@ def model_name() -> str:
 # ---- tests -----------------------------------------------------------------------------------
 
 
-def test_promote_keep_rollback_and_challenger(tmp_path, mlflow_server, triton_server, model_name) -> None:
+def test_promote_keep_rollback_and_challenger(
+    tmp_path, mlflow_server, logged, triton_server, model_name
+) -> None:
     """Promote -> served; second version -> served, first kept; rollback without re-export; challenger."""
     url = mlflow_server.url
     client = mlflow_client(url)
     settings = sync_settings(tmp_path, url, triton_server, model_name)
-    v1 = register_version(url, model_name, seed=1)
-    v2 = register_version(url, model_name, seed=2)
+    v1 = register(client, model_name, logged[0])
+    v2 = register(client, model_name, logged[1])
 
     client.set_registered_model_alias(model_name, "champion", v1)
     first = reconcile_once(settings, client=client)
@@ -177,7 +216,7 @@ def test_promote_keep_rollback_and_challenger(tmp_path, mlflow_server, triton_se
 
 
 def test_failed_parity_never_replaces_the_champion(
-    tmp_path, mlflow_server, triton_server, model_name
+    tmp_path, mlflow_server, logged, triton_server, model_name, monkeypatch
 ) -> None:
     """A version failing parity: the alias points at it, Triton keeps the old champion, status says why.
 
@@ -187,8 +226,8 @@ def test_failed_parity_never_replaces_the_champion(
     url = mlflow_server.url
     client = mlflow_client(url)
     settings = sync_settings(tmp_path, url, triton_server, model_name)
-    v1 = register_version(url, model_name, seed=3)
-    v2 = register_version(url, model_name, seed=4)
+    v1 = register(client, model_name, logged[2])
+    v2 = register(client, model_name, logged[0])
     client.set_registered_model_alias(model_name, "champion", v1)
     assert reconcile_once(settings, client=client).ok
 
@@ -204,20 +243,18 @@ def test_failed_parity_never_replaces_the_champion(
     failure = result.models[model_name].failures[v2]
     assert failure.reason == "validation" and "differ from XGBoost" in failure.message
 
-    out = treeserve("sync", "status", env=env_for(settings, model_name))
-    assert out.returncode == 0, out.stderr
-    text = " ".join(out.stdout.split())
+    text = " ".join(cli(monkeypatch, settings, model_name, "sync", "status").split())
     assert f"champion -> {v2} is not served (validation" in text
     assert f"still serving {v1}" in text
 
-    as_json = json.loads(treeserve("sync", "status", "--json", env=env_for(settings, model_name)).stdout)
+    as_json = json.loads(cli(monkeypatch, settings, model_name, "sync", "status", "--json"))
     entry = as_json["models"][model_name]
     assert entry["live"]["registry_aliases"]["champion"] == v2
     assert entry["live"]["repository_routing"]["champion"] == v1
     assert entry["live"]["triton_ready_versions"] == [v1]
 
 
-def test_triton_down_during_a_pass_then_converges(tmp_path, mlflow_server, model_name) -> None:
+def test_triton_down_during_a_pass_then_converges(tmp_path, mlflow_server, logged, model_name) -> None:
     """Triton stopped during a pass: the pass fails without partial state; after restart it converges."""
     from exporter.triton_server import TritonServer
 
@@ -237,8 +274,8 @@ def test_triton_down_during_a_pass_then_converges(tmp_path, mlflow_server, model
         url = mlflow_server.url
         client = mlflow_client(url)
         settings = sync_settings(tmp_path, url, triton, model_name)
-        v1 = register_version(url, model_name, seed=5)
-        v2 = register_version(url, model_name, seed=6)
+        v1 = register(client, model_name, logged[1])
+        v2 = register(client, model_name, logged[2])
         client.set_registered_model_alias(model_name, "champion", v1)
         assert reconcile_once(settings, client=client).ok
 
@@ -261,13 +298,13 @@ def test_triton_down_during_a_pass_then_converges(tmp_path, mlflow_server, model
 
 
 def test_kill_9_mid_export_then_next_pass_converges(
-    tmp_path, mlflow_server, triton_server, model_name
+    tmp_path, mlflow_server, logged, triton_server, model_name
 ) -> None:
     """``treeserve sync --once`` killed with SIGKILL while exporting: the next pass converges."""
     url = mlflow_server.url
     client = mlflow_client(url)
     settings = sync_settings(tmp_path, url, triton_server, model_name)
-    v1 = register_version(url, model_name, seed=7)
+    v1 = register(client, model_name, logged[0])
     client.set_registered_model_alias(model_name, "champion", v1)
     env = env_for(settings, model_name)
 
@@ -296,7 +333,7 @@ def test_kill_9_mid_export_then_next_pass_converges(
 
 
 def test_zero_failed_inferences_across_promotion_and_rollback(
-    tmp_path, mlflow_server, triton_server, model_name
+    tmp_path, mlflow_server, logged, triton_server, model_name
 ) -> None:
     """Clients that read the routing and call Triton keep getting answers through promote and rollback."""
     import tritonclient.grpc as grpcclient
@@ -304,8 +341,8 @@ def test_zero_failed_inferences_across_promotion_and_rollback(
     url = mlflow_server.url
     client = mlflow_client(url)
     settings = sync_settings(tmp_path, url, triton_server, model_name, keep_champions=1)
-    v1 = register_version(url, model_name, seed=8)
-    v2 = register_version(url, model_name, seed=9)
+    v1 = register(client, model_name, logged[1])
+    v2 = register(client, model_name, logged[2])
     client.set_registered_model_alias(model_name, "champion", v1)
     assert reconcile_once(settings, client=client).ok
 
@@ -347,7 +384,7 @@ def test_zero_failed_inferences_across_promotion_and_rollback(
 
 
 def test_webhook_wakes_the_service_and_bad_signatures_do_nothing(
-    tmp_path, mlflow_server, triton_server, model_name
+    tmp_path, mlflow_server, logged, triton_server, model_name
 ) -> None:
     """MLflow's own webhook wakes ``sync --watch`` (poll interval far away); a forged one gets 401."""
     import httpx
@@ -369,7 +406,7 @@ def test_webhook_wakes_the_service_and_bad_signatures_do_nothing(
         webhook_secret=secret,
         poll_interval_s=600,
     )
-    v1 = register_version(url, model_name, seed=10)
+    v1 = register(client, model_name, logged[0])
     status_file = settings.path(settings.sync.status_file)
     stop = threading.Event()
     service = threading.Thread(target=serve, args=(settings,), kwargs={"stop": stop}, daemon=True)

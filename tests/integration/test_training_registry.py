@@ -39,10 +39,10 @@ def two_champions(server_settings: Settings) -> tuple[str, str]:
     name = server_settings.mlflow.model_name
     first = train(server_settings)
     assert promote(server_settings, name, first.version).alias_moved
-    second = train(server_settings)
-    gate = promote(server_settings, name, second.version)
+    second = _register_copy(server_settings, first.version)  # same model, a new version: ties pass
+    gate = promote(server_settings, name, second)
     assert gate.passed, gate.reason
-    return first.version, second.version
+    return first.version, second
 
 
 def _client(settings: Settings):
@@ -53,6 +53,18 @@ def _client(settings: Settings):
 
 def _champion(settings: Settings) -> str:
     return str(_client(settings).get_model_version_by_alias(settings.mlflow.model_name, "champion").version)
+
+
+def _register_copy(settings: Settings, version: str) -> str:
+    """Register ``version``'s logged model again as a new version, with the same tags."""
+    client = _client(settings)
+    name = settings.mlflow.model_name
+    base = client.get_model_version(name, version)
+    tags = {k: v for k, v in base.tags.items() if not k.startswith(("treeserve.gate", "treeserve.promoted"))}
+    copy = client.create_model_version(
+        name, base.source, run_id=base.run_id, tags=tags, model_id=getattr(base, "model_id", None)
+    )
+    return str(copy.version)
 
 
 def _register_noise_version(settings: Settings, like_version: str) -> str:

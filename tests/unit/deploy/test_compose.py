@@ -1,12 +1,13 @@
-"""docker-compose.yml (and the GPU override) as a user runs them: valid, wired, real commands."""
+"""docker-compose.yml (and the GPU override) as a user runs them: valid and wired.
+
+The commands themselves are run with ``--help`` in tests/integration/test_deploy_commands.py.
+"""
 
 from __future__ import annotations
 
 import os
 import re
-import shlex
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,57 +16,11 @@ from pydantic import BaseModel
 
 from tests.unit.deploy.conftest import COMPOSE, COMPOSE_GPU, ENV_EXAMPLE, ROOT, command_of, compose_config
 
-TREESERVE = str(Path(sys.executable).with_name("treeserve"))
-MLFLOW = str(Path(sys.executable).with_name("mlflow"))
-
 
 def test_compose_files_validate() -> None:
     for files in ((COMPOSE,), (COMPOSE, COMPOSE_GPU)):
         proc = compose_config(*files, quiet=True)
         assert proc.returncode == 0, f"docker-compose config -q {files}: {proc.stderr}"
-
-
-def _treeserve_commands(service: dict[str, Any]) -> list[list[str]]:
-    """Every ``treeserve ...`` invocation in a service's command (direct or inside ``sh -c``)."""
-    cmd = command_of(service)
-    if cmd[:2] == ["sh", "-c"]:
-        parts = [shlex.split(p) for p in re.split(r"&&|;|\|\|", " ".join(cmd[2:]))]
-    else:
-        parts = [cmd]
-    return [p for p in parts if p and p[0] == "treeserve"]
-
-
-def test_every_treeserve_command_in_compose_is_real(compose: dict[str, Any]) -> None:
-    """Each service command (with its options) is accepted by the installed CLI: ``--help`` exits 0."""
-    seen = 0
-    failures = []
-    for name, service in sorted(compose["services"].items()):
-        for argv in _treeserve_commands(service):
-            seen += 1
-            proc = subprocess.run(
-                [TREESERVE, *argv[1:], "--help"], capture_output=True, text=True, timeout=120, check=False
-            )
-            if proc.returncode != 0:
-                failures.append(
-                    f"{name}: `{shlex.join(argv)}` -> exit {proc.returncode}: {proc.stderr.strip()[-300:]}"
-                )
-    assert seen >= 6, "expected the gateway, sync, webhook registration and job commands"
-    assert not failures, "\n".join(failures)
-
-
-def test_mlflow_server_command_is_accepted(compose: dict[str, Any]) -> None:
-    cmd = command_of(compose["services"]["mlflow"])
-    assert cmd[:2] == ["mlflow", "server"]
-    assert "postgresql+psycopg2://" in " ".join(cmd)
-    assert cmd[cmd.index("--workers") + 1] == "1"
-    proc = subprocess.run(
-        [MLFLOW, *cmd[1:], "--help"], capture_output=True, text=True, timeout=120, check=False
-    )
-    assert proc.returncode == 0, proc.stderr
-    env = compose["services"]["mlflow"]["environment"]
-    assert env["MLFLOW_WEBHOOK_ALLOWED_SCHEMES"] == "http,https"
-    assert env["MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS"] == "true"
-    assert env["MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY"]
 
 
 def test_locust_services_run_the_projects_locustfile(compose: dict[str, Any]) -> None:
@@ -120,7 +75,8 @@ def _setting_exists(path: list[str]) -> bool:
             return False
         annotation = fields[part].annotation
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
-            return True if i == len(path) - 1 else isinstance(annotation, type) is False
+            # A leaf: the path ends here, unless the field is a mapping (deeper keys are its entries).
+            return i == len(path) - 1 or getattr(annotation, "__origin__", None) is dict
         model = annotation
     return True
 
@@ -259,7 +215,7 @@ def test_published_ports_bind_loopback_by_default(compose: dict[str, Any]) -> No
     assert "gateway" not in {n for n, s in compose["services"].items() if s.get("ports")}
 
 
-def test_secrets_come_from_the_env_file() -> None:
+def test_secrets_come_from_the_env_file(compose: dict[str, Any], compose_gpu: dict[str, Any]) -> None:
     raw = COMPOSE.read_text() + COMPOSE_GPU.read_text()
     used = set(re.findall(r"\$\{([A-Z0-9_]+)", raw))
     example = dict(
@@ -276,13 +232,21 @@ def test_secrets_come_from_the_env_file() -> None:
         "SYNC_WEBHOOK_SECRET",
     } <= required
     assert all(example[k] == "change-me" for k in required), "secrets in .env.example must be placeholders"
+    # Resolved with .env.example, every secret-looking value is that placeholder (nothing literal).
+    secretish = re.compile(r"PASSWORD|SECRET|ENCRYPTION_KEY|SECRET_ACCESS_KEY")
+    for model in (compose, compose_gpu):
+        for name, service in model["services"].items():
+            for key, value in (service.get("environment") or {}).items():
+                if secretish.search(key) and value:
+                    assert value == "change-me", f"{name}: {key} does not come from .env"
+                if "password=" in str(value) or ("://" in str(value) and "@" in str(value)):
+                    assert "change-me" in str(value), f"{name}: {key} embeds a literal credential"
+            cmd = " ".join(command_of(service))
+            if "@" in cmd and "://" in cmd:
+                assert "change-me" in cmd, f"{name}: credential in the command is not from .env"
     ignored = (ROOT / ".gitignore").read_text().splitlines()
     assert "/.env" in ignored or ".env" in ignored
     assert ".env" in (ROOT / ".dockerignore").read_text().splitlines()
-    # No literal password in the compose files.
-    assert not re.search(r"(?i)password\s*[:=]\s*[^$\s{][^\s]*", raw.replace("PASSWORD:", "PASSWORD: $")), (
-        "literal secret"
-    )
 
 
 def test_postgres_init_creates_mlflow_and_feast_databases(compose: dict[str, Any]) -> None:
@@ -308,3 +272,30 @@ def test_dockerfile_is_multi_stage_non_root_and_runtime_only() -> None:
         assert tool in text.split("grep -vE")[1].split("\n")[0], f"{tool} should be filtered out of the image"
     ignore = (ROOT / ".dockerignore").read_text().splitlines()
     assert {".venv", ".venv-triton", "var", "tests", ".git"} <= set(ignore)
+
+
+def test_image_requirements_are_the_runtime_ones_and_all_pinned() -> None:
+    """The Dockerfile's own filter, run here: no test/lint tools, every package pinned by the lock."""
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    pipeline = re.search(r"RUN (grep -vE .*?) > /tmp/runtime\.in", text)
+    assert pipeline, "runtime requirements filter not found"
+    proc = subprocess.run(
+        ["sh", "-c", pipeline.group(1)], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    names = [
+        re.split(r"[\[<>=!~ ]", line.strip(), maxsplit=1)[0].lower().replace("_", "-")
+        for line in proc.stdout.splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert {"mlflow", "feast", "tritonclient", "xgboost-cpu", "locust", "evidently"} <= set(names)
+    assert not {"pytest", "pytest-timeout", "hypothesis", "schemathesis", "ruff", "mypy"} & set(names)
+    assert "tritonclient[grpc,http]" in proc.stdout
+    lock = ROOT / "requirements" / "app.lock"
+    if lock.exists():
+        pinned = {
+            line.split("==")[0].strip().lower().replace("_", "-")
+            for line in lock.read_text().splitlines()
+            if "==" in line
+        }
+        assert set(names) <= pinned, f"not pinned by app.lock: {sorted(set(names) - pinned)}"

@@ -103,8 +103,11 @@ def test_missing_benchmarks_are_reported_not_invented() -> None:
     )
     assert list(doc)[: len(STABLE_KEYS)] == list(STABLE_KEYS)
     assert doc["promotion_latency_webhook_s"] is None
-    assert "bench_promotion.py does not exist yet" in doc["not_measured"]["promotion_latency_webhook_s"]
+    assert doc["not_measured"]["promotion_latency_webhook_s"] == (
+        "promotion: loadtest/bench_promotion.py does not exist yet"
+    )
     assert doc["triton_dynamic_batching_speedup_c32"] is None
+    assert doc["not_measured"]["triton_dynamic_batching_speedup_c32"] == "the triton benchmark was not run"
     assert doc["machine"]["usable_cores"] == 2
     json.dumps(doc)  # serialisable
 
@@ -112,6 +115,7 @@ def test_missing_benchmarks_are_reported_not_invented() -> None:
     assert "2 cores (AMD EPYC)" in md
     assert "| `gateway_vs_baseline_rps_ratio_c64` | 5.00 |" in md
     assert "not measured: loadtest/bench_promotion.py does not exist yet" in md
+    assert "## Promotion latency (webhook vs poll)" in md
     assert "python -m loadtest.bench --only gateway" in md
     assert "4 100 (3 900–4 200)" in md
     assert "![gateway](docs/bench/gateway.png)" in md
@@ -164,3 +168,38 @@ def test_charts_and_reports_are_written(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "BENCHMARKS.json").read_text())["charts"] == ["docs/bench/gateway.png"]
     assert "docs/bench/gateway.png" in (tmp_path / "BENCHMARKS.md").read_text()
     assert doc["machine"]["usable_cores"] >= 1
+
+
+def test_gateway_results_become_rows_and_curves() -> None:
+    from loadtest.bench_adapters import adapt
+
+    raw = {
+        "http": {
+            "gateway": {
+                "1": {"rps": 900.0, "p50_ms": 1.0, "p99_ms": 2.0},
+                "64": {"rps": 4000.0, "p99_ms": 30.0},
+            },
+            "baseline": {"64": {"rps": 800.0, "p99_ms": 400.0, "non_2xx": 3}},
+        },
+        "grpc": {"triton": {"64": {"rps": 8000.0}}},
+        "gateway_vs_baseline_rps_ratio_c64": 5.0,
+        "online_store": "redis",
+    }
+    section = normalise_section("gateway", adapt("gateway", raw))
+    assert section["metrics"]["gateway_vs_baseline_rps_ratio_c64"] == 5.0
+    assert [p["concurrency"] for p in section["curves"]["gateway (HTTP, wrk)"]] == [1, 64]
+    assert section["curves"]["Triton alone (gRPC, h2load)"] == [
+        {"concurrency": 64, "rps": 8000.0, "p99_ms": None}
+    ]
+    baseline_row = next(r for r in section["rows"] if r["server"] == "baseline")
+    assert baseline_row["errors"] == 3 and baseline_row["req/s"] == 800.0
+
+
+def test_unknown_layouts_are_shown_as_a_flat_table() -> None:
+    from loadtest.bench_adapters import adapt
+
+    section = adapt("promotion", {"webhook": {"latency_s": {"median": 1.2, "min": 1.0, "max": 1.5}}, "n": 3})
+    assert {"figure": "webhook.latency_s", "value": {"median": 1.2, "min": 1.0, "max": 1.5}} in section[
+        "rows"
+    ]
+    assert {"figure": "n", "value": 3} in section["rows"]

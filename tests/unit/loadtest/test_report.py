@@ -121,3 +121,8 @@ def test_report_dirs_are_timestamped_and_never_reused(tmp_path: Path) -> None:
 def test_summary_table_lists_each_name_and_the_aggregate() -> None:
     text = format_summary(summarize([_entry("predict single", {2: 10}), _entry("predict raw", {3: 10})]))
     assert "predict single" in text and "predict raw" in text and "Aggregated" in text
+
+
+def test_headline_is_one_line_with_the_figures_users_read() -> None:
+    line = summarize([_entry("predict single", {2: 99, 9: 1}, failures=1)]).headline()
+    assert line == "100 requests in 10.0 s, 10.0 req/s, p50 2.00 ms, p95 2.00 ms, p99 2.00 ms, errors 1.00%"

@@ -1,0 +1,101 @@
+"""End to end: drifted traffic through the gateway -> drift detected -> retrain -> gate -> new
+champion served by Triton and answered by the gateway, with ``treeserve pipeline run``'s API.
+
+A world of its own (model ``churn-drift-e2e``: the registry alias moves here), the session's
+shared Triton, and a gateway child process stopped by PID.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import httpx
+import pyarrow.dataset as pads
+import pytest
+
+from gateway.server import GatewayProcess
+from tests.fixtures.feast_data import world_env
+from treeserve.procs import free_port, wait_until
+from treeserve.settings import load_settings
+
+pytestmark = pytest.mark.integration
+MODEL = "churn-drift-e2e"
+
+
+def _predict(url: str, ids: list[str]) -> httpx.Response:
+    r = httpx.post(
+        f"{url}/v1/models/{MODEL}/predict", json={"entities": [{"customer_id": i} for i in ids]}, timeout=30.0
+    )
+    assert r.status_code == 200, r.text
+    return r
+
+
+def _logged_rows(folder: Any) -> int:
+    files = [p for p in folder.rglob("part-*.parquet")] if folder.exists() else []
+    return pads.dataset(files).count_rows() if files else 0
+
+
+def test_drifted_traffic_is_caught_and_a_retrained_champion_is_served(
+    triton_server: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    from drift.pipeline import run_pipeline
+    from exporter.sync.reconcile import reconcile_once
+    from training.api import apply_features, generate_data, materialize, promote, train
+
+    home = tmp_path_factory.mktemp("pipeline-e2e")
+    settings = load_settings(
+        home=home,
+        mlflow={"tracking_uri": f"sqlite:///{home / 'mlflow.db'}", "model_name": MODEL},
+        training={"n_estimators": 150},
+        exporter={"repository": triton_server.repository},
+        triton={"http_port": triton_server.http_port, "grpc_port": triton_server.grpc_port},
+        sync={"models": [MODEL]},
+        drift={"log_to_mlflow": False},
+    )
+    # v1: trained on the normal world, promoted, served
+    generate_data(settings, n_customers=1200, seed=21)
+    apply_features(settings)
+    materialize(settings)
+    v1 = train(settings).version
+    assert promote(settings, MODEL, v1).alias_moved
+    assert reconcile_once(settings).ok
+
+    predlog = home / "predlog"
+    env = world_env(settings) | {
+        "TREESERVE_EXPORTER__REPOSITORY": str(triton_server.repository),
+        "TREESERVE_GATEWAY__TRITON__GRPC_URL": f"127.0.0.1:{triton_server.grpc_port}",
+        "TREESERVE_GATEWAY__MODEL": MODEL,
+        "TREESERVE_GATEWAY__PREDLOG_DIR": str(predlog),
+        "TREESERVE_GATEWAY__PREDLOG_SEGMENT_S": "0.5",
+        "OMP_NUM_THREADS": "1",
+    }
+    base = {k: v for k, v in __import__("os").environ.items() if not k.startswith(("TREESERVE_", "MLFLOW_"))}
+    gw = GatewayProcess(
+        env=base | env, port=free_port(), grpc_port=free_port(), log_file=home / "gateway.log"
+    )
+    gw.start(timeout_s=90.0)
+    try:
+        # the population shifts: the new snapshot reaches the online store, traffic follows
+        generate_data(settings, n_customers=1200, seed=22, drift=True)
+        materialize(settings)
+        ids = [f"cust-{i:06d}" for i in range(1200)]
+        picks = random.Random(1).choices(ids, k=900)
+        for start in range(0, len(picks), 100):
+            assert _predict(gw.url, picks[start : start + 100]).json()["model_version"] == v1
+        assert wait_until(lambda: _logged_rows(predlog) >= 900, timeout_s=20)
+
+        run = run_pipeline(settings, drift_since="1d")
+
+        steps = {s.name: s for s in run.steps}
+        assert run.status != "failed", (run.failed_step, run.reason)
+        assert steps["drift"].detail.get("verdict") == "drift", steps["drift"].reason
+        assert {"order_count_90d", "support_tickets_30d"} <= set(steps["drift"].detail["drifted_columns"])
+        v2 = steps["retrain"].detail["version"]
+        assert steps["gate"].status == "ok" and steps["sync"].status == "ok"
+        assert (run.serving_before, run.serving_after) == (v1, v2)
+        assert steps["score"].detail["model_version"] == v2
+        # the gateway picks the new routing up and answers with the new champion
+        assert wait_until(lambda: _predict(gw.url, ids[:5]).json()["model_version"] == v2, timeout_s=20)
+    finally:
+        gw.stop()
