@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -30,7 +31,6 @@ def log_to_mlflow(
     tracking_uri: str, experiment: str, artifact_root: str, summary: DriftSummary, report_dir: Path
 ) -> str:
     """One run in ``experiment``: params, metrics per column, the HTML and JSON as artifacts."""
-    import mlflow
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri)
@@ -49,29 +49,32 @@ def log_to_mlflow(
     )
     rid = run.info.run_id
     try:
-        for k, v in {
+        from mlflow.entities import Metric, Param
+
+        params = {
             "model": summary.model,
             "version": summary.version,
             "window": summary.window,
             "share_threshold": summary.share_threshold,
-        }.items():
-            client.log_param(rid, k, v)
-        metrics = {
+        }
+        values = {
             "drift_share": summary.drift_share,
             "n_drifted": float(len(summary.drifted_columns)),
             "current_rows": float(summary.current_rows),
             "drift_detected": 1.0 if summary.verdict == "drift" else 0.0,
         }
         for c in summary.columns:
-            metrics[f"drift_score.{c.column}"] = c.score
+            values[f"drift_score.{c.column}"] = c.score
         if summary.score_drift is not None:
-            metrics["score_drift"] = summary.score_drift.score
+            values["score_drift"] = summary.score_drift.score
         for f, r in summary.null_rates.items():
-            metrics[f"null_rate.{f}"] = r["current"]
-        for k, v in metrics.items():
-            if v == v:  # NaN is not a metric
-                client.log_metric(rid, k, float(v))
-        mlflow.set_tracking_uri(tracking_uri)
+            values[f"null_rate.{f}"] = r["current"]
+        now_ms = int(time.time() * 1000)
+        client.log_batch(
+            rid,
+            metrics=[Metric(k, float(v), now_ms, 0) for k, v in values.items() if v == v],  # NaN is no metric
+            params=[Param(k, str(v)) for k, v in params.items()],
+        )
         for name in ("report.html", "summary.json"):
             if (report_dir / name).exists():
                 client.log_artifact(rid, str(report_dir / name))

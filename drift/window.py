@@ -43,12 +43,14 @@ class Window:
     since: timedelta | None = None
     last_n: int | None = None
     now: datetime | None = None
+    label: str = ""
+    """The span as the user wrote it (``7d``)."""
 
     def describe(self) -> str:
-        """Human-readable description, e.g. ``since 7 days`` or ``last 5000 rows``."""
+        """Human-readable description, e.g. ``last 7d`` or ``last 5000 rows``."""
         if self.last_n is not None:
             return f"last {self.last_n} rows"
-        return f"since {self.since}"
+        return f"last {self.label or self.since}"
 
     @classmethod
     def build(
@@ -61,7 +63,8 @@ class Window:
             if last < 1:
                 raise WindowSpecError(f"--last must be at least 1, got {last}")
             return cls(last_n=last, now=now)
-        return cls(since=parse_span(since or default), now=now)
+        text = since or default
+        return cls(since=parse_span(text), now=now, label=text.strip())
 
 
 def _segments(model_dir: Path) -> list[tuple[date, Path]]:

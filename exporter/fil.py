@@ -19,10 +19,13 @@ the flavour. A version directory holds::
 When Triton loads version N of the wrapper, its ``initialize`` loads the FIL model
 ``<model>__fil_v<N>`` through the model-loading API with that config and ``xgboost.json`` as
 override files (explicit model control, which treeserve always uses), and ``execute`` forwards
-each dynamic batch to it. Binary classifiers: FIL with ``predict_proba`` returns one column per
-class (the backend's e2e tests compare ``output__0`` with ``predict_proba``); the wrapper also
-accepts a single positive-class column (the FIL docs describe binary models as one class) and
-expands it, so either way ``probabilities`` is ``[n_classes]``.
+each dynamic batch to it. The FIL model's batch limit, batcher delay and instance count are taken
+from the wrapper's own ``config.pbtxt`` at that moment (rendered from the settings by the sync),
+so FIL accepts every batch the wrapper forwards. Binary classifiers: with ``predict_proba`` the backend's default path
+expands a binary model's single score to ``[1 - p, p]`` (``TreeliteModel::predict`` in
+``src/tl_model.h``; cuML's FIL on the GPU does the same), so ``output__0`` is ``[n_classes]`` like
+the contract's ``probabilities``. ``use_experimental_optimizations`` stays off: that path writes
+one column for binary models. The wrapper accepts one column too and expands it.
 
 Everything is rendered from the same ``TritonModelSpec`` as the other flavours.
 """
@@ -58,6 +61,8 @@ FIL_MODEL_SUFFIX = "__fil"
 PARAM_FIL_MODEL_TYPE = "model_type"
 PARAM_FIL_OUTPUT_CLASS = "output_class"
 PARAM_FIL_PREDICT_PROBA = "predict_proba"
+PARAM_FIL_THRESHOLD = "threshold"
+PARAM_FIL_EXPERIMENTAL = "use_experimental_optimizations"
 _WRAPPER_TEMPLATE = Path(__file__).with_name("fil_model.py.tmpl")
 FILES: tuple[str, ...] = (PYTHON_MODEL_FILE, FIL_MODEL_FILE, FIL_CONFIG_FILE)
 
@@ -84,7 +89,13 @@ def build_fil_model_config(spec: TritonModelSpec) -> mc.ModelConfig:
         PARAM_FIL_MODEL_TYPE: "xgboost_json",
         PARAM_FIL_OUTPUT_CLASS: "true" if spec.is_classifier else "false",
         PARAM_FIL_PREDICT_PROBA: "true" if spec.is_classifier else "false",
+        # The "experimental" FIL path writes one column for binary models; the default path
+        # expands them to [1 - p, p], which is what dims [n_classes] above promise.
+        PARAM_FIL_EXPERIMENTAL: "false",
     }
+    if spec.is_classifier:
+        # Read (and required) by the backend whenever output_class is true.
+        params[PARAM_FIL_THRESHOLD] = "0.5"
     for key, value in params.items():
         cfg.parameters[key].string_value = value
     return cfg

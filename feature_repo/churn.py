@@ -2,7 +2,7 @@
 
 Definitions only, no side effects on import. ``definitions(data_dir)`` builds the objects for a
 given data folder (treeserve calls it with the configured ``data.data_dir``); the module-level
-objects below use the default folder ``var/data`` relative to the project root so that the plain
+objects below use the default folder ``../var/data`` (relative to this folder) so that the plain
 ``feast -c feature_repo …`` CLI sees the same repository.
 
 The FeatureService ``churn_model`` lists the features in model input order: it is the model's
@@ -65,5 +65,5 @@ def definitions(data_dir: Path | str) -> list[object]:
     return [customer, source, stats, service]
 
 
-# For the plain `feast` CLI (run from the project root).
-customer, customer_stats_source, customer_stats, churn_model = definitions(Path("var/data"))
+# For the plain `feast -c feature_repo …` CLI, which changes into this folder first.
+customer, customer_stats_source, customer_stats, churn_model = definitions(Path("../var/data"))

@@ -192,6 +192,7 @@ class GatewayMiddleware:
         self._limit = max_body_bytes
         self._retry_after = str(retry_after_s)
         self.service: PredictionService | None = None
+        self._children: dict[tuple[str, int, str, str], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -229,9 +230,15 @@ class GatewayMiddleware:
             metrics.IN_FLIGHT.dec()
             if model not in self._served:  # callers must not mint label values
                 model = ""
-            labels = ("http", endpoint, str(status), model, version)
-            metrics.REQUESTS.labels(*labels).inc()
-            metrics.REQUEST_DURATION.labels(*labels).observe(time.perf_counter() - t0)
+            labels = (endpoint, status, model, version)
+            children = self._children.get(labels)
+            if children is None:
+                full = ("http", endpoint, str(status), model, version)
+                children = (metrics.REQUESTS.labels(*full), metrics.REQUEST_DURATION.labels(*full))
+                if len(self._children) < 10_000:
+                    self._children[labels] = children
+            children[0].inc()
+            children[1].observe(time.perf_counter() - t0)
 
     async def _predict(self, scope: Scope, receive: Receive, send: Send, model: str) -> tuple[int, str]:
         assert self.service is not None

@@ -113,17 +113,16 @@ class ParquetPredictionLog:
 
     async def put(self, batch: PredictionBatch) -> None:
         """Enqueue one request's rows; block or drop when the queue is full."""
-        if self._overflow == "drop" or self._closing:
-            try:
-                self._queue.put_nowait(batch)
-            except asyncio.QueueFull:
+        try:
+            self._queue.put_nowait(batch)
+            return
+        except asyncio.QueueFull:
+            if self._overflow == "drop" or self._closing:
                 metrics.PREDLOG_DROPPED.inc(len(batch))
                 return
-        else:
-            t0 = time.perf_counter()
-            await self._queue.put(batch)
-            metrics.PREDLOG_ENQUEUE_WAIT.observe(time.perf_counter() - t0)
-        metrics.PREDLOG_QUEUE_DEPTH.set(self._queue.qsize())
+        t0 = time.perf_counter()
+        await self._queue.put(batch)
+        metrics.PREDLOG_ENQUEUE_WAIT.observe(time.perf_counter() - t0)
 
     async def _writer(self) -> None:
         while True:

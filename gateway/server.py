@@ -13,7 +13,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 
@@ -33,7 +33,14 @@ def app_from_env() -> FastAPI:
     from gateway.app import create_app
     from treeserve.settings import load_settings
 
-    return create_app(load_settings())
+    settings = load_settings()
+    # Worker processes do not inherit the CLI's logging set-up.
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    return create_app(settings)
 
 
 def run(settings: Settings) -> None:
@@ -46,6 +53,7 @@ def run(settings: Settings) -> None:
     os.environ["TREESERVE_GATEWAY__HOST"] = gw.host
     os.environ["TREESERVE_GATEWAY__PORT"] = str(gw.port)
     os.environ["TREESERVE_GATEWAY__GRPC_PORT"] = str(gw.grpc_port)
+    prom: Path | None = None
     if gw.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         prom = settings.var_dir / "gateway" / f"prometheus-{os.getpid()}"
         shutil.rmtree(prom, ignore_errors=True)
@@ -54,6 +62,15 @@ def run(settings: Settings) -> None:
         # invents its own per-process folder unless they are set).
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(prom)
         os.environ["PROMETHEUS_MULTIPROCESS_DIR"] = str(prom)
+    try:
+        _serve(uvicorn, settings)
+    finally:
+        if prom is not None:
+            shutil.rmtree(prom, ignore_errors=True)
+
+
+def _serve(uvicorn: Any, settings: Settings) -> None:
+    gw = settings.gateway
     uvicorn.run(
         "gateway.server:app_from_env",
         factory=True,
@@ -104,6 +121,10 @@ class GatewayProcess:
             }
         )
         env.setdefault("OMP_NUM_THREADS", "1")
+        # A parent that imported Feast carries Feast's per-process metrics folder in these: the
+        # child must not write its metrics there (the gateway sets its own for several workers).
+        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        env.pop("PROMETHEUS_MULTIPROCESS_DIR", None)
         exe = Path(sys.executable).with_name("treeserve")
         cmd = [str(exe), "gateway"] if exe.exists() else [sys.executable, "-m", "treeserve.cli", "gateway"]
         self.proc = procs.start_background(cmd, log_file=self.log_file, env=env)

@@ -15,7 +15,7 @@ import time
 import uuid
 import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -80,7 +80,30 @@ class _Scored:
     routes: list[str]
     imputed: list[tuple[str, ...]]
     fallback: list[str]
-    extra: list[Any] = field(default_factory=list)
+
+    def __getitem__(self, rows: slice) -> _Scored:
+        return _Scored(
+            self.scores[rows],
+            self.labels[rows] if self.labels is not None else None,
+            self.versions[rows],
+            self.routes[rows],
+            self.imputed[rows],
+            self.fallback[rows],
+        )
+
+
+@dataclass
+class _BatchResult:
+    """A coalesced entity batch after scoring; sliced back per request."""
+
+    x: np.ndarray
+    scored: _Scored
+    champion: VersionInfo
+    challenger: VersionInfo | None
+    view: ModelView
+
+    def __getitem__(self, rows: slice) -> _BatchResult:
+        return _BatchResult(self.x[rows], self.scored[rows], self.champion, self.challenger, self.view)
 
 
 class PredictionService:
@@ -106,7 +129,8 @@ class PredictionService:
         self._fingerprints: dict[str, tuple[float, ...]] = {}
         self._served = [settings.model]
         self._id_re = re.compile(settings.entity_id_pattern)
-        self._feature_coalescers: dict[str, Coalescer[Any]] = {}
+        self._entity_batchers: dict[str, Coalescer[Any]] = {}
+        self._entities_hists: dict[str, Any] = {}
         self._triton_coalescers: dict[tuple[str, str, str], Coalescer[Any]] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._refresh_task: asyncio.Task[None] | None = None
@@ -128,7 +152,10 @@ class PredictionService:
         if self._refresh_task is not None:
             self._refresh_task.cancel()
             await asyncio.gather(self._refresh_task, return_exceptions=True)
-        for c in [*self._feature_coalescers.values(), *self._triton_coalescers.values()]:
+        for c in [
+            *self._entity_batchers.values(),
+            *self._triton_coalescers.values(),
+        ]:
             await c.aclose()
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
@@ -337,12 +364,15 @@ class PredictionService:
         """Score entities by id: features come from the online store."""
         t0 = time.perf_counter()
         view = self.model(model)
-        champion = self._champion(view)
+        self._champion(view)  # refuse before queueing when the version is not served
         keys = self.entity_keys_of(entities, view)
-        metrics.ENTITIES_PER_REQUEST.labels(model).observe(len(keys))
-        x = await self._feature_coalescer(view.feature_service).submit(keys)
+        self._entities_hist(model).observe(len(keys))
+        # One coalesced batch of entities: one online read, one policy pass, one Triton call.
+        batch: _BatchResult = await self._entity_batcher(model).submit(keys)
         joined = ["|".join(k) for k in keys]
-        return await self._score(view, champion, np.asarray(x), joined, request_id, t0)
+        return await self._finish(
+            batch.view, batch.champion, batch.challenger, batch.x, joined, request_id, t0, batch.scored
+        )
 
     async def predict_instances(
         self, model: str, instances: Sequence[Any], *, request_id: str | None = None
@@ -352,23 +382,8 @@ class PredictionService:
         view = self.model(model)
         champion = self._champion(view)
         x = self.instance_matrix(instances, view)
-        metrics.ENTITIES_PER_REQUEST.labels(model).observe(len(x))
+        self._entities_hist(model).observe(len(x))
         return await self._score(view, champion, x, None, request_id, t0)
-
-    def _feature_coalescer(self, feature_service: str) -> Coalescer[Any]:
-        c = self._feature_coalescers.get(feature_service)
-        if c is None:
-
-            async def call(keys: list[tuple[str, ...]]) -> np.ndarray:
-                return await self._features.fetch(feature_service, keys)
-
-            c = self._feature_coalescers[feature_service] = Coalescer(
-                call,
-                window_us=self.settings.coalesce_window_us,
-                max_batch=self.settings.coalesce_max_batch,
-                stage="features",
-            )
-        return c
 
     def _triton_coalescer(self, model: str, version: str, output: str) -> Coalescer[Any]:
         key = (model, version, output)
@@ -399,6 +414,34 @@ class PredictionService:
             return np.full(n, zlib.crc32(request_id.encode()) < limit)
         return np.fromiter((zlib.crc32(k.encode()) < limit for k in entity_keys), dtype=bool, count=n)
 
+    def _entity_batcher(self, model: str) -> Coalescer[Any]:
+        c = self._entity_batchers.get(model)
+        if c is None:
+
+            async def call(keys: list[tuple[str, ...]]) -> _BatchResult:
+                view = self.model(model)
+                champion = self._champion(view)
+                challenger = view.version_for(contract.ALIAS_CHALLENGER)
+                x = np.asarray(await self._features.fetch(view.feature_service, keys))
+                joined = ["|".join(k) for k in keys]
+                to_challenger = self._routes(len(keys), joined, "", challenger)
+                scored = await self._score_rows(view, champion, challenger, x, to_challenger)
+                return _BatchResult(x, scored, champion, challenger, view)
+
+            c = self._entity_batchers[model] = Coalescer(
+                call,
+                window_us=self.settings.coalesce_window_us,
+                max_batch=self.settings.coalesce_max_batch,
+                stage="features",
+            )
+        return c
+
+    def _entities_hist(self, model: str) -> Any:
+        h = self._entities_hists.get(model)
+        if h is None:
+            h = self._entities_hists[model] = metrics.ENTITIES_PER_REQUEST.labels(model)
+        return h
+
     async def _score(
         self,
         view: ModelView,
@@ -412,6 +455,21 @@ class PredictionService:
         challenger = view.version_for(contract.ALIAS_CHALLENGER)
         to_challenger = self._routes(len(x), entity_keys, request_id, challenger)
         scored = await self._score_rows(view, champion, challenger, x, to_challenger)
+        return await self._finish(view, champion, challenger, x, entity_keys, request_id, t0, scored)
+
+    async def _finish(
+        self,
+        view: ModelView,
+        champion: VersionInfo,
+        challenger: VersionInfo | None,
+        x: np.ndarray,
+        entity_keys: list[str] | None,
+        request_id: str | None,
+        t0: float,
+        scored: _Scored,
+    ) -> PredictionResult:
+        """Log, start shadow scoring, and build the answer of one request."""
+        request_id = request_id or uuid.uuid4().hex
         now = datetime.now(UTC)
         await self._log(view, request_id, now, x, entity_keys, scored)
         if self.settings.shadow and challenger is not None:

@@ -130,7 +130,7 @@ def _reset_mlflow_fluent_state() -> None:
             mlflow.end_run()
         fluent = sys.modules.get("mlflow.tracking.fluent")
         if fluent is not None and hasattr(fluent, "_active_experiment_id"):
-            fluent._active_experiment_id = None
+            fluent._active_experiment_id = None  # type: ignore[attr-defined]
     except Exception as e:  # private state moved in a newer MLflow: only a safety net
         log.debug("mlflow state reset skipped: %s", e)
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from loadtest.bench_report import fmt
+
 Adapter = Callable[[dict[str, Any]], dict[str, Any]]
 
 
@@ -106,6 +108,16 @@ def gateway(raw: dict[str, Any]) -> dict[str, Any]:
         f"(OMP_NUM_THREADS=1), online store {raw.get('online_store')}, {raw.get('duration_s')} s per point "
         f"after a {raw.get('warmup_s')} s warm-up; h2load reports no percentiles (p99 only for HTTP)."
     )
+    figures = [
+        f"`{k}` {fmt(v)}"
+        for k, v in raw.items()
+        if k not in _RESERVED
+        and isinstance(v, int | float)
+        and not isinstance(v, bool)
+        and ("_c" in k or "ratio" in k)
+    ]
+    if figures:
+        notes.append("Figures: " + ", ".join(figures) + ".")
     out["notes"] = notes
     return out
 

@@ -68,15 +68,10 @@ def _register(settings: Any, client: Any, task: str, seed: int) -> tuple[str, st
     exp_id = exp.experiment_id if exp else client.create_experiment("bench-export")
     sample = frame.head(50)
     preds = booster.predict(xgb.DMatrix(sample, missing=np.nan))
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    try:
-        with mlflow.start_run(experiment_id=exp_id):
-            info = mlflow.xgboost.log_model(
-                booster, name="model", signature=infer_signature(sample, preds), input_example=sample.head(5)
-            )
-    finally:
-        mlflow.set_tracking_uri(previous)
+    with mlflow.start_run(experiment_id=exp_id):
+        info = mlflow.xgboost.log_model(
+            booster, name="model", signature=infer_signature(sample, preds), input_example=sample.head(5)
+        )
     _ensure_model(client, name)
     mv = client.create_model_version(
         name,
@@ -101,13 +96,44 @@ def _ensure_model(client: Any, name: str) -> None:
         client.create_registered_model(name)
 
 
+def _export_rows(
+    settings: Any, client: Any, repo: Path, task: str, *, seed: int, repeats: int
+) -> dict[str, Any]:
+    """Register one model of ``task`` and time ``repeats`` forced exports of it."""
+    from exporter.install import install_version
+
+    name, version = _register(settings, client, task, seed)
+    times: list[float] = []
+    installed = None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        installed = install_version(settings, client, name, version, repository=repo, force=True)
+        times.append(time.perf_counter() - t0)
+    assert installed is not None
+    onnx_files = list(installed.path.glob("*.onnx"))
+    log.info(
+        "export bench %s: median %.2f s, parity %.2e", task, float(np.median(times)), installed.max_abs_diff
+    )
+    return {
+        "model type": task,
+        "classes": installed.n_classes,
+        "trees": N_TREES * (N_CLASSES_MULTI if task == "multiclass" else 1),
+        "export s (median, min–max)": median_min_max(times),
+        "parity max abs diff": installed.max_abs_diff,
+        "tolerance": settings.exporter.proba_atol
+        if task != "regression"
+        else f"{settings.exporter.regression_rtol:g} × output scale",
+        "parity rows": (installed.metadata.get("parity") or {}).get("rows", ""),
+        "ONNX KiB": round(onnx_files[0].stat().st_size / 1024, 1) if onnx_files else None,
+        "flavour": installed.flavor,
+    }
+
+
 def run_export_bench(settings: Any | None = None, *, repeats: int = 3, seed: int = 5) -> dict[str, Any]:
     """Export each model type ``repeats`` times; rows with time (median, min–max) and parity."""
-    from exporter.install import install_version
     from exporter.source import mlflow_client
     from treeserve.settings import load_settings
 
-    rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="treeserve-bench-export-") as tmp:
         bench_settings = load_settings(home=Path(tmp))
         if settings is not None:
@@ -115,39 +141,17 @@ def run_export_bench(settings: Any | None = None, *, repeats: int = 3, seed: int
         (Path(tmp) / "var" / "mlflow").mkdir(parents=True)
         client = mlflow_client(bench_settings)
         repo = Path(tmp) / "model_repository"
-        for task in TASKS:
-            name, version = _register(bench_settings, client, task, seed)
-            times: list[float] = []
-            installed = None
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                installed = install_version(
-                    bench_settings, client, name, version, repository=repo, force=True
-                )
-                times.append(time.perf_counter() - t0)
-            assert installed is not None
-            onnx_files = list(installed.path.glob("*.onnx"))
-            rows.append(
-                {
-                    "model type": task,
-                    "classes": installed.n_classes,
-                    "trees": N_TREES * (N_CLASSES_MULTI if task == "multiclass" else 1),
-                    "export s (median, min–max)": median_min_max(times),
-                    "parity max abs diff": installed.max_abs_diff,
-                    "tolerance": bench_settings.exporter.proba_atol
-                    if task != "regression"
-                    else f"{bench_settings.exporter.regression_rtol:g} × output scale",
-                    "parity rows": (installed.metadata.get("parity") or {}).get("rows", ""),
-                    "ONNX KiB": round(onnx_files[0].stat().st_size / 1024, 1) if onnx_files else None,
-                    "flavour": installed.flavor,
-                }
-            )
-            log.info(
-                "export bench %s: median %.2f s, parity %.2e",
-                task,
-                float(np.median(times)),
-                installed.max_abs_diff,
-            )
+        import mlflow
+
+        # models:/ URIs resolve through the process-wide tracking URI: point it here, then restore it.
+        previous_uri = mlflow.get_tracking_uri()
+        mlflow.set_tracking_uri(bench_settings.mlflow_tracking_uri)
+        try:
+            rows = [
+                _export_rows(bench_settings, client, repo, task, seed=seed, repeats=repeats) for task in TASKS
+            ]
+        finally:
+            mlflow.set_tracking_uri(previous_uri)
     return {
         "title": "Export time and parity per model type",
         "command": "python -m loadtest.bench --only export",

@@ -54,8 +54,10 @@ def run_promotion_bench(
     fernet_key = Fernet.generate_key().decode()
     with _mlflow_server(out_dir / "mlflow", fernet_key) as url, _triton(settings, out_dir) as triton:
         client = MlflowClient(tracking_uri=url, registry_uri=url)
-        # Versions: 1 warm-up, then `repeats` fresh ones per path.
-        versions = [_register(url, seed) for seed in range(1 + 2 * repeats)]
+        # Versions: 1 warm-up, then `repeats` fresh ones per path (two trained models, registered
+        # alternately: every version is still exported, validated and loaded on its own).
+        logged = [_log_model(url, seed) for seed in (1, 2)]
+        versions = [_register(client, logged[i % 2]) for i in range(1 + 2 * repeats)]
         port = free_port()
         secret = uuid.uuid4().hex
         bench_settings = _settings(settings, out_dir, url, triton, port=port, secret=secret)
@@ -162,8 +164,8 @@ def _promote(client: Any, settings: Any, version: str, *, timeout_s: float) -> f
     return latency_s
 
 
-def _register(tracking_uri: str, seed: int) -> str:
-    """A small binary XGBoost model registered the way user code does it."""
+def _log_model(tracking_uri: str, seed: int) -> Any:
+    """A binary XGBoost model (50 trees, 6 features) logged the way user code does it."""
     import mlflow
     import pandas as pd
     import xgboost as xgb
@@ -180,14 +182,23 @@ def _register(tracking_uri: str, seed: int) -> str:
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     with mlflow.start_run():
-        info = mlflow.xgboost.log_model(
+        return mlflow.xgboost.log_model(
             booster,
             name="model",
             signature=infer_signature(X, booster.predict(xgb.DMatrix(X))),
             input_example=X.head(5),
-            registered_model_name=MODEL,
+            pip_requirements=["xgboost"],
         )
-    return str(info.registered_model_version)
+
+
+def _register(client: Any, info: Any) -> str:
+    """Register a logged model as the next version of the bench model."""
+    from mlflow.exceptions import MlflowException
+
+    with contextlib.suppress(MlflowException):
+        client.create_registered_model(MODEL)
+    mv = client.create_model_version(MODEL, info.model_uri, run_id=info.run_id, model_id=info.model_id)
+    return str(mv.version)
 
 
 def _settings(settings: Any, out_dir: Path, url: str, triton: Any, *, port: int, secret: str) -> Any:

@@ -155,7 +155,9 @@ class GatewayHttpUser(FastHttpUser):
         with self.client.post(
             self.path, json=body, headers=self.headers, name=f"predict {kind}", catch_response=True
         ) as resp:
-            if resp.status_code != 200:
+            if resp.status_code == 0:  # no HTTP answer at all: say why (refused, reset, timeout)
+                resp.failure(f"connection error: {resp.error!r}"[:200])
+            elif resp.status_code != 200:
                 resp.failure(f"HTTP {resp.status_code}: {(resp.text or '')[:200]}")
 
 

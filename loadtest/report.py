@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -130,7 +130,7 @@ def fine_histogram_ms(buckets: Mapping[str | int, int]) -> dict[float, int]:
 
 
 def _endpoint(
-    name: str, method: str, entries: list[Mapping[str, Any]], hist: Mapping[float, int]
+    name: str, method: str, entries: Sequence[Mapping[str, Any]], hist: Mapping[float, int]
 ) -> EndpointStats:
     requests = sum(int(e.get("num_requests") or 0) for e in entries)
     failures = sum(int(e.get("num_failures") or 0) for e in entries)
@@ -153,7 +153,7 @@ def _endpoint(
 
 
 def summarize(
-    entries: list[Mapping[str, Any]], *, fine_buckets: Mapping[str | int, int] | None = None
+    entries: Sequence[Mapping[str, Any]], *, fine_buckets: Mapping[str | int, int] | None = None
 ) -> LoadtestSummary:
     """Summarise Locust's JSON stats (a list of per-name entries) into totals and percentiles."""
     endpoints = [
@@ -194,10 +194,16 @@ def read_summary(report_dir: Path) -> LoadtestSummary:
 def evaluate_slo(
     summary: LoadtestSummary, *, slo_p99_ms: float | None = None, max_error_rate: float | None = None
 ) -> list[str]:
-    """One message per objective missed (empty: all met). A run without requests misses both."""
+    """One message per objective missed (empty: all met).
+
+    Whatever the objectives, a run without requests or where every request failed is a miss: a
+    load test that never reached the service proves nothing.
+    """
     problems: list[str] = []
-    if summary.requests == 0 and (slo_p99_ms is not None or max_error_rate is not None):
+    if summary.requests == 0:
         return ["no request completed during the run"]
+    if summary.failures == summary.requests:
+        return [f"every request failed ({summary.failures}/{summary.requests})"]
     if slo_p99_ms is not None and summary.p99_ms > slo_p99_ms:
         problems.append(f"p99 {summary.p99_ms:.3f} ms > SLO {slo_p99_ms:g} ms")
     if max_error_rate is not None and summary.error_rate > max_error_rate:
@@ -205,6 +211,21 @@ def evaluate_slo(
             f"error rate {summary.error_rate:.2%} ({summary.failures}/{summary.requests}) > allowed {max_error_rate:.2%}"
         )
     return problems
+
+
+def top_failure(report_dir: Path) -> str:
+    """The most frequent error in Locust's ``stats_failures.csv`` (empty when there is none)."""
+    import csv
+
+    path = report_dir / "stats_failures.csv"
+    if not path.exists():
+        return ""
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return ""
+    top = max(rows, key=lambda r: int(r.get("Occurrences") or 0))
+    return f"{top.get('Name', '?')}: {top.get('Error', '?')} (×{top.get('Occurrences', '?')})"
 
 
 def new_report_dir(base: Path, *, now: datetime | None = None) -> Path:

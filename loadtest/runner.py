@@ -29,6 +29,7 @@ from loadtest.report import (
     evaluate_slo,
     new_report_dir,
     read_summary,
+    top_failure,
 )
 from loadtest.workload import WORKLOAD_ENV, Workload
 
@@ -297,6 +298,10 @@ def run_loadtest(
         )
     summary = read_summary(report_dir)
     violations = evaluate_slo(summary, slo_p99_ms=slo_p99_ms, max_error_rate=max_error_rate)
+    if summary.failures and (error := top_failure(report_dir)):
+        violations = (
+            [*violations[:-1], f"{violations[-1]}; most frequent error: {error}"] if violations else []
+        )
     result = LoadtestResult(
         target=target,
         host=host,

@@ -9,6 +9,10 @@ class DataNotFoundError(NotFoundError):
     """The data folder or one of its files is missing."""
 
 
+class FeastNotAppliedError(NotFoundError):
+    """The Feast project has no definitions yet."""
+
+
 class ModelNotFoundError(NotFoundError):
     """A registered model, version or alias does not exist."""
 

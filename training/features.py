@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from training.data import STATS_FILE
-from training.errors import DataNotFoundError
+from training.errors import DataNotFoundError, FeastNotAppliedError
 from treeserve.feast_store import load_definitions, open_feature_store
 from treeserve.settings import Settings
 
@@ -80,6 +80,10 @@ def materialize(settings: Settings, *, days: int | None = None) -> MaterializeRe
     end = latest_snapshot_time(settings) + timedelta(seconds=1)
     start = end - timedelta(days=days or settings.training.materialize_days)
     store = open_feature_store(settings)
+    if not store.list_feature_views():
+        raise FeastNotAppliedError(
+            f"Feast project {settings.feast.project!r} has no feature views (run `treeserve features apply` first)"
+        )
     store.materialize(start_date=start, end_date=end)
     elapsed = time.perf_counter() - started
     log.info(

@@ -30,6 +30,11 @@ def install(settings: Any, client: Any, model: str, version: str, repo: Path) ->
     install_version(settings, client, model, int(version), repository=repo, flavor=settings.exporter.flavor)
 
 
+def prepare_install() -> None:
+    """Import the exporter's conversion stack (xgboost, onnx, onnxmltools) before installing."""
+    import exporter.install  # noqa: F401
+
+
 def installed(repo: Path, model: str) -> set[str]:
     """Complete version directories of ``model`` as strings."""
     return {str(v) for v in repo_mod.installed_versions(repo, model)}

@@ -174,6 +174,7 @@ def _reconcile_model(ctx: _Context, model: str, st: ModelStatus) -> None:
     for v in desired.versions:
         if v in installed or _still_failing(ctx, st, v, now):
             continue
+        adapters.prepare_install()
         log.info("decision=install model=%s version=%s", model, v)
         try:
             adapters.install(ctx.settings, ctx.client, model, v, ctx.repo)

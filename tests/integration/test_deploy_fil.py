@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +87,9 @@ def _install_fil_version(repo: Path, model: str, *, one_column: bool) -> None:
     onnx_bytes = convert_to_onnx(src).SerializeToString()
     inputs = parity_inputs(src, rows=100)
     report = check_parity(src, onnx_bytes, inputs, proba_atol=1e-5, regression_rtol=1e-5)
+    # As in exporter.install: the version is written from a bare spec (default batch limits); the
+    # model config is rendered later from the settings (here: max_batch_size 64).
+    bare = TritonModelSpec(name=model, task="binary", features=FEATURES, versions=(1,))
     spec = TritonModelSpec(
         name=model,
         task="binary",
@@ -97,7 +101,7 @@ def _install_fil_version(repo: Path, model: str, *, one_column: bool) -> None:
     folder = repo_mod.version_dir(repo, model, 1)
     folder.mkdir(parents=True)
     files = get_flavor("fil").write_version_files(
-        VersionArtifacts(spec=spec, onnx_model=onnx_bytes, xgboost_model=src.xgboost_json), folder
+        VersionArtifacts(spec=bare, onnx_model=onnx_bytes, xgboost_model=src.xgboost_json), folder
     )
     assert set(files) == set(fil.FILES)
     repo_mod.write_reference(folder, inputs, report.outputs)
@@ -129,7 +133,11 @@ def test_fil_wrapper_serves_the_contract_through_triton(
 
     # The wrapper loaded its FIL model through the model-loading API, named after the version
     # (override files: it is served, but not part of the repository index).
-    assert triton_server.version_ready(fil.fil_model_name(model, 1), 1)
+    companion = fil.fil_model_name(model, 1)
+    assert triton_server.version_ready(companion, 1)
+    # ... with the batch limit of the wrapper's config, not the default the version was written with.
+    with urllib.request.urlopen(f"{triton_server.http_url}/v2/models/{companion}/config", timeout=10) as r:
+        assert json.loads(r.read())["max_batch_size"] == 64
 
     # The exporter's canary: Triton's probabilities and labels equal reference.npz.
     result = triton_server.canary(model, 1)

@@ -51,6 +51,7 @@ def test_drifted_traffic_is_caught_and_a_retrained_champion_is_served(
         exporter={"repository": triton_server.repository},
         triton={"http_port": triton_server.http_port, "grpc_port": triton_server.grpc_port},
         sync={"models": [MODEL]},
+        gateway={"predlog_dir": home / "predlog"},
         drift={"log_to_mlflow": False},
     )
     # v1: trained on the normal world, promoted, served

@@ -43,6 +43,7 @@ class LoggedModel:
 
     source: str
     run_id: str
+    model_id: str
 
 
 def log_small_model(tracking_uri: str, *, seed: int) -> LoggedModel:
@@ -71,7 +72,7 @@ def log_small_model(tracking_uri: str, *, seed: int) -> LoggedModel:
             input_example=X.head(5),
             pip_requirements=["xgboost"],  # skip requirement inference: slow and irrelevant here
         )
-    return LoggedModel(source=info.model_uri, run_id=run.info.run_id)
+    return LoggedModel(source=info.model_uri, run_id=run.info.run_id, model_id=info.model_id)
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +87,9 @@ def register(client: Any, model: str, logged_model: LoggedModel) -> str:
 
     with contextlib.suppress(MlflowException):
         client.create_registered_model(model)
-    mv = client.create_model_version(model, logged_model.source, run_id=logged_model.run_id)
+    mv = client.create_model_version(
+        model, logged_model.source, run_id=logged_model.run_id, model_id=logged_model.model_id
+    )
     return str(mv.version)
 
 

@@ -128,3 +128,28 @@ def test_redis_online_store_serves_the_same_features(
     ).to_dict()
     for f in demo_world.features:
         assert got[f] == want[f]
+
+
+def test_postgresql_registry_selected_by_settings(demo_world: DemoWorld) -> None:
+    import uuid
+
+    from tests.fixtures.mlflow_server import create_database, drop_database
+    from training.features import apply_features
+    from treeserve.feast_store import (
+        feature_service_entity_keys,
+        feature_service_features,
+        open_feature_store,
+    )
+
+    db = f"ts_feast_{uuid.uuid4().hex[:10]}"
+    uri = create_database(db)
+    try:
+        feast = demo_world.settings.feast.model_copy(update={"registry_uri": uri, "project": "pgregistry"})
+        settings = demo_world.settings.model_copy(update={"feast": feast})
+        apply_features(settings)
+        store = open_feature_store(settings)
+        assert feature_service_features(store, "churn_model") == demo_world.features
+        assert feature_service_entity_keys(store, "churn_model") == ["customer_id"]
+        store.registry.teardown()
+    finally:
+        drop_database(db)

@@ -61,9 +61,7 @@ def _register_copy(settings: Settings, version: str) -> str:
     name = settings.mlflow.model_name
     base = client.get_model_version(name, version)
     tags = {k: v for k, v in base.tags.items() if not k.startswith(("treeserve.gate", "treeserve.promoted"))}
-    copy = client.create_model_version(
-        name, base.source, run_id=base.run_id, tags=tags, model_id=getattr(base, "model_id", None)
-    )
+    copy = client.create_model_version(name, f"models:/{name}/{version}", run_id=base.run_id, tags=tags)
     return str(copy.version)
 
 
@@ -90,7 +88,9 @@ def _register_noise_version(settings: Settings, like_version: str) -> str:
         mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
         with mlflow.start_run(experiment_id=client.get_run(base.run_id).info.experiment_id):
             mlflow.log_artifact(holdout_path, artifact_path=str(Path(contract.ARTIFACT_HOLDOUT).parent))
-            info = mlflow.xgboost.log_model(booster, name="model", registered_model_name=name)
+            info = mlflow.xgboost.log_model(
+                booster, name="model", registered_model_name=name, pip_requirements=["xgboost"]
+            )
     version = str(info.registered_model_version)
     for key in (
         contract.TAG_FEATURES,

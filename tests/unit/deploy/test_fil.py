@@ -79,7 +79,15 @@ def test_fil_config_is_a_fil_model_on_the_gpu(task: str) -> None:
     assert cfg.HasField("dynamic_batching")
     params = {k: v.string_value for k, v in cfg.parameters.items()}
     classifier = "true" if task != "regression" else "false"
-    assert params == {"model_type": "xgboost_json", "output_class": classifier, "predict_proba": classifier}
+    expected = {
+        "model_type": "xgboost_json",
+        "output_class": classifier,
+        "predict_proba": classifier,
+        "use_experimental_optimizations": "false",
+    }
+    if task != "regression":
+        expected["threshold"] = "0.5"  # the backend requires it whenever output_class is true
+    assert params == expected
     # The JSON handed to Triton's load API is the same message.
     assert json_format.Parse(fil.fil_config_json(spec), mc.ModelConfig()) == cfg
 

@@ -16,6 +16,7 @@ from loadtest.report import (
     percentile,
     read_summary,
     summarize,
+    top_failure,
 )
 
 
@@ -104,10 +105,18 @@ def test_slo_verdicts() -> None:
     assert len(evaluate_slo(s, slo_p99_ms=1, max_error_rate=0.0)) == 2
 
 
-def test_a_run_without_requests_misses_any_slo() -> None:
-    empty = summarize([])
-    assert evaluate_slo(empty) == []
-    assert evaluate_slo(empty, max_error_rate=0.5) == ["no request completed during the run"]
+def test_a_run_that_never_reached_the_service_always_fails() -> None:
+    assert evaluate_slo(summarize([])) == ["no request completed during the run"]
+    all_failed = summarize([_entry("p", {1: 5}, failures=5)])
+    assert evaluate_slo(all_failed) == ["every request failed (5/5)"]
+
+
+def test_most_frequent_failure_is_read_from_the_csv(tmp_path: Path) -> None:
+    (tmp_path / "stats_failures.csv").write_text(
+        "Method,Name,Error,Occurrences\nPOST,predict single,HTTP 503: triton down,7\nPOST,predict raw,HTTP 422: bad,1\n"
+    )
+    assert top_failure(tmp_path) == "predict single: HTTP 503: triton down (×7)"
+    assert top_failure(tmp_path / "nothing") == ""
 
 
 def test_report_dirs_are_timestamped_and_never_reused(tmp_path: Path) -> None:

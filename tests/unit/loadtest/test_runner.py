@@ -8,6 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from exporter.settings import TritonServerSettings
+from gateway.settings import GatewaySettings
 from loadtest.errors import LoadtestConfigError
 from loadtest.runner import check_host, default_host, locust_command, parse_duration
 from treeserve.settings import Settings
@@ -75,7 +77,8 @@ def test_locust_command_is_headless_bounded_and_writes_every_report(tmp_path: Pa
 
 def test_default_hosts_follow_the_service_settings(treeserve_home: Path) -> None:
     settings = Settings(
-        gateway={"host": "0.0.0.0", "port": 9001, "grpc_port": 9002}, triton={"grpc_port": 9003}
+        gateway=GatewaySettings(host="0.0.0.0", port=9001, grpc_port=9002),
+        triton=TritonServerSettings(grpc_port=9003),
     )
     assert default_host(settings, "gateway") == "http://127.0.0.1:9001"
     assert default_host(settings, "gateway-grpc") == "127.0.0.1:9002"
