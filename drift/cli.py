@@ -75,7 +75,8 @@ def score_cmd(
         result = score_all(s, model=model, version=version, score_date=day, progress=progress)
     typer.echo(
         f"scored {result.rows} entities with {result.model} v{result.model_version} for {result.score_date} "
-        f"in {result.elapsed_s:.2f}s ({result.rows_per_s:,.0f} rows/s, {result.fallback_rows} base-rate fallbacks) "
+        f"in {result.elapsed_s:.2f}s ({result.rows_per_s:,.0f} rows/s overall, {result.loop_rows_per_s:,.0f} rows/s "
+        f"features+inference, {result.fallback_rows} base-rate fallbacks) "
         f"-> {result.sink}"
     )
 

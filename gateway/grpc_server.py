@@ -9,6 +9,7 @@ n_features]`` — and answers ``score`` (FP64 ``[n]``), ``risk_tier``, ``model_v
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import struct
@@ -129,6 +130,9 @@ class KServeServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ig
         except GatewayError as e:
             status = e.status_code
             await _abort(context, e)
+            raise
+        except asyncio.CancelledError:
+            status = 499  # the client went away
             raise
         except Exception as e:  # never a stack trace to the caller
             status = 500

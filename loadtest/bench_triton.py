@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import statistics
 import struct
@@ -65,6 +66,7 @@ def run_triton_batching_bench(
         load_timeout_s=90,
     )
     server.start()
+    load_before = os.getloadavg()[0]
     results: dict[tuple[str, int], list[dict[str, float]]] = {}
     try:
         bodies = {}
@@ -80,9 +82,11 @@ def run_triton_batching_bench(
                 for mode in ("on", "off") if rep % 2 == 0 else ("off", "on"):
                     _h2load(url, bodies[mode], concurrency=c, duration_s=1.0, log_file=None)  # warm-up
                     before = _stats(server, MODES[mode])
+                    cpu_before = _tree_cpu_s(server.pid())
                     run = _h2load(
                         url, bodies[mode], concurrency=c, duration_s=duration, log_file=work / "lat.tsv"
                     )
+                    run["triton_cpu_s"] = _tree_cpu_s(server.pid()) - cpu_before
                     after = _stats(server, MODES[mode])
                     run["executions"] = after["executions"] - before["executions"]
                     run["inferences"] = after["inferences"] - before["inferences"]
@@ -93,7 +97,14 @@ def run_triton_batching_bench(
                     )
     finally:
         server.stop()
-    return _section(results, repeats=repeats, duration_s=duration, source=source, origin=origin)
+    section = _section(results, repeats=repeats, duration_s=duration, source=source, origin=origin)
+    load = (load_before, os.getloadavg()[0])
+    section["load_average"] = {"start": round(load[0], 2), "end": round(load[1], 2)}
+    section["notes"].append(
+        f"1-minute load average {load[0]:.1f} at the start and {load[1]:.1f} at the end on "
+        f"{os.cpu_count()} cores: anything above ~2 means other work shared the CPUs with Triton and h2load."
+    )
+    return section
 
 
 # ---- set-up ---------------------------------------------------------------------------------
@@ -276,6 +287,27 @@ def _h2load(
     return out
 
 
+def _tree_cpu_s(pid: int | None) -> float:
+    """User + system CPU seconds of tritonserver and its Python-backend stubs so far."""
+    import psutil
+
+    if pid is None:
+        return 0.0
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            continue
+    return total
+
+
 def _stats(server: Any, model: str) -> dict[str, int]:
     s = server.model_stats(model)["model_stats"][0]
     inf = s.get("inference_stats", {})
@@ -307,6 +339,7 @@ def _section(
         "Triton, dynamic batching off": [],
     }
     speedup: dict[str, dict[str, float | int]] = {}
+    cpu_saving: dict[str, float | None] = {}
     for c in CONCURRENCY:
         for mode in ("on", "off"):
             runs = results[(mode, c)]
@@ -323,6 +356,7 @@ def _section(
                     "p50 ms": p50,
                     "p99 ms": p99,
                     "rows per execution": round(infs / execs, 2) if execs else None,
+                    "Triton CPU µs/request": _mmm(_cpu_us(runs)),
                     "failed in Triton": int(sum(r["failed_in_triton"] for r in runs)),
                     "h2load errors": int(sum(r.get("failed", 0) for r in runs)),
                 }
@@ -336,6 +370,9 @@ def _section(
         ]
         speedup[str(c)] = _mmm(pairs)
         rows[-2]["speedup on/off (paired)"] = speedup[str(c)]
+        cpu_on = _mmm(_cpu_us(results[("on", c)]))["median"]
+        cpu_off = _mmm(_cpu_us(results[("off", c)]))["median"]
+        cpu_saving[str(c)] = float(cpu_off) / float(cpu_on) if cpu_on and cpu_on == cpu_on else None
     return {
         "title": "Triton dynamic batching (gRPC, one row per request)",
         "command": "python -m loadtest.bench --only triton",
@@ -348,17 +385,35 @@ def _section(
         ),
         "rows": rows,
         "curves": curves,
-        "metrics": {"triton_dynamic_batching_speedup_c32": speedup["32"]["median"]},
+        "metrics": {
+            "triton_dynamic_batching_speedup_c32": speedup["32"]["median"],
+            "triton_dynamic_batching_cpu_per_request_ratio_c32": cpu_saving.get("32"),
+        },
         "runs": {f"{mode}-c{c}": runs for (mode, c), runs in sorted(results.items())},
         "speedup_by_concurrency": speedup,
+        "cpu_per_request_off_over_on": cpu_saving,
         "source": source,
         "notes": [
             "speedup = median of the on/off req/s ratios of back-to-back runs. rows per execution = inferences / executions from /v2/models/<m>/stats: how many requests the "
             "dynamic batcher merged into one model execution.",
             "At concurrency 1 batching costs the queue delay and buys nothing; its value appears once "
             "requests overlap.",
+            "Triton CPU µs/request = CPU time of tritonserver and its Python-backend stubs (psutil) per "
+            "inference: unlike req/s it hardly depends on what else runs on the machine. Off/on ratio at "
+            f"concurrency 32: {_fmt_ratio(cpu_saving.get('32'))} (the CPU batching saves per request, i.e. the "
+            "throughput gain to expect on a dedicated CPU).",
+            "A handful of 'failed in Triton' are requests still in flight when h2load closes its connections "
+            "at the end of a timed run (cancelled streams).",
         ],
     }
+
+
+def _cpu_us(runs: list[dict[str, float]]) -> list[float]:
+    return [1e6 * r["triton_cpu_s"] / r["inferences"] for r in runs if r.get("inferences")]
+
+
+def _fmt_ratio(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.2f}×"
 
 
 def main() -> None:

@@ -15,6 +15,12 @@ Users run closed-loop (no think time): ``--users`` is the concurrency.
 
 from __future__ import annotations
 
+# isort: off
+# Locust first: it monkey-patches the standard library with gevent before anything else loads.
+import locust
+from locust import FastHttpUser, User, constant, events, task
+
+# isort: on
 import json
 import logging
 import os
@@ -26,11 +32,11 @@ from typing import Any
 import gevent
 import grpc.experimental.gevent as grpc_gevent
 
-# Locust first: it monkey-patches the standard library with gevent.
-import locust
-from locust import FastHttpUser, User, constant, events, task
-
+from loadtest.report import FINE_BUCKET_US
 from loadtest.workload import (
+    API_KEY_ENV,
+    HISTOGRAM_ENV,
+    TIMEOUT_ENV,
     WORKLOAD_ENV,
     RequestKind,
     Transport,
@@ -47,11 +53,6 @@ grpc_gevent.init_gevent()
 
 log = logging.getLogger("treeserve.loadtest")
 
-HISTOGRAM_ENV = "TREESERVE_LOADTEST_HISTOGRAM"
-"""Where the master (or the single local process) writes the 10 µs latency histogram."""
-API_KEY_ENV = "TREESERVE_LOADTEST_API_KEY"
-TIMEOUT_ENV = "TREESERVE_LOADTEST_TIMEOUT_S"
-FINE_BUCKET_US = 10
 ENTITY_TENSOR_SHAPE_2D = False
 """Entity ids travel as a 1-D BYTES tensor ``[n]`` (KServe v2 convention for one column)."""
 

@@ -31,14 +31,11 @@ from loadtest.report import (
     read_summary,
     top_failure,
 )
-from loadtest.workload import WORKLOAD_ENV, Workload
+from loadtest.workload import API_KEY_ENV, HISTOGRAM_ENV, TIMEOUT_ENV, WORKLOAD_ENV, Workload
 
 log = logging.getLogger(__name__)
 
 USER_CLASS = {"gateway": "GatewayHttpUser", "gateway-grpc": "GatewayGrpcUser", "triton": "TritonGrpcUser"}
-HISTOGRAM_ENV = "TREESERVE_LOADTEST_HISTOGRAM"
-API_KEY_ENV = "TREESERVE_LOADTEST_API_KEY"
-TIMEOUT_ENV = "TREESERVE_LOADTEST_TIMEOUT_S"
 STARTUP_GRACE_S = 90.0
 """Extra wall time allowed beyond the run time (start-up, stop, report writing)."""
 _DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?$")

@@ -26,6 +26,12 @@ UNKNOWN_PREFIX = "cold-"
 """Unknown (cold-start) ids: never produced by the demo generator (``cust-000123``)."""
 WORKLOAD_ENV = "TREESERVE_LOADTEST_WORKLOAD"
 """Environment variable naming the workload JSON file for the locustfile."""
+HISTOGRAM_ENV = "TREESERVE_LOADTEST_HISTOGRAM"
+"""Where the master (or the single local Locust process) writes the 10 µs latency histogram."""
+API_KEY_ENV = "TREESERVE_LOADTEST_API_KEY"
+"""Bearer key the gateway users send (kept out of the workload file)."""
+TIMEOUT_ENV = "TREESERVE_LOADTEST_TIMEOUT_S"
+"""Client-side timeout of one request."""
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@
     train(settings, progress=None)                       -> TrainResult(version, run_id, metrics, ...)
     promote(settings, model, version, alias, force, reason) -> GateResult (alias moved only if passed/forced)
     rollback(settings, model)                            -> RollbackResult
+    champion_history(settings, model)                    -> list[str] (oldest first, current last)
 
 Every function takes the root ``Settings`` and raises ``treeserve.errors`` subclasses.
 """
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from training.data import GeneratedData, generate_world
 from training.features import ApplyResult, MaterializeResult, apply_features, materialize
-from training.gate import GateResult, RollbackResult, promote, rollback
+from training.gate import GateResult, RollbackResult, champion_history, promote, rollback
 from training.train import TrainResult, train
 from treeserve.settings import Settings
 
@@ -30,6 +31,7 @@ __all__ = [
     "RollbackResult",
     "TrainResult",
     "apply_features",
+    "champion_history",
     "generate_data",
     "materialize",
     "promote",

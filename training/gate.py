@@ -147,7 +147,13 @@ def evaluate(
     auc = float(roc_auc_score(labels, np.nan_to_num(scores))) if both and finite else None
     champ_auc = None
     if champion_scores is None:
-        checks.append(GateCheck("vs_champion", auc is not None, "no champion to compare with"))
+        checks.append(
+            GateCheck(
+                "vs_champion",
+                auc is not None,
+                "no other champion to compare with" if auc is not None else "held-out rows lack both classes",
+            )
+        )
     elif auc is None:
         checks.append(GateCheck("vs_champion", False, "held-out rows lack both classes or scores not finite"))
     else:

@@ -11,7 +11,8 @@ Per model, in this order (each step safe to repeat, so a crash anywhere converge
 6. switch the routing parameters to the versions that passed (a failed version never replaces
    the serving one);
 7. after a short grace, rewrite the config without the retired versions, reload (Triton unloads
-   them) and delete their directories.
+   them, and holds the new routing so the next promotion only loads the added version) and
+   delete their directories.
 """
 
 from __future__ import annotations
@@ -240,13 +241,22 @@ def _reconcile_model(ctx: _Context, model: str, st: ModelStatus) -> None:
     final = _ordered(
         {v for v in candidates if v in ready and v not in st.failures} | set(new_routing.values())
     )
-    if set(final) != set(load_set):
-        if new_routing != old_routing and ctx.settings.sync.unload_grace_s > 0:
-            time.sleep(ctx.settings.sync.unload_grace_s)
-        adapters.write_config(
-            ctx.settings, ctx.repo, spec.with_routing(new_routing, tuple(int(v) for v in final))
+    retired = set(load_set) - set(final)
+    if retired or new_routing != staged_routing:
+        if retired and new_routing != old_routing and ctx.settings.sync.unload_grace_s > 0:
+            time.sleep(ctx.settings.sync.unload_grace_s)  # gateways re-read the routing first
+        spec = spec.with_routing(new_routing, tuple(int(v) for v in final))
+        adapters.write_config(ctx.settings, ctx.repo, spec)
+        # Reload even for a routing-only change: Triton then holds the file's config, so the next
+        # promotion changes only version_policy and Triton loads just the new version instead of
+        # reloading every version (measured: ~3 s instead of ~6 s with three versions).
+        log.info(
+            "decision=%s model=%s keep=%s retired=%s",
+            "unload" if retired else "reload-config",
+            model,
+            ",".join(final),
+            ",".join(sorted(retired, key=int)),
         )
-        log.info("decision=unload model=%s keep=%s", model, ",".join(final))
         _load(ctx, model)
         ready = ctx.triton.ready_versions(model)
     for v in sorted(installed - set(final), key=int):
