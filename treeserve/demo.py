@@ -1,9 +1,282 @@
-"""``treeserve demo``: the main job on embedded defaults, end to end."""
+"""``treeserve demo``: the main job on embedded defaults, end to end.
+
+data → Feast apply/materialize → train → gate + ``champion`` → Triton → one sync pass →
+a sample inference in Triton → the gateway and one real prediction through it → a short Locust
+load test → a drifted population through the gateway → the drift job catches it.
+
+Every step calls the same Python API the CLI commands call; nothing here is demo-only logic
+except sending the drifted traffic.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
+import os
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
 import typer
+
+from treeserve.clikit import command, settings
+from treeserve.errors import ServiceUnavailableError, TreeserveError, ValidationFailedError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DemoSummary:
+    """What the demo did, for the closing table."""
+
+    rows: list[tuple[str, str]] = field(default_factory=list)
+
+    def add(self, what: str, value: Any) -> None:
+        """Record one line of the summary."""
+        self.rows.append((what, str(value)))
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=False)
+
+
+@contextmanager
+def _step(console: Any, title: str) -> Iterator[None]:
+    t0 = time.perf_counter()
+    console.rule(f"[bold]{title}")
+    yield
+    console.print(f"[dim]{title}: {time.perf_counter() - t0:.1f} s[/dim]")
+
+
+def _post_json(url: str, body: Any, *, timeout_s: float = 10.0) -> Any:
+    req = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    with urllib.request.urlopen(req, timeout=timeout_s) as r:
+        return json.loads(r.read())
+
+
+def run_demo(
+    s: Any,
+    *,
+    customers: int | None = None,
+    loadtest_s: float = 8.0,
+    keep_running: bool = False,
+) -> DemoSummary:
+    """Run the whole demo on ``s`` (Settings); returns the summary rows."""
+    # Feast first: feast_store disables typeguard's import-time instrumentation (DESIGN facts).
+    import treeserve.feast_store  # noqa: F401
+    from training import api as training
+
+    console = _console()
+    summary = DemoSummary()
+    model = s.mlflow.model_name
+
+    with _step(console, "1/8 generate the demo world"):
+        data = training.generate_data(s, n_customers=customers)
+        console.print(f"data: {data}")
+    with _step(console, "2/8 Feast apply + materialize"):
+        training.apply_features(s)
+        mat = training.materialize(s)
+        console.print(f"materialized: {mat}")
+    with _step(console, "3/8 train from point-in-time Feast features"):
+        trained = training.train(s)
+        m = trained.metrics
+        console.print(
+            f"{trained.model_name} version {trained.version}: "
+            + ", ".join(
+                f"{k}={m[k]:.4f}"
+                for k in ("val_roc_auc", "val_avg_precision", "val_log_loss", "val_f1")
+                if k in m
+            )
+        )
+        summary.add("model", f"{trained.model_name} v{trained.version} (run {trained.run_id[:8]})")
+        summary.add("val_roc_auc", f"{m.get('val_roc_auc', float('nan')):.4f}")
+        summary.add("best_iteration", int(m.get("best_iteration", -1)))
+    with _step(console, "4/8 promotion gate → alias champion"):
+        gate = training.promote(s, model, trained.version, alias="champion")
+        console.print(f"gate: {'passed' if gate.passed else 'FAILED'} ({gate.reason})")
+        if not gate.alias_moved:
+            raise ValidationFailedError(
+                f"{model} version {trained.version} failed the promotion gate: {gate.reason}"
+            )
+        summary.add("alias", f"champion → v{trained.version}")
+
+    from exporter.triton_server import TritonServer
+
+    triton = TritonServer.from_settings(s)
+    started_triton = False
+    gateway = None
+    try:
+        with _step(console, "5/8 Triton + one sync pass (export → validate → load → canary → route)"):
+            if not triton.is_ready():
+                triton.start()
+                started_triton = True
+            from exporter.sync.reconcile import reconcile_once
+
+            result = reconcile_once(s, trigger="demo")
+            st = result.models.get(model)
+            console.print(f"sync: {result.result} {st if st is not None else ''}")
+            if not result.ok:
+                raise ServiceUnavailableError(
+                    f"the sync pass did not converge: {result.error or result.result}"
+                )
+            sample = _triton_sample(s, triton, model, trained.version)
+            console.print(f"Triton sample inference (v{trained.version}): {sample}")
+            summary.add("triton", f"{triton.grpc_url} serving v{trained.version}")
+
+        with _step(console, "6/8 gateway: entity id → Feast → Triton → score"):
+            gateway = _start_gateway(s)
+            customer = _known_customer(s)
+            body = _post_json(
+                f"{gateway.url}/v1/models/{model}/predict", {"entities": [{"customer_id": customer}]}
+            )
+            console.print_json(data=body)
+            p = body["predictions"][0] if "predictions" in body else body
+            summary.add("gateway prediction", f"{customer} → score {p.get('score')} ({p.get('risk_tier')})")
+
+        with _step(console, "7/8 short Locust load test against the gateway"):
+            from loadtest.runner import run_loadtest
+
+            lt = run_loadtest(
+                s, target="gateway", users=16, spawn_rate=16, duration=loadtest_s, host=gateway.url
+            )
+            console.print(lt.summary.headline())
+            console.print(f"reports: {lt.report_dir}")
+            summary.add("load test", lt.summary.headline())
+
+        with _step(console, "8/8 drifted population through the gateway → drift job"):
+            n_sent = _send_drifted_traffic(s, gateway.url, model)
+            gateway.stop()  # graceful: the prediction log is flushed
+            gateway = None
+            from drift.job import run_drift
+
+            drift = run_drift(s, last=n_sent, post_alert=False)
+            cols = ", ".join(c.column for c in drift.drifted_columns) or "none"
+            console.print(
+                f"drift verdict: [bold]{drift.verdict}[/bold], share {drift.drift_share:.2f}, "
+                f"drifted: {cols}; report {drift.report_dir}"
+            )
+            summary.add("drift", f"{drift.verdict} (share {drift.drift_share:.2f}; {cols})")
+    finally:
+        if gateway is not None:
+            gateway.stop()
+        if started_triton and not keep_running:
+            triton.stop()
+
+    from rich.table import Table
+
+    table = Table(title="treeserve demo")
+    table.add_column("what")
+    table.add_column("result")
+    for what, value in summary.rows:
+        table.add_row(what, value)
+    console.print(table)
+    return summary
+
+
+def _triton_sample(s: Any, triton: Any, model: str, version: str) -> dict[str, Any]:
+    """One row of the version's reference inputs through Triton gRPC."""
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+
+    from treeserve import contract
+
+    ref = np.load(s.path(s.exporter.repository) / model / str(version) / contract.VERSION_REFERENCE_FILE)
+    x = ref["inputs"][:1].astype(np.float32)
+    client = grpcclient.InferenceServerClient(triton.grpc_url)
+    inp = grpcclient.InferInput(contract.INPUT_TENSOR, list(x.shape), "FP32")
+    inp.set_data_from_numpy(x)
+    res = client.infer(model, [inp], model_version=str(version))
+    out = res.get_response().outputs
+    return {o.name: res.as_numpy(o.name).tolist() for o in out}
+
+
+def _start_gateway(s: Any) -> Any:
+    from gateway.server import GatewayProcess
+
+    env = dict(os.environ)
+    env["TREESERVE_HOME"] = str(s.home)
+    env["TREESERVE_GATEWAY__TRITON__GRPC_URL"] = f"{s.triton.host}:{s.triton.grpc_port}"
+    proc = GatewayProcess(
+        env=env,
+        port=s.gateway.port,
+        grpc_port=s.gateway.grpc_port,
+        host=s.gateway.host,
+        log_file=s.var_dir / "gateway" / "gateway.log",
+    )
+    from treeserve.procs import port_in_use
+
+    if port_in_use(s.gateway.port, s.gateway.host):
+        raise ServiceUnavailableError(
+            f"port {s.gateway.port} is taken: stop what runs there or set TREESERVE_GATEWAY__PORT"
+        )
+    return proc.start(timeout_s=90.0)
+
+
+def _known_customer(s: Any) -> str:
+    import pandas as pd
+
+    customers = pd.read_parquet(s.path(s.data.data_dir) / "customers.parquet", columns=["customer_id"])
+    return str(customers["customer_id"].iloc[len(customers) // 2])
+
+
+def _send_drifted_traffic(s: Any, url: str, model: str, *, n_rows: int = 2000, batch: int = 100) -> int:
+    """Score a drifted population (the generator's drift mode) through the gateway as raw features."""
+    import numpy as np
+    import pandas as pd
+
+    from training import api as training
+
+    out = s.var_dir / "data-drifted"
+    training.generate_data(
+        s, n_customers=max(n_rows, 500), n_days=30, seed=s.data.seed + 1, drift=True, out=out
+    )
+    stats = pd.read_parquet(out / "customer_stats.parquet")
+    latest = stats.sort_values("event_timestamp").groupby("customer_id").tail(1).head(n_rows)
+    body = json.loads(urllib.request.urlopen(f"{url}/v1/models/{model}", timeout=10).read())
+    features: list[str] = body["features"]
+    sent = 0
+    for start in range(0, len(latest), batch):
+        chunk = latest.iloc[start : start + batch][features]
+        instances = [
+            {
+                k: (None if (v is None or (isinstance(v, float) and np.isnan(v))) else float(v))
+                for k, v in row.items()
+            }
+            for row in chunk.to_dict(orient="records")
+        ]
+        _post_json(f"{url}/v1/models/{model}/predict", {"instances": instances})
+        sent += len(instances)
+    return sent
 
 
 def register(app: typer.Typer) -> None:
     """Add ``treeserve demo``."""
+
+    @app.command("demo")
+    @command
+    def demo(
+        customers: Annotated[
+            int | None, typer.Option(help="Customers to generate (default: settings).")
+        ] = None,
+        loadtest_s: Annotated[float, typer.Option("--loadtest-s", help="Length of the load test.")] = 8.0,
+        keep_running: Annotated[
+            bool, typer.Option(help="Leave Triton running afterwards (the gateway is always stopped).")
+        ] = False,
+    ) -> None:
+        """Run the whole job on embedded defaults: train, promote, serve, load-test, drift-check."""
+        try:
+            run_demo(settings(), customers=customers, loadtest_s=loadtest_s, keep_running=keep_running)
+        except TreeserveError:
+            raise
+        except OSError as e:
+            raise ServiceUnavailableError(f"demo step failed: {e}") from e
+
+
+__all__ = ["DemoSummary", "register", "run_demo"]

@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 
 from exporter.sync import adapters
-from exporter.sync.desired import SERVED_ALIASES, compute_desired, read_aliases, update_history
+from exporter.sync.decide import choose_routing, explain
+from exporter.sync.desired import compute_desired, read_aliases, update_history
 from exporter.sync.errors import CanaryMismatchError, TritonControlError
 from exporter.sync.lock import sync_lock
 from exporter.sync.metrics import SyncMetrics
@@ -230,7 +231,7 @@ def _reconcile_model(ctx: _Context, model: str, st: ModelStatus) -> None:
                 _fail(ctx, st, model, v, "canary", str(e))
 
     # 6. switch routing.
-    new_routing = _choose_routing(desired.aliases, old_routing, ready, st.failures)
+    new_routing = choose_routing(desired.aliases, old_routing, ready, st.failures)
     if new_routing != staged_routing:
         spec = spec.with_routing(new_routing)
         adapters.write_config(ctx.settings, ctx.repo, spec)
@@ -271,47 +272,9 @@ def _reconcile_model(ctx: _Context, model: str, st: ModelStatus) -> None:
     _finish(ctx, model, st, desired.aliases)
 
 
-def _choose_routing(
-    desired: Mapping[str, str],
-    old: Mapping[str, str],
-    ready: set[str],
-    failures: Mapping[str, VersionFailure],
-) -> dict[str, str]:
-    """Alias -> version to serve: the desired one when it is ready and healthy, else the old one."""
-    routing: dict[str, str] = {}
-    for alias in SERVED_ALIASES:
-        want = desired.get(alias)
-        had = old.get(alias)
-        if want is not None and want in ready and want not in failures:
-            routing[alias] = want
-        elif (
-            had is not None
-            and had in ready
-            and had not in failures
-            and (want is not None or alias == contract.ALIAS_CHAMPION)
-        ):
-            # A failed or missing replacement never takes the serving version down; a deleted
-            # champion alias keeps serving what it served (a deleted challenger stops).
-            routing[alias] = had
-    return routing
-
-
 def _finish(ctx: _Context, model: str, st: ModelStatus, desired: Mapping[str, str]) -> None:
     """Work out in_sync and the human explanation; publish gauges."""
-    reasons: list[str] = []
-    for alias, v in desired.items():
-        served = st.routing.get(alias)
-        if served == v:
-            continue
-        why = st.failures.get(v)
-        cause = f"{why.reason}: {why.message}" if why else "not installed/ready yet"
-        keep = f"; still serving {served}" if served else "; nothing served for this alias"
-        reasons.append(f"{alias} -> {v} is not served ({cause}){keep}")
-    missing = [v for v in st.desired_versions if v not in st.served_versions and v not in st.failures]
-    if missing:
-        reasons.append(f"retained versions not loaded: {', '.join(missing)}")
-    st.in_sync = not reasons and set(desired.items()) <= set(st.routing.items())
-    st.message = "; ".join(reasons) if reasons else "in sync"
+    st.in_sync, st.message = explain(st, desired)
     if ctx.metrics is not None:
         ctx.metrics.versions_desired.labels(model=model).set(len(st.desired_versions))
         ctx.metrics.versions_served.labels(model=model).set(len(st.served_versions))

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from exporter.sync.adapters import cleanup_staging
+from exporter.sync.decide import choose_routing
 from exporter.sync.errors import SyncBusyError
 from exporter.sync.lock import sync_lock
-from exporter.sync.reconcile import _choose_routing
 from exporter.sync.status import ModelStatus, SyncStatus, VersionFailure, read_status, write_status
 from exporter.sync.triton import compare_outputs
 
@@ -77,7 +77,7 @@ def test_compare_outputs() -> None:
 
 def test_routing_never_switches_to_a_failed_version() -> None:
     fail = {"3": VersionFailure("validation", "parity", 0.0)}
-    assert _choose_routing({"champion": "3"}, {"champion": "2"}, {"2", "3"}, fail) == {"champion": "2"}
-    assert _choose_routing({"champion": "3"}, {"champion": "2"}, {"2", "3"}, {}) == {"champion": "3"}
+    assert choose_routing({"champion": "3"}, {"champion": "2"}, {"2", "3"}, fail) == {"champion": "2"}
+    assert choose_routing({"champion": "3"}, {"champion": "2"}, {"2", "3"}, {}) == {"champion": "3"}
     # deleted challenger alias stops; deleted champion alias keeps serving
-    assert _choose_routing({}, {"champion": "2", "challenger": "4"}, {"2", "4"}, {}) == {"champion": "2"}
+    assert choose_routing({}, {"champion": "2", "challenger": "4"}, {"2", "4"}, {}) == {"champion": "2"}
