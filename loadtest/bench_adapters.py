@@ -8,6 +8,7 @@ a flat "figure | value" table of every scalar they hold.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -31,6 +32,8 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
     return out
 
 
+_FIGURE = re.compile(r"(_c\d+$|_ratio(_|$))")
+"""Top-level keys worth quoting under the gateway table: per-concurrency figures and ratios."""
 _RESERVED = {"title", "command", "description", "rows", "curves", "notes", "metrics", "status", "reason"}
 
 
@@ -111,10 +114,7 @@ def gateway(raw: dict[str, Any]) -> dict[str, Any]:
     figures = [
         f"`{k}` {fmt(v)}"
         for k, v in raw.items()
-        if k not in _RESERVED
-        and isinstance(v, int | float)
-        and not isinstance(v, bool)
-        and ("_c" in k or "ratio" in k)
+        if k not in _RESERVED and isinstance(v, int | float) and not isinstance(v, bool) and _FIGURE.search(k)
     ]
     if figures:
         notes.append("Figures: " + ", ".join(figures) + ".")

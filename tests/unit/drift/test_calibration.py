@@ -10,7 +10,7 @@ import pytest
 
 from drift.evaluate import DriftConfig, evaluate
 from drift.settings import DriftSettings
-from tests.unit.drift.conftest import serving_window, training_reference
+from tests.unit.drift.worlds import serving_window, training_reference
 from training.data import DRIFTED_FEATURES, FEATURES
 
 SETTINGS = DriftSettings()
