@@ -124,8 +124,10 @@ def run_promotion_bench(
         "notes": [
             "Clock: right before set_registered_model_alias (via mlflow server) until config.pbtxt routes "
             "champion to the version and Triton reports it READY.",
-            "A new version is exported (ONNX + parity), loaded beside the serving ones (Triton reloads the "
-            "model's versions, keeping them available), canaried, then routed.",
+            "A new version is exported (ONNX + parity), loaded beside the serving ones (only the new "
+            "version loads), canaried, then routed. Each promotion starts with an idle sync: the pass "
+            "that switched the routing ends with a config reload of a few seconds, and a promotion "
+            "arriving during it waits for it.",
             "Poll: each promotion lands at a random point of the poll cycle, so latency ≈ U(0, interval) "
             "of waiting + the same work; the default interval is 30 s.",
         ],
@@ -169,7 +171,20 @@ def _promote(client: Any, settings: Any, version: str, *, timeout_s: float) -> f
     finally:
         control.close()
     log.info("promoted %s in %.2f s", version, latency_s)
+    _settle(settings, since=time.time())
     return latency_s
+
+
+def _settle(settings: Any, *, since: float, timeout_s: float = 120.0) -> None:
+    """Wait until the pass that switched the routing has finished (status file written after it).
+
+    A pass ends with a config reload after the switch (a few seconds); a promotion arriving
+    meanwhile waits for it. Promotions here are spaced like real ones, each one to an idle sync.
+    """
+    from exporter.sync.status import read_status
+
+    path = settings.path(settings.sync.status_file)
+    wait_until(lambda: read_status(path).updated_at >= since, timeout_s=timeout_s, interval_s=0.1)
 
 
 def _log_model(tracking_uri: str, seed: int) -> Any:

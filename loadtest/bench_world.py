@@ -99,12 +99,34 @@ class BenchWorld:
                 self.triton = None
         if self.settings.feast.online_store == "redis":
             try:
-                from treeserve.feast_store import open_feature_store
-
-                store = open_feature_store(self.settings)
-                store.teardown()
+                drop_redis_project(self.settings.feast.redis_connection_string, self.settings.feast.project)
             except Exception as e:  # best effort: never hide the benchmark's own result
-                log.warning("feast teardown failed: %s", e)
+                log.warning("dropping the world's Redis keys failed: %s", e)
+
+
+def drop_redis_project(connection_string: str, project: str) -> int:
+    """Delete the Feast Redis keys of ``project`` (they end with the project name); the count.
+
+    Only this world's unique project is touched — never a FLUSHDB.
+    """
+    import redis
+
+    host, _, rest = connection_string.partition(":")
+    port, *options = rest.split(",") if rest else ["6379"]
+    db = next((int(o.split("=", 1)[1]) for o in options if o.startswith("db=")), 0)
+    client: Any = redis.Redis(host=host or "127.0.0.1", port=int(port or 6379), db=db)
+    deleted = 0
+    batch: list[bytes] = []
+    for key in client.scan_iter(match=b"*" + project.encode(), count=1000):
+        batch.append(key)
+        if len(batch) >= 500:
+            deleted += int(client.delete(*batch))
+            batch.clear()
+    if batch:
+        deleted += int(client.delete(*batch))
+    client.close()
+    log.info("dropped %d Redis keys of Feast project %s", deleted, project)
+    return deleted
 
 
 def _redis_up(url: str) -> bool:

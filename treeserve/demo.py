@@ -235,7 +235,7 @@ def _send_drifted_traffic(s: Any, url: str, model: str, *, n_rows: int = 2000, b
 
     out = s.var_dir / "data-drifted"
     training.generate_data(
-        s, n_customers=max(n_rows, 500), n_days=30, seed=s.data.seed + 1, drift=True, out=out
+        s, n_customers=max(n_rows, 500), n_days=37, seed=s.data.seed + 1, drift=True, out=out
     )
     stats = pd.read_parquet(out / "customer_stats.parquet")
     latest = stats.sort_values("event_timestamp").groupby("customer_id").tail(1).head(n_rows)

@@ -174,3 +174,25 @@ def test_every_prediction_is_in_the_log_after_a_single_entity_run(
         gateway.stop()  # graceful: the prediction log is flushed
     assert result.summary.requests > 0 and result.summary.failures == 0
     assert _predlog_rows(tmp_path / "predlog") == result.summary.requests
+
+
+def test_a_bench_world_removes_only_its_own_redis_keys() -> None:
+    import uuid
+
+    import redis
+
+    from loadtest.bench_world import drop_redis_project
+
+    project = f"lt_test_{uuid.uuid4().hex[:8]}"
+    client = redis.Redis()
+    mine = [b"\x01entity-a" + project.encode(), b"\x01entity-b" + project.encode()]
+    other = f"{project}_other_prefix_kept".encode()
+    try:
+        for k in [*mine, other]:
+            client.hset(k, "f", "1")
+        assert drop_redis_project("127.0.0.1:6379", project) == 2
+        assert not any(client.exists(k) for k in mine)
+        assert client.exists(other)
+    finally:
+        client.delete(*mine, other)
+        client.close()
