@@ -149,27 +149,25 @@ def _promote(client: Any, settings: Any, version: str, *, timeout_s: float) -> f
     """Move champion to ``version``; seconds until it is routed and READY."""
     from exporter.repository import read_model_config
     from exporter.sync.reconcile import triton_url
-    from exporter.sync.triton import TritonControl
 
     repo = settings.path(settings.exporter.repository)
-    control = TritonControl(triton_url(settings), timeout_s=10)
+    # The per-version ready endpoint answers at once; the repository index waits while Triton loads.
+    host_port = triton_url(settings).split("://", 1)[-1]
+    ready_url = f"http://{host_port}/v2/models/{MODEL}/versions/{version}/ready"
 
     def served() -> bool:
         try:
             if read_model_config(repo, MODEL).routing.get("champion") != version:
                 return False
-            return version in control.ready_versions(MODEL)
         except Exception:
             return False
+        return http_ok(ready_url, timeout_s=1.0)
 
-    try:
-        t0 = time.perf_counter()
-        client.set_registered_model_alias(MODEL, "champion", version)
-        if not wait_until(served, timeout_s=timeout_s, interval_s=0.05):
-            raise TimeoutError(f"version {version} was not served within {timeout_s:g} s")
-        latency_s = time.perf_counter() - t0
-    finally:
-        control.close()
+    t0 = time.perf_counter()
+    client.set_registered_model_alias(MODEL, "champion", version)
+    if not wait_until(served, timeout_s=timeout_s, interval_s=0.05):
+        raise TimeoutError(f"version {version} was not served within {timeout_s:g} s")
+    latency_s = time.perf_counter() - t0
     log.info("promoted %s in %.2f s", version, latency_s)
     _settle(settings, since=time.time())
     return latency_s
