@@ -184,7 +184,7 @@ def test_a_bench_world_removes_only_its_own_redis_keys() -> None:
     from loadtest.bench_world import drop_redis_project
 
     project = f"lt_test_{uuid.uuid4().hex[:8]}"
-    client = redis.Redis()
+    client: Any = redis.Redis()
     mine = [b"\x01entity-a" + project.encode(), b"\x01entity-b" + project.encode()]
     other = f"{project}_other_prefix_kept".encode()
     try:
