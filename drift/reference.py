@@ -120,6 +120,7 @@ def load_reference(tracking_uri: str, info: VersionInfo) -> pd.DataFrame:
     from mlflow.exceptions import MlflowException
 
     mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
     with tempfile.TemporaryDirectory(prefix="treeserve-ref-") as tmp:
         try:
             local = mlflow.artifacts.download_artifacts(

@@ -31,6 +31,7 @@ def _load_model(settings: Any) -> Any:
     import mlflow
 
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    mlflow.set_registry_uri(settings.mlflow_tracking_uri)
     uri = f"models:/{settings.mlflow.model_name}@champion"
     model = mlflow.xgboost.load_model(uri)
     if not hasattr(model, "predict_proba"):

@@ -66,6 +66,7 @@ def test_exported_onnx_reproduces_xgboost_on_rows_with_nans(
     import mlflow
 
     mlflow.set_tracking_uri(user_registry.tracking_uri)
+    mlflow.set_registry_uri(user_registry.tracking_uri)
     name = user_registry.models[task]
     inst = exported["results"][task].installed
     onnx_bytes = (inst.path / "model.onnx").read_bytes()
@@ -204,6 +205,7 @@ def _log_and_register(tracking_uri: str, name: str, model: Any, X: Any) -> None:
     from mlflow.models import infer_signature
 
     mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
     with mlflow.start_run():
         mlflow.xgboost.log_model(
             model,

@@ -81,6 +81,7 @@ def expected_scores(stack: Any, world: Any, x: np.ndarray) -> tuple[np.ndarray, 
     unknown = np.isnan(x).all(axis=1)
     imputed = np.where(np.isnan(x), medians, x)
     mlflow.set_tracking_uri(world.settings.mlflow_tracking_uri)
+    mlflow.set_registry_uri(world.settings.mlflow_tracking_uri)
     booster = mlflow.xgboost.load_model(f"models:/{stack.model}/{stack.version}")
     frame = pd.DataFrame(imputed.astype(np.float32), columns=world.features)
     if hasattr(booster, "predict_proba"):

@@ -82,6 +82,7 @@ def test_registered_model_is_native_xgboost_returning_probabilities(demo_world: 
     from mlflow import MlflowClient
 
     mlflow.set_tracking_uri(demo_world.settings.mlflow_tracking_uri)
+    mlflow.set_registry_uri(demo_world.settings.mlflow_tracking_uri)
     booster = mlflow.xgboost.load_model(f"models:/{demo_world.model_name}@champion")
     assert isinstance(booster, xgb.Booster)
     assert booster.feature_names == demo_world.features

@@ -86,6 +86,7 @@ def _register_noise_version(settings: Settings, like_version: str) -> str:
             num_boost_round=20,
         )
         mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+        mlflow.set_registry_uri(settings.mlflow_tracking_uri)
         with mlflow.start_run(experiment_id=client.get_run(base.run_id).info.experiment_id):
             mlflow.log_artifact(holdout_path, artifact_path=str(Path(contract.ARTIFACT_HOLDOUT).parent))
             info = mlflow.xgboost.log_model(

@@ -42,6 +42,7 @@ def served(
         export(settings, client, name, version=1, repository=triton_server.repository)
         assert triton_server.load_model(name) == [1]
     mlflow.set_tracking_uri(user_registry.tracking_uri)
+    mlflow.set_registry_uri(user_registry.tracking_uri)
     models = {
         task: mlflow.xgboost.load_model(f"models:/{name}/1") for task, name in user_registry.models.items()
     }

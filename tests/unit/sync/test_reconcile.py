@@ -91,6 +91,7 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     registry = FakeRegistry()
     exports: list[str] = []
     parity_fails: set[str] = set()
+    features_for: dict[str, list[str]] = {}
 
     def fake_install(settings: Any, client: Any, model: str, version: str, repo_path: Path) -> None:
         if version in parity_fails:
@@ -103,7 +104,8 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
                 x,
                 {"probabilities": np.full((4, 2), 0.5, np.float32), "label": np.zeros((4, 1), np.int64)},
             )
-            meta = {"task": "binary", "n_classes": 2, "features": FEATURES, "flavor": "python-ort"}
+            features = features_for.get(version, FEATURES)
+            meta = {"task": "binary", "n_classes": 2, "features": features, "flavor": "python-ort"}
             meta["files"] = ["model.onnx", "model.py"]
             repo_mod.write_version_metadata(stage, meta)
             repo_mod.install_staged(stage, repo_path, model, version)
@@ -125,6 +127,7 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
         registry=registry,
         exports=exports,
         parity_fails=parity_fails,
+        features_for=features_for,
     )
     w.run = lambda: reconcile_once(settings, client=registry)  # type: ignore[attr-defined]
     return w
@@ -213,4 +216,15 @@ def test_deleting_the_challenger_unloads_it(world: Any) -> None:
     assert world.run().ok
     world.registry.aliases = {"champion": "1"}
     assert world.run().ok
+    assert _routing(world) == {"champion": "1"} and world.triton.ready == {"1"}
+
+
+def test_a_version_with_another_feature_contract_is_refused(world: Any) -> None:
+    world.registry.aliases = {"champion": "1"}
+    assert world.run().ok
+    world.features_for["2"] = ["a", "b", "c"]
+    world.registry.aliases = {"champion": "2"}
+    result = world.run()
+    failure = result.models[MODEL].failures["2"]
+    assert failure.reason == "contract" and "one Triton model serves one contract" in failure.message
     assert _routing(world) == {"champion": "1"} and world.triton.ready == {"1"}
