@@ -4,6 +4,13 @@ The first submission of a batch starts a short window (``window_us``); every sub
 arrives before it closes (or until ``max_batch`` rows are pending) joins the batch, which is sent
 as one call. Each submitter gets back exactly its own slice of the result, or the call's error.
 Submissions are chunks (a list or an array of rows); ``merge`` joins the chunks of a batch.
+
+With ``max_inflight`` set, a window that closes while that many batches are still running keeps
+the batch open until one of them finishes (or ``max_batch`` rows are pending): under load the
+batches grow with the downstream latency instead of the event loop paying a whole online read
+and Triton call per request, and a lightly loaded gateway still sends after ``window_us``.
+Transports whose requests arrive one at a time (the grpc.aio server accepts one call per event
+loop pass) only coalesce this way.
 """
 
 from __future__ import annotations
@@ -39,11 +46,15 @@ class Coalescer(Generic[C]):
         max_batch: int,
         stage: str,
         merge: Callable[[list[Any]], Any] = merge_lists,
+        max_inflight: int = 0,
     ) -> None:
         self._call = call
         self._merge = merge
         self._window_s = window_us / 1e6
         self._max_batch = max_batch
+        self._max_inflight = max_inflight  # 0: no limit
+        self._inflight = 0
+        self._held = False  # the window closed while max_inflight batches were running
         self._chunks: list[Any] = []
         self._pending = 0
         self._waiters: list[tuple[int, int, asyncio.Future[Any], float]] = []
@@ -71,24 +82,39 @@ class Coalescer(Generic[C]):
         self._waiters.append((start, start + n, fut, time.perf_counter()))
         if self._pending >= self._max_batch:
             self._flush()
-        elif self._timer is None:
+        elif self._timer is None and not self._held:
             if self._window_s > 0:
-                self._timer = loop.call_later(self._window_s, self._flush)
+                self._timer = loop.call_later(self._window_s, self._window_closed)
             else:
-                self._timer = loop.call_soon(self._flush)
+                self._timer = loop.call_soon(self._window_closed)
         return await fut
+
+    def _window_closed(self) -> None:
+        self._timer = None
+        if self._max_inflight and self._inflight >= self._max_inflight:
+            self._held = True  # sent when a running batch finishes (_batch_done)
+            return
+        self._flush()
 
     def _flush(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self._held = False
         if not self._chunks:
             return
         chunks, waiters, n = self._chunks, self._waiters, self._pending
         self._chunks, self._waiters, self._pending = [], [], 0
+        self._inflight += 1
         task = asyncio.get_running_loop().create_task(self._run(chunks, waiters, n))
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._batch_done)
+
+    def _batch_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._inflight -= 1
+        if self._held:
+            self._flush()
 
     async def _run(
         self, chunks: list[Any], waiters: list[tuple[int, int, asyncio.Future[Any], float]], n: int

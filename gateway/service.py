@@ -398,6 +398,7 @@ class PredictionService:
                 window_us=self.settings.coalesce_window_us,
                 max_batch=self.settings.coalesce_max_batch,
                 stage="triton",
+                max_inflight=self.settings.coalesce_max_inflight,
                 merge=_concat_rows,
             )
         return c
@@ -433,6 +434,7 @@ class PredictionService:
                 window_us=self.settings.coalesce_window_us,
                 max_batch=self.settings.coalesce_max_batch,
                 stage="features",
+                max_inflight=self.settings.coalesce_max_inflight,
             )
         return c
 

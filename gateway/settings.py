@@ -58,6 +58,9 @@ class GatewaySettings(BaseModel):
     """How long the first request of a batch waits for others (online read and Triton call)."""
     coalesce_max_batch: int = Field(default=512, ge=1)
     """Most rows merged into one online read or Triton call."""
+    coalesce_max_inflight: int = Field(default=1, ge=0)
+    """Batches of one stage running at once; a window closing while that many run keeps its batch
+    open until one finishes, so batches grow under load (0: no limit, send every window)."""
     missing_policy: dict[str, Literal["impute", "fallback"]] = Field(default_factory=dict)
     """Per-feature policy for missing values: impute (training median) or fallback (base rate)."""
     default_missing_policy: Literal["impute", "fallback"] = "impute"

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import sys
+
+import pytest
 
 # In-process XGBoost/ORT on a 2-core box: threads fight without this.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -15,3 +18,14 @@ pytest_plugins = [
     "tests.fixtures.gateway",
     "tests.fixtures.drift",
 ]
+
+
+@pytest.fixture(autouse=True)
+def _no_mlflow_state_between_tests() -> None:
+    """MLflow's fluent API keeps an active run and experiment per process: start every test clean."""
+    fluent = sys.modules.get("mlflow.tracking.fluent")
+    if fluent is None:
+        return
+    while fluent.active_run() is not None:
+        fluent.end_run()
+    fluent._active_experiment_id = None  # type: ignore[attr-defined]

@@ -56,6 +56,39 @@ async def test_coalescer_respects_max_batch_and_propagates_errors() -> None:
         await c.submit([99])
 
 
+async def test_coalescer_holds_batches_while_one_is_in_flight() -> None:
+    """Requests trickling in one by one (as the grpc.aio server hands them over) still coalesce."""
+    release = asyncio.Event()
+    calls: list[list[int]] = []
+
+    async def call(items: list[int]) -> list[int]:
+        calls.append(items)
+        if len(calls) == 1:
+            await release.wait()  # a slow first batch (a busy online store or Triton)
+        if 13 in items:
+            raise ValueError("boom")
+        return [i * 10 for i in items]
+
+    c: Coalescer[Any] = Coalescer(call, window_us=100, max_batch=100, stage="test", max_inflight=1)
+    first = asyncio.ensure_future(c.submit([0]))
+    later: list[asyncio.Future[Any]] = []
+    for i in range(1, 6):
+        await asyncio.sleep(0.002)  # well past the window: each would otherwise be its own batch
+        later.append(asyncio.ensure_future(c.submit([i])))
+    await asyncio.sleep(0.002)
+    assert calls == [[0]]  # the held batch waits for the one in flight
+    release.set()
+    assert await first == [0]
+    assert [(await f)[0] for f in later] == [10, 20, 30, 40, 50]
+    assert calls == [[0], [1, 2, 3, 4, 5]]
+    # An error reaches the waiters of its own batch only; the coalescer keeps working.
+    bad, good = c.submit([13]), c.submit([7])
+    results = await asyncio.gather(bad, good, return_exceptions=True)
+    assert isinstance(results[0], ValueError)
+    assert isinstance(results[1], ValueError)  # same batch as 13
+    assert await c.submit([8]) == [80]
+
+
 def test_breaker_opens_and_half_opens() -> None:
     b = CircuitBreaker(failures=2, reset_s=0.0, target="test")
     assert b.allow()
