@@ -17,7 +17,7 @@ venv-triton: $(TRITON_STAMP)
 
 $(APP_STAMP): requirements/app.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip==26.3
+	$(BIN)/python -m pip install -q --upgrade pip==26.3 setuptools==84.2.1 wheel==0.48.0
 	$(BIN)/python -m pip install -q -r requirements/app.lock
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 	@rm -f $(VENV)/.stamp-*; touch $@

@@ -29,3 +29,4 @@ def _no_mlflow_state_between_tests() -> None:
     while fluent.active_run() is not None:
         fluent.end_run()
     fluent._active_experiment_id = None  # type: ignore[attr-defined]
+    os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
