@@ -33,7 +33,7 @@ def log_to_mlflow(
     """One run in ``experiment``: params, metrics per column, the HTML and JSON as artifacts."""
     from mlflow import MlflowClient
 
-    client = MlflowClient(tracking_uri=tracking_uri)
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     exp = client.get_experiment_by_name(experiment)
     exp_id = (
         exp.experiment_id if exp else client.create_experiment(experiment, artifact_location=artifact_root)

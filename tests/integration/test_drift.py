@@ -140,7 +140,9 @@ def test_drifted_traffic_exits_2_names_the_columns_and_alerts(
 
     from mlflow import MlflowClient
 
-    client = MlflowClient(case.world.settings.mlflow_tracking_uri)
+    client = MlflowClient(
+        case.world.settings.mlflow_tracking_uri, registry_uri=case.world.settings.mlflow_tracking_uri
+    )
     exp = client.get_experiment_by_name("drift-monitoring")
     run = client.get_run(summary["mlflow_run_id"])
     assert run.info.experiment_id == exp.experiment_id

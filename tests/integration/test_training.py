@@ -17,7 +17,9 @@ pytestmark = pytest.mark.integration
 def test_champion_is_the_trained_version_with_contract_tags(demo_world: DemoWorld) -> None:
     from mlflow import MlflowClient
 
-    client = MlflowClient(demo_world.settings.mlflow_tracking_uri)
+    client = MlflowClient(
+        demo_world.settings.mlflow_tracking_uri, registry_uri=demo_world.settings.mlflow_tracking_uri
+    )
     mv = client.get_model_version_by_alias(demo_world.model_name, contract.ALIAS_CHAMPION)
     assert str(mv.version) == demo_world.version
     assert json.loads(mv.tags[contract.TAG_FEATURES]) == demo_world.features
@@ -52,7 +54,9 @@ def test_run_artifacts_follow_the_contract(demo_world: DemoWorld, tmp_path) -> N
     import pandas as pd
     from mlflow import MlflowClient
 
-    client = MlflowClient(demo_world.settings.mlflow_tracking_uri)
+    client = MlflowClient(
+        demo_world.settings.mlflow_tracking_uri, registry_uri=demo_world.settings.mlflow_tracking_uri
+    )
     ref = pd.read_parquet(
         client.download_artifacts(demo_world.run_id, contract.ARTIFACT_REFERENCE_SAMPLE, str(tmp_path))
     )
@@ -86,7 +90,9 @@ def test_registered_model_is_native_xgboost_returning_probabilities(demo_world: 
     booster = mlflow.xgboost.load_model(f"models:/{demo_world.model_name}@champion")
     assert isinstance(booster, xgb.Booster)
     assert booster.feature_names == demo_world.features
-    client = MlflowClient(demo_world.settings.mlflow_tracking_uri)
+    client = MlflowClient(
+        demo_world.settings.mlflow_tracking_uri, registry_uri=demo_world.settings.mlflow_tracking_uri
+    )
     ref = pd.read_parquet(
         client.download_artifacts(demo_world.run_id, contract.ARTIFACT_REFERENCE_SAMPLE, str(tmp_path))
     )

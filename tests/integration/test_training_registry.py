@@ -48,7 +48,7 @@ def two_champions(server_settings: Settings) -> tuple[str, str]:
 def _client(settings: Settings):
     from mlflow import MlflowClient
 
-    return MlflowClient(settings.mlflow_tracking_uri)
+    return MlflowClient(settings.mlflow_tracking_uri, registry_uri=settings.mlflow_tracking_uri)
 
 
 def _champion(settings: Settings) -> str:
