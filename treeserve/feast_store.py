@@ -66,7 +66,11 @@ def online_store_config(settings: Settings) -> dict[str, Any]:
     """The Feast ``online_store`` block for the configured store type."""
     feast = settings.feast
     if feast.online_store == "redis":
-        cfg: dict[str, Any] = {"type": "redis", "connection_string": feast.redis_connection_string}
+        cfg: dict[str, Any] = {
+            "type": "redis",
+            "redis_type": feast.redis_type,
+            "connection_string": feast.redis_connection_string,
+        }
         if feast.redis_key_ttl_s:
             cfg["key_ttl_seconds"] = feast.redis_key_ttl_s
         return cfg

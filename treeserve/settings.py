@@ -57,6 +57,8 @@ class FeastSettings(BaseModel):
     """SQLite online store file (online_store=sqlite)."""
     redis_connection_string: str = "127.0.0.1:6379"
     """Feast Redis connection string (online_store=redis), e.g. ``127.0.0.1:6379,db=0``."""
+    redis_type: Literal["redis", "redis_cluster", "redis_sentinel"] = "redis"
+    """Feast Redis deployment type; cluster: ``host1:port1,host2:port2`` in the connection string."""
     redis_key_ttl_s: int | None = None
     """Optional TTL for online rows in Redis."""
     registry_uri: str = ""
