@@ -121,7 +121,10 @@ def run_demo(
 
             result = reconcile_once(s, trigger="demo")
             st = result.models.get(model)
-            console.print(f"sync: {result.result} {st if st is not None else ''}")
+            console.print(
+                f"sync: {result.result}"
+                + (f" — routing {st.routing}, {st.message}" if st is not None else "")
+            )
             if not result.ok:
                 raise ServiceUnavailableError(
                     f"the sync pass did not converge: {result.error or result.result}"
