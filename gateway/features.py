@@ -118,10 +118,7 @@ class FeastFeatureSource:
         except TreeserveError:
             raise
         except Exception as e:
-            metrics.FEATURE_FETCH_ERRORS.labels(self.store_name, type(e).__name__).inc()
-            raise FeatureStoreUnavailableError(
-                f"the {self.store_name} online store cannot be read: {_first_line(e)}"
-            ) from e
+            raise store_unavailable(self.store_name, e) from e
         self._duration.observe(time.perf_counter() - t0)
         return out
 
@@ -133,6 +130,12 @@ class FeastFeatureSource:
     async def aclose(self) -> None:
         """Stop the reader thread."""
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def store_unavailable(store_name: str, e: BaseException) -> FeatureStoreUnavailableError:
+    """Count a failed online read and turn it into the gateway's error (raise it ``from e``)."""
+    metrics.FEATURE_FETCH_ERRORS.labels(store_name, type(e).__name__).inc()
+    return FeatureStoreUnavailableError(f"the {store_name} online store cannot be read: {_first_line(e)}")
 
 
 def _first_line(e: BaseException) -> str:

@@ -18,9 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from gateway import metrics
 from gateway.errors import FeatureStoreUnavailableError
-from gateway.features import FeastFeatureSource, _first_line
+from gateway.features import FeastFeatureSource, store_unavailable
 from treeserve.errors import TreeserveError
 
 if TYPE_CHECKING:
@@ -167,10 +166,7 @@ class DirectFeatureSource(FeastFeatureSource):
         except TreeserveError:
             raise
         except Exception as e:
-            metrics.FEATURE_FETCH_ERRORS.labels(self.store_name, type(e).__name__).inc()
-            raise FeatureStoreUnavailableError(
-                f"the {self.store_name} online store cannot be read: {_first_line(e)}"
-            ) from e
+            raise store_unavailable(self.store_name, e) from e
         self._duration.observe(time.perf_counter() - t0)
         return out
 

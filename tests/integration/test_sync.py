@@ -26,6 +26,7 @@ import pytest
 from exporter.repository import read_model_config, read_version_metadata, version_dir
 from exporter.sync.reconcile import reconcile_once
 from exporter.sync.triton import TritonControl
+from tests.fixtures.triton import private_triton
 from treeserve.procs import free_port, wait_until
 from treeserve.settings import load_settings
 
@@ -259,19 +260,7 @@ def test_failed_parity_never_replaces_the_champion(
 
 def test_triton_down_during_a_pass_then_converges(tmp_path, mlflow_server, logged, model_name) -> None:
     """Triton stopped during a pass: the pass fails without partial state; after restart it converges."""
-    from exporter.triton_server import TritonServer
-
-    checkout = Path(__file__).resolve().parents[2]
-    triton = TritonServer(
-        venv=checkout / ".venv-triton",
-        repository=tmp_path / "repo",
-        run_dir=tmp_path / "triton",
-        http_port=free_port(),
-        grpc_port=free_port(),
-        metrics_port=free_port(),
-        startup_timeout_s=90,
-        load_timeout_s=90,
-    )
+    triton = private_triton(tmp_path / "repo", tmp_path / "triton")
     triton.start()
     try:
         url = mlflow_server.url
