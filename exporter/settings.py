@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from treeserve.fieldtypes import Port
+
 
 class ExporterSettings(BaseModel):
     """How a registered version becomes a Triton model version."""
@@ -48,9 +50,9 @@ class TritonServerSettings(BaseModel):
     """Virtual environment with nvidia-pytriton (tritonserver + python backend)."""
     host: str = "127.0.0.1"
     """Address Triton binds and clients use."""
-    http_port: int = 8000
-    grpc_port: int = 8001
-    metrics_port: int = 8002
+    http_port: Port = 8000
+    grpc_port: Port = 8001
+    metrics_port: Port = 8002
     run_dir: Path = Path("var/triton")
     """PID file, log file and the copied backends live here."""
     startup_timeout_s: float = 60.0
@@ -71,7 +73,7 @@ class SyncSettings(BaseModel):
     poll_interval_s: float = 30.0
     """Reconcile at least this often (covers lost webhooks)."""
     webhook_host: str = "127.0.0.1"
-    webhook_port: int = 8070
+    webhook_port: Port = 8070
     """Where the webhook receiver and /metrics listen."""
     webhook_secret: str = ""
     """Shared HMAC secret for MLflow webhooks (empty: webhooks refused)."""

@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from treeserve.fieldtypes import Port, PortOrOff
+
 
 class GatewayTritonSettings(BaseModel):
     """How the gateway talks to Triton."""
@@ -35,8 +37,8 @@ class GatewaySettings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     host: str = "127.0.0.1"
-    port: int = 8080
-    grpc_port: int = 8081
+    port: Port = 8080
+    grpc_port: PortOrOff = 8081
     """KServe v2 gRPC port (0 disables)."""
     workers: int = Field(default=1, ge=1)
     """uvicorn worker processes (one per core is the tuned setting)."""

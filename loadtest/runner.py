@@ -253,6 +253,7 @@ def run_loadtest(
         processes=processes if processes is not None else lt.processes,
     )
     env = dict(os.environ)
+    env["TREESERVE_HOME"] = str(settings.home)
     env[WORKLOAD_ENV] = str(workload_path)
     env[HISTOGRAM_ENV] = str(report_dir / FINE_HISTOGRAM_JSON)
     env[TIMEOUT_ENV] = str(lt.request_timeout_s)

@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from treeserve.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 FEATURES = (
@@ -269,6 +271,10 @@ def generate_world(
     """Simulate and write ``customers``, ``customer_stats`` and ``labels`` parquet files."""
     started = time.perf_counter()
     end_date = end_date or datetime.now(UTC).date()
+    try:  # fail on an unusable folder before the simulation, not after it
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cannot write the data folder {out_dir}: {e.strerror or e}") from e
     customers, stats, labels = simulate(
         n_customers=n_customers, n_days=n_days, seed=seed, end_date=end_date, drift=drift, progress=progress
     )

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
@@ -24,12 +26,22 @@ def settings() -> Any:
         from treeserve.settings import load_settings
 
         _settings = load_settings()
+        _say_where_state_lives(_settings.home)
         logging.basicConfig(
             level=_settings.log_level.upper(),
             format="%(asctime)s %(levelname)s %(name)s %(message)s",
             stream=sys.stderr,
         )
     return _settings
+
+
+def _say_where_state_lives(home: Path) -> None:
+    """Run outside the home folder without TREESERVE_HOME: say once where state is read and written."""
+    if "TREESERVE_HOME" in os.environ:
+        return
+    cwd = Path.cwd().resolve()
+    if cwd != home.resolve() and home.resolve() not in cwd.parents:
+        typer.secho(f"state in {home}/var (set TREESERVE_HOME to change)", dim=True, err=True)
 
 
 def fail(message: str, code: int = 1) -> None:
@@ -47,6 +59,11 @@ def command(fn: F) -> F:
             return fn(*args, **kwargs)
         except TreeserveError as e:
             fail(str(e), e.exit_code)
+        except OSError as e:
+            if e.filename is None:
+                raise
+            # A path the user gave (or a setting named) that cannot be read or written.
+            fail(f"{e.filename}: {e.strerror or e}")
         except KeyboardInterrupt:
             fail("interrupted", 130)
 

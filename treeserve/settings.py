@@ -5,7 +5,9 @@ Environment variables use the prefix ``TREESERVE_`` and ``__`` between levels, e
 The standard ``MLFLOW_TRACKING_URI`` is honoured when set. Settings are built once at an entry
 point (``load_settings``) and passed down; nothing deep inside reads the environment.
 
-Relative paths are resolved against ``home`` (``TREESERVE_HOME``, default: the working directory).
+Relative paths are resolved against ``home`` (``TREESERVE_HOME``; default: the checkout this
+package runs from, else the working directory). A malformed value is one ``ConfigError`` naming the
+variable and the accepted values.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from drift.settings import DriftSettings
 from exporter.settings import ExporterSettings, SyncSettings, TritonServerSettings
@@ -23,6 +25,16 @@ from gateway.settings import GatewaySettings
 from loadtest.settings import LoadtestSettings
 from training.settings import TrainingSettings
 from treeserve.errors import ConfigError
+from treeserve.settings_errors import describe_settings_error, describe_validation_error
+
+ENV_PREFIX = "TREESERVE_"
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+
+def default_home() -> Path:
+    """The checkout this package runs from (it holds ``pyproject.toml``), else the working directory."""
+    here = Path(__file__).resolve().parent.parent
+    return here if (here / "pyproject.toml").is_file() and (here / "feature_repo").is_dir() else Path.cwd()
 
 
 class MlflowSettings(BaseModel):
@@ -86,16 +98,16 @@ class Settings(BaseSettings):
     """The root of every treeserve setting."""
 
     model_config = SettingsConfigDict(
-        env_prefix="TREESERVE_",
+        env_prefix=ENV_PREFIX,
         env_nested_delimiter="__",
         frozen=True,
         extra="ignore",
     )
 
-    home: Path = Field(default_factory=Path.cwd)
-    """Base folder for relative paths (state lives in ``<home>/var``)."""
-    log_level: str = "INFO"
-    """Logging level for CLI and services."""
+    home: Path = Field(default_factory=default_home)
+    """Base folder for relative paths: state lives in ``<home>/var``. Default: the checkout."""
+    log_level: LogLevel = "INFO"
+    """Logging level for services (the CLI logs at WARNING unless ``-v``); case-insensitive."""
     log_json: bool = False
     """Emit one JSON object per log line (services in production)."""
     mlflow: MlflowSettings = MlflowSettings()
@@ -108,6 +120,11 @@ class Settings(BaseSettings):
     gateway: GatewaySettings = GatewaySettings()
     drift: DriftSettings = DriftSettings()
     loadtest: LoadtestSettings = LoadtestSettings()
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
 
     @model_validator(mode="before")
     @classmethod
@@ -154,6 +171,6 @@ def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings(**overrides)
     except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(x) for x in first.get("loc", ()))
-        raise ConfigError(f"invalid setting {where or '?'}: {first.get('msg')}") from e
+        raise ConfigError(describe_validation_error(Settings, e, prefix=ENV_PREFIX)) from e
+    except SettingsError as e:
+        raise ConfigError(describe_settings_error(Settings, e, prefix=ENV_PREFIX)) from e
