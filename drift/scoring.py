@@ -1,8 +1,8 @@
 """Batch scoring: every active entity, scored in-process with the ONNX file Triton serves.
 
-The features come from the Feast online store (what the gateway reads), the missing-value policy
-is the gateway's (training median, or the base rate for an entity with no features at all), and
-the model is ``model_repository/<model>/<version>/model.onnx`` run by ONNX Runtime — so a batch
+The features come from the Feast online store through the gateway's reader
+(``treeserve.features``), the missing-value policy and the output -> score mapping are the
+gateway's own (``treeserve.scoring``), and the model is ``model_repository/<model>/<version>/model.onnx`` run by ONNX Runtime — so a batch
 score equals the gateway's score for the same entity on the same day.
 """
 
@@ -14,15 +14,19 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from drift.reference import repository_routing
 from drift.score_store import ScoreSink, open_sink
-from treeserve import contract
+from treeserve import contract, scoring
 from treeserve.errors import NotFoundError, ValidationFailedError
+
+if TYPE_CHECKING:
+    from gateway.settings import GatewaySettings
+    from treeserve.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -102,35 +106,28 @@ class ServingModel:
         )
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        """Raw model scores for float32 rows without NaN handling (P(class 1), max prob, or value)."""
-        name = contract.OUTPUT_PREDICTION if self.task == "regression" else contract.OUTPUT_PROBABILITIES
-        (out,) = self.session.run([name], {contract.INPUT_TENSOR: x.astype(np.float32)})
-        out = np.asarray(out, dtype=np.float64).reshape(len(x), -1)
-        if self.task == "regression":
-            return out[:, 0]
-        if self.task == "multiclass":
-            return out.max(axis=1)
-        return out[:, 1] if out.shape[1] > 1 else out[:, 0]
+        """The model's raw output for float32 rows without NaN (``scoring.output_name(task)``)."""
+        (out,) = self.session.run([scoring.output_name(self.task)], {contract.INPUT_TENSOR: x})
+        return np.asarray(out)
 
 
-def score_rows(model: ServingModel, x: np.ndarray, gateway: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Scores with the gateway's missing-value policy; (scores, fallback mask)."""
-    n = len(x)
-    missing = np.isnan(x)
-    policy_fallback = np.array(
-        [gateway.missing_policy.get(f, gateway.default_missing_policy) == "fallback" for f in model.features],
-        dtype=bool,
+def score_rows(model: ServingModel, x: np.ndarray, gateway: GatewaySettings) -> tuple[np.ndarray, np.ndarray]:
+    """Scores under the gateway's missing-value policy (``treeserve.scoring``); (scores, fallback mask)."""
+    policy = scoring.MissingValuePolicy.build(
+        model.features,
+        per_feature=gateway.missing_policy,
+        default=gateway.default_missing_policy,
+        unknown_entity=gateway.unknown_entity_policy,
     )
-    all_missing = missing.all(axis=1) if x.shape[1] else np.zeros(n, bool)
-    unknown = all_missing if gateway.unknown_entity_policy == "fallback" else np.zeros(n, bool)
-    fallback = unknown | (missing & policy_fallback).any(axis=1)
-    scores = np.full(n, model.base_rate, dtype=np.float64)
-    rows = np.flatnonzero(~fallback)
-    if len(rows):
-        medians = np.array([model.medians.get(f, np.nan) for f in model.features], dtype=np.float64)
-        xm = np.where(missing[rows], medians, x[rows])
-        scores[rows] = model.predict(xm.astype(np.float32))
-    return scores, fallback
+    result = scoring.score(
+        x,
+        policy,
+        medians=scoring.median_vector(model.medians, model.features),
+        base_rate=model.base_rate,
+        task=model.task,
+        model=model.predict,
+    )
+    return result.scores, np.array([bool(r) for r in result.fallback], dtype=bool)
 
 
 def deciles(scores: np.ndarray) -> np.ndarray:
@@ -172,27 +169,24 @@ def active_entities(store: Any, feature_service: str, entity_keys: list[str], ac
 
 
 def read_online(
-    settings: Any, store: Any, feature_service: str, chunks: list[list[str]]
+    settings: Settings, store: Any, feature_service: str, chunks: list[list[str]]
 ) -> Iterator[np.ndarray]:
     """Online features of each chunk of ``|``-joined entity ids, float64 [n, n_features], NaN missing.
 
-    Read with the gateway's own feature reader (``gateway.feature_reader``): the same code, the
-    same values the gateway scores with.
+    Read with the reader the gateway uses (``treeserve.features.feature_source``, checked against
+    the SDK first): the same code, the same values the gateway scores with.
     """
     import asyncio
 
-    from gateway.features import FeastFeatureSource
+    from treeserve.features import feature_source
 
-    source: Any
-    if settings.gateway.feature_reader == "direct":
-        from gateway.features_direct import DirectFeatureSource
-
-        source = DirectFeatureSource(store, store_name=settings.feast.online_store)
-    else:
-        source = FeastFeatureSource(store, store_name=settings.feast.online_store)
+    source = feature_source(
+        store, reader=settings.gateway.feature_reader, store_name=settings.feast.online_store
+    )
     loop = asyncio.new_event_loop()
     try:
         source.describe(feature_service)
+        loop.run_until_complete(source.verify(feature_service))
         for ids in chunks:
             keys = [tuple(i.split("|")) for i in ids]
             yield loop.run_until_complete(source.fetch(feature_service, keys))
@@ -228,7 +222,7 @@ def score_all(
     progress: Progress | None = None,
 ) -> ScoringResult:
     """Score every active entity with the serving version and replace the day's partition."""
-    from treeserve.feast_store import open_feature_store
+    from treeserve.features import open_feature_store
 
     t0 = time.perf_counter()
     model = model or settings.mlflow.model_name

@@ -20,11 +20,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import metrics
 from gateway.errors import GatewayError, InvalidRequestError, PayloadTooLargeError
-from gateway.features import FeatureSource
+from gateway.features import MeteredFeatureSource
 from gateway.predlog import NullPredictionLog, ParquetPredictionLog, PredictionLog
 from gateway.routes import _REQUEST_ID_RE, check_api_key, predict_payload, router, v1
 from gateway.service import PredictionService
 from gateway.triton import InferenceClient
+from treeserve.features import FeatureSource
 
 if TYPE_CHECKING:
     from treeserve.settings import Settings
@@ -39,19 +40,6 @@ def _error(status: int, kind: str, message: str, headers: dict[str, str] | None 
         media_type="application/json",
         headers=headers,
     )
-
-
-def build_features(settings: Settings) -> FeatureSource:
-    """The Feast online store of the settings."""
-    from gateway.features import FeastFeatureSource
-    from treeserve.feast_store import open_feature_store
-
-    store = open_feature_store(settings)
-    if settings.gateway.feature_reader == "direct":
-        from gateway.features_direct import DirectFeatureSource
-
-        return DirectFeatureSource(store, store_name=settings.feast.online_store)
-    return FeastFeatureSource(store, store_name=settings.feast.online_store)
 
 
 def build_predlog(settings: Settings) -> PredictionLog:
@@ -94,12 +82,15 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         from gateway.triton import GrpcTritonClient
+        from treeserve.features import open_feature_source
 
         service = PredictionService(
             gw,
             repository=settings.path(settings.exporter.repository),
             feature_service=settings.feast.feature_service,
-            features=features if features is not None else build_features(settings),
+            features=MeteredFeatureSource(
+                features if features is not None else open_feature_source(settings)
+            ),
             triton=triton if triton is not None else GrpcTritonClient(gw.triton),
             predlog=predlog if predlog is not None else build_predlog(settings),
         )

@@ -1,4 +1,4 @@
-"""Prediction log: a bounded async queue drained into rotating Parquet segments (BRIEF contract #5).
+"""Prediction log: a bounded async queue drained into rotating Parquet segments.
 
     <predlog_dir>/<model>/date=YYYY-MM-DD/part-<utc-time>-<pid>-<seq>.parquet
 

@@ -31,18 +31,17 @@ from gateway.errors import (
     ModelNotServableError,
     UnknownModelError,
 )
-from gateway.features import FeatureSource
 from gateway.predlog import PredictionBatch, PredictionLog
 from gateway.settings import GatewaySettings
 from gateway.triton import InferenceClient
-from treeserve import contract
+from treeserve import contract, scoring
+from treeserve.features import FeatureSource
 
 log = logging.getLogger(__name__)
 
 ROUTE_CHAMPION = contract.ALIAS_CHAMPION
 ROUTE_CHALLENGER = contract.ALIAS_CHALLENGER
 ROUTE_SHADOW = "shadow"
-FALLBACK_UNKNOWN_ENTITY = "unknown_entity"
 
 
 @dataclass(frozen=True)
@@ -135,16 +134,18 @@ class PredictionService:
         self._background: set[asyncio.Task[Any]] = set()
         self._refresh_task: asyncio.Task[None] | None = None
         self._tiers = sorted(settings.risk_tiers.items(), key=lambda kv: kv[1])
-        self._policy_cache: dict[tuple[str, ...], np.ndarray] = {}
+        self._policy_cache: dict[tuple[str, ...], scoring.MissingValuePolicy] = {}
         self._median_cache: dict[tuple[str, tuple[str, ...]], np.ndarray] = {}
         self._median_cache_owner: dict[tuple[str, tuple[str, ...]], VersionInfo] = {}
         self._metric_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 
     # ---- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
-        """Load the served models (skew guard included) and start the routing watcher."""
+        """Load the served models (skew guard included), check the feature reader, watch the routing."""
         await self._predlog.start()
         await self.refresh()
+        for service in sorted({view.feature_service for view in self._models.values() if not view.problem}):
+            await self._features.verify(service)  # a reader that reads wrong values stops the start
         self._refresh_task = asyncio.get_running_loop().create_task(self._watch(), name="routing-watch")
 
     async def aclose(self) -> None:
@@ -509,116 +510,95 @@ class PredictionService:
         to_challenger: np.ndarray,
     ) -> _Scored:
         n = x.shape[0]
-        features = view.features
-        scores = np.zeros(n, dtype=np.float64)
-        labels = np.full(n, -1, dtype=np.int64) if champion.task == "multiclass" else None
-        versions = [champion.version] * n
-        routes = [ROUTE_CHAMPION] * n
-        imputed: list[tuple[str, ...]] = [()] * n
-        fallback = [""] * n
-
-        missing = np.isnan(x)
-        any_missing = bool(missing.any())
-        if any_missing:
-            miss_counts = missing.sum(axis=0)
-            for j in np.flatnonzero(miss_counts):
-                metrics.MISSING_FEATURES.labels(view.name, features[j]).inc(int(miss_counts[j]))
-            policy_fallback = self._policy_vector(features)
-            if self.settings.unknown_entity_policy == "fallback" and features:
-                unknown_fallback = missing.all(axis=1)
-            else:
-                unknown_fallback = np.zeros(n, dtype=bool)
-            fallback_rows = unknown_fallback | (missing & policy_fallback).any(axis=1)
-
         groups: list[tuple[VersionInfo, str, np.ndarray | None]] = []
         if challenger is not None and to_challenger.any():
             groups.append((champion, ROUTE_CHAMPION, np.flatnonzero(~to_challenger)))
             groups.append((challenger, ROUTE_CHALLENGER, np.flatnonzero(to_challenger)))
-            for i in groups[1][2]:  # type: ignore[union-attr]
-                versions[i] = challenger.version
-                routes[i] = ROUTE_CHALLENGER
         else:
             groups.append((champion, ROUTE_CHAMPION, None))  # None: every row
-
-        calls: list[tuple[VersionInfo, np.ndarray | None, np.ndarray]] = []
-        for info, _route, rows in groups:
-            if not any_missing:
-                xm = x if rows is None else x[rows]
-                if len(xm):
-                    calls.append((info, rows, xm.astype(np.float32)))
-                continue
-            rows = np.arange(n) if rows is None else rows
-            for i in rows[fallback_rows[rows]]:
-                scores[i] = info.base_rate
-                if unknown_fallback[i]:
-                    fallback[i] = FALLBACK_UNKNOWN_ENTITY
-                else:
-                    names = [features[j] for j in np.flatnonzero(missing[i] & policy_fallback)]
-                    fallback[i] = "missing_features:" + ",".join(names)
-                metrics.FALLBACKS.labels(view.name, fallback[i].split(":")[0]).inc()
-            model_rows = rows[~fallback_rows[rows]]
-            if len(model_rows) == 0:
-                continue
-            xm = x[model_rows]
-            mm = missing[model_rows]
-            if mm.any():
-                xm = np.where(mm, self._median_vector(info, features), xm)
-                imp_counts = mm.sum(axis=0)
-                for j in np.flatnonzero(imp_counts):
-                    metrics.IMPUTATIONS.labels(view.name, features[j]).inc(int(imp_counts[j]))
-                for r in np.flatnonzero(mm.any(axis=1)):
-                    imputed[model_rows[r]] = tuple(features[j] for j in np.flatnonzero(mm[r]))
-            calls.append((info, model_rows, xm.astype(np.float32)))
-
-        if len(calls) == 1:
-            info, _, xm = calls[0]
-            outputs = [
-                await self._triton_coalescer(view.name, info.version, _output_name(info.task)).submit(xm)
-            ]
-        else:
-            outputs = await asyncio.gather(
-                *(
-                    self._triton_coalescer(view.name, info.version, _output_name(info.task)).submit(xm)
-                    for info, _, xm in calls
-                )
+        policy = self._policy(view.features)
+        prepared = [
+            scoring.prepare(
+                x if rows is None else x[rows],
+                policy,
+                medians=self._median_vector(info, view.features),
+                base_rate=info.base_rate,
             )
-        for (info, rows, _), out in zip(calls, outputs, strict=True):
-            s, lab = _scores_from_output(np.asarray(out), info.task)
-            if rows is None:
-                scores[:] = s
-            else:
-                scores[rows] = s
-            if labels is not None and lab is not None:
-                if rows is None:
-                    labels[:] = lab
-                else:
-                    labels[rows] = lab
-        for info, route, rows in groups:
-            k = n if rows is None else len(rows)
-            if k:
-                counter, hist = self._row_metrics(view.name, info.version, route)
-                counter.inc(k)
-                for v in scores if rows is None else scores[rows]:
-                    hist.observe(float(v))
+            for info, _, rows in groups
+        ]
+        calls = [
+            self._triton_coalescer(view.name, info.version, scoring.output_name(info.task)).submit(p.inputs)
+            for (info, _, _), p in zip(groups, prepared, strict=True)
+            if len(p.inputs)
+        ]
+        outputs = iter([await calls[0]] if len(calls) == 1 else await asyncio.gather(*calls))
+        results = [
+            scoring.finish(p, next(outputs) if len(p.inputs) else None, info.task)
+            for (info, _, _), p in zip(groups, prepared, strict=True)
+        ]
+        for (info, route, _), p, r in zip(groups, prepared, results, strict=True):
+            self._count(view, info, route, p, r)
+        if len(groups) == 1:
+            r = results[0]
+            return _Scored(
+                r.scores, r.labels, [champion.version] * n, [ROUTE_CHAMPION] * n, r.imputed, r.fallback
+            )
+        scores = np.zeros(n, dtype=np.float64)
+        labels = np.full(n, -1, dtype=np.int64) if champion.task == "multiclass" else None
+        versions = [""] * n
+        routes = [""] * n
+        imputed: list[tuple[str, ...]] = [()] * n
+        fallback = [""] * n
+        for (info, route, rows), r in zip(groups, results, strict=True):
+            assert rows is not None
+            scores[rows] = r.scores
+            if labels is not None and r.labels is not None:
+                labels[rows] = r.labels
+            for k, i in enumerate(rows):
+                versions[i] = info.version
+                routes[i] = route
+                imputed[i] = r.imputed[k]
+                fallback[i] = r.fallback[k]
         return _Scored(scores, labels, versions, routes, imputed, fallback)
 
-    def _policy_vector(self, features: tuple[str, ...]) -> np.ndarray:
-        vec = self._policy_cache.get(features)
-        if vec is None:
+    def _count(
+        self, view: ModelView, info: VersionInfo, route: str, p: scoring.Prepared, r: scoring.Scores
+    ) -> None:
+        """Metrics of one scored group: missing values, imputations, fallbacks, rows and scores."""
+        features = view.features
+        if p.missing is not None:
+            for j in np.flatnonzero(p.missing.sum(axis=0)):
+                metrics.MISSING_FEATURES.labels(view.name, features[j]).inc(int(p.missing[:, j].sum()))
+            counts = p.imputed_counts
+            if counts is not None:
+                for j in np.flatnonzero(counts):
+                    metrics.IMPUTATIONS.labels(view.name, features[j]).inc(int(counts[j]))
+            for reason in r.fallback:
+                if reason:
+                    metrics.FALLBACKS.labels(view.name, reason.split(":")[0]).inc()
+        if len(r.scores):
+            counter, hist = self._row_metrics(view.name, info.version, route)
+            counter.inc(len(r.scores))
+            for v in r.scores:
+                hist.observe(float(v))
+
+    def _policy(self, features: tuple[str, ...]) -> scoring.MissingValuePolicy:
+        policy = self._policy_cache.get(features)
+        if policy is None:
             gw = self.settings
-            vec = np.array(
-                [gw.missing_policy.get(f, gw.default_missing_policy) == "fallback" for f in features],
-                dtype=bool,
+            policy = self._policy_cache[features] = scoring.MissingValuePolicy.build(
+                features,
+                per_feature=gw.missing_policy,
+                default=gw.default_missing_policy,
+                unknown_entity=gw.unknown_entity_policy,
             )
-            self._policy_cache[features] = vec
-        return vec
+        return policy
 
     def _median_vector(self, info: VersionInfo, features: tuple[str, ...]) -> np.ndarray:
         key = (info.version, features)
         vec = self._median_cache.get(key)
         if vec is None or self._median_cache_owner.get(key) is not info:
-            vec = np.array([info.medians.get(f, np.nan) for f in features], dtype=np.float64)
-            self._median_cache[key] = vec
+            vec = self._median_cache[key] = scoring.median_vector(info.medians, features)
             self._median_cache_owner[key] = info
         return vec
 
@@ -683,17 +663,3 @@ class PredictionService:
 
 def _concat_rows(chunks: list[np.ndarray]) -> np.ndarray:
     return chunks[0] if len(chunks) == 1 else np.concatenate(chunks, axis=0)
-
-
-def _output_name(task: str) -> str:
-    return contract.OUTPUT_PREDICTION if task == "regression" else contract.OUTPUT_PROBABILITIES
-
-
-def _scores_from_output(out: np.ndarray, task: str) -> tuple[np.ndarray, np.ndarray | None]:
-    """Score per row: P(class 1) for binary, max probability (+ label) for multiclass, the value for regression."""
-    out = out.reshape(out.shape[0], -1).astype(np.float64)
-    if task == "regression":
-        return out[:, 0], None
-    if task == "multiclass":
-        return out.max(axis=1), out.argmax(axis=1)
-    return (out[:, 1] if out.shape[1] > 1 else out[:, 0]), None

@@ -49,7 +49,7 @@ def create_app() -> FastAPI:
     """The baseline app (uvicorn factory)."""
     import pandas as pd
 
-    from treeserve.feast_store import feature_service_features, open_feature_store
+    from treeserve.features.store import feature_service_features, open_feature_store
     from treeserve.settings import load_settings
 
     settings = load_settings()

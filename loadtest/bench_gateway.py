@@ -237,8 +237,7 @@ async def _feature_rates(
 ) -> dict[str, float]:
     """Entities/s for ``concurrency`` concurrent single-entity requests, three ways."""
     from gateway.coalesce import Coalescer
-    from gateway.features import FeastFeatureSource
-    from gateway.features_direct import DirectFeatureSource
+    from treeserve.features import DirectFeatureSource, FeastFeatureSource
 
     fs = store.get_feature_service(service)
     loop = asyncio.get_running_loop()
@@ -369,7 +368,7 @@ def run_gateway_bench(
         baseline = None
 
         # gRPC: Triton alone vs the gateway's KServe v2 port, same h2load.
-        from treeserve.feast_store import feature_service_features, open_feature_store
+        from treeserve.features.store import feature_service_features, open_feature_store
 
         store = open_feature_store(settings)
         features = feature_service_features(store, settings.feast.feature_service)

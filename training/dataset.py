@@ -18,7 +18,7 @@ import pandas as pd
 
 from training.data import LABEL, LABELS_FILE
 from training.errors import DataNotFoundError, TrainingDataError
-from treeserve.feast_store import feature_service_entity_keys, feature_service_features
+from treeserve.features.store import feature_service_entity_keys, feature_service_features
 
 if TYPE_CHECKING:
     from feast import FeatureStore

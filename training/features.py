@@ -10,7 +10,7 @@ from pathlib import Path
 
 from training.data import STATS_FILE
 from training.errors import DataNotFoundError, FeastNotAppliedError
-from treeserve.feast_store import load_definitions, open_feature_store
+from treeserve.features.store import load_definitions, open_feature_store
 from treeserve.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ from training import registry
 from training.dataset import TrainingSet, build_training_set, read_labels
 from training.errors import TrainingDataError
 from treeserve import contract
-from treeserve.feast_store import open_feature_store
+from treeserve.features.store import open_feature_store
 
 if TYPE_CHECKING:
     import xgboost as xgb

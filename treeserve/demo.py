@@ -69,8 +69,9 @@ def run_demo(
     keep_running: bool = False,
 ) -> DemoSummary:
     """Run the whole demo on ``s`` (Settings); returns the summary rows."""
-    # Feast first: feast_store disables typeguard's import-time instrumentation (DESIGN facts).
-    import treeserve.feast_store  # noqa: F401
+    # Feast first: treeserve.features.store disables typeguard's import-time instrumentation,
+    # which would otherwise cost seconds of CPU when Feast is imported.
+    import treeserve.features.store  # noqa: F401
     from training import api as training
 
     console = _console()

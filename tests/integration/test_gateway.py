@@ -54,7 +54,7 @@ def random_entities(world: Any, n: int, seed: int) -> list[str]:
 
 def sdk_features(world: Any, ids: list[str]) -> np.ndarray:
     """What Feast's own SDK returns for ``ids`` (null -> NaN), in FeatureService order."""
-    from treeserve.feast_store import open_feature_store
+    from treeserve.features.store import open_feature_store
 
     store = open_feature_store(world.settings)
     data = store.get_online_features(
@@ -124,9 +124,8 @@ def test_scores_equal_model_output_and_cold_start_flagged(
 
 @pytest.mark.parametrize("reader", ["direct", "sdk"])
 def test_feature_reads_match_feast_sdk(store_case: tuple[Any, GatewayProcess], reader: str) -> None:
-    from gateway.features import FeastFeatureSource
-    from gateway.features_direct import DirectFeatureSource
-    from treeserve.feast_store import open_feature_store
+    from treeserve.features import DirectFeatureSource, FeastFeatureSource
+    from treeserve.features.store import open_feature_store
 
     world, _ = store_case
     ids = random_entities(world, 300, seed=7) + UNKNOWN

@@ -103,7 +103,7 @@ def test_registered_model_is_native_xgboost_returning_probabilities(demo_world: 
 def test_online_store_serves_latest_snapshot_and_nulls_for_unknown(demo_world: DemoWorld) -> None:
     import pandas as pd
 
-    from treeserve.feast_store import open_feature_store
+    from treeserve.features.store import open_feature_store
 
     store = open_feature_store(demo_world.settings)
     known = demo_world.customer_ids(1)[0]
@@ -120,7 +120,7 @@ def test_online_store_serves_latest_snapshot_and_nulls_for_unknown(demo_world: D
 def test_redis_online_store_serves_the_same_features(
     redis_demo_world: DemoWorld, demo_world: DemoWorld
 ) -> None:
-    from treeserve.feast_store import open_feature_store
+    from treeserve.features.store import open_feature_store
 
     ids = demo_world.customer_ids(5)
     rows = [{"customer_id": c} for c in ids]
@@ -142,7 +142,7 @@ def test_postgresql_registry_selected_by_settings(demo_world: DemoWorld) -> None
 
     from tests.fixtures.mlflow_server import create_database, drop_database
     from training.features import apply_features
-    from treeserve.feast_store import (
+    from treeserve.features.store import (
         feature_service_entity_keys,
         feature_service_features,
         open_feature_store,

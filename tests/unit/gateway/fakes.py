@@ -54,6 +54,9 @@ class FakeFeatures:
                 out[i, j] = np.nan if v is None else v
         return out
 
+    async def verify(self, feature_service: str) -> None:
+        pass
+
     async def check(self, feature_service: str) -> None:
         if self.down:
             raise FeatureStoreUnavailableError("the fake online store is down")

@@ -12,7 +12,7 @@ import pytest
 from training.data import FEATURES, LABEL, STATS_FILE, generate_world
 from training.dataset import build_training_set
 from training.features import apply_features
-from treeserve.feast_store import open_feature_store
+from treeserve.features.store import open_feature_store
 from treeserve.settings import load_settings
 
 PLANTED = 9999.0

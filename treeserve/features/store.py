@@ -50,7 +50,7 @@ def _skip_typeguard_instrumentation() -> None:
 _skip_typeguard_instrumentation()
 
 
-_PROJECT_ROOT = Path(__file__).resolve().parent.parent
+_PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def feature_repo_path(settings: Settings) -> Path:

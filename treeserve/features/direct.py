@@ -1,26 +1,34 @@
-"""Fast path for online features: the Feast online store's own ``online_read`` without the SDK facade.
+"""The direct reader: the Feast online store's own ``online_read`` without the SDK facade.
 
 ``FeatureStore.get_online_features`` spends most of its time building a response protobuf and
 converting it to Python (about 0.1 ms per entity here). This reader calls the configured online
-store's ``online_read_async`` (Redis: one non-blocking pipeline of HMGETs) or ``online_read``
-(SQLite) for each FeatureView of the FeatureService, with the entity keys serialized by Feast
-itself, and turns the returned ``ValueProto``s into floats. Same keys, same stored bytes: the
-integration tests check it against ``get_online_features`` on random entities (SQLite and Redis).
+store's ``online_read_async`` (Redis: one non-blocking pipeline of HMGETs, packed here) or
+``online_read`` (SQLite) for each FeatureView of the FeatureService, with the entity keys
+serialized by Feast itself, and turns the returned ``ValueProto``s into floats.
+
+It relies on how Feast lays out keys and fields. ``verify`` (run at start-up by the gateway and
+batch scoring) reads entities found in the store with this reader and with the SDK and raises
+``FeatureReaderMismatchError`` naming the difference, so a changed layout fails loudly instead of
+turning every answer into a fallback.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from gateway.errors import FeatureStoreUnavailableError
-from gateway.features import FeastFeatureSource, store_unavailable
 from treeserve.errors import TreeserveError
+from treeserve.features.sdk import FeastFeatureSource
+from treeserve.features.source import (
+    FeatureReaderMismatchError,
+    OnlineStoreUnavailableError,
+    first_line,
+    store_unavailable,
+)
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -28,6 +36,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _NUMERIC = ("double_val", "float_val", "int64_val", "int32_val", "bool_val")
+_SAMPLE_ENTITIES = 20
+"""Stored entities per FeatureView that ``verify`` reads with both readers."""
+_ABSENT = "__treeserve_verify__"
+"""Join-key value of the views a verify row does not look at."""
 
 
 def value_to_float(value: Any) -> float:
@@ -52,6 +64,8 @@ class _ViewPlan:
         self.hmget_head = b""
         """RESP of ``HMGET`` up to the key; ``hmget_tail``: the hash fields (Feast's own names)."""
         self.hmget_tail = b""
+        self.redis_keys: dict[tuple[str, ...], bytes] = {}
+        """Serialized Redis key per request row, for this view's join keys."""
 
 
 def _resp_bulk(b: bytes) -> bytes:
@@ -76,7 +90,6 @@ class DirectFeatureSource(FeastFeatureSource):
             and redis_type == "redis"
             and getattr(getattr(cfg, "client", None), "value", "redis") == "redis"
         )
-        self._redis_keys: dict[tuple[str, ...], bytes] = {}
         self._project = self._config.project.encode()
 
     def describe(self, feature_service: str) -> tuple[list[str], list[str]]:
@@ -90,12 +103,12 @@ class DirectFeatureSource(FeastFeatureSource):
         for proj in service.feature_view_projections:
             view = self._store.get_feature_view(proj.name)
             if proj.join_key_map:
-                raise FeatureStoreUnavailableError("join key mapping is not supported by the direct reader")
+                raise OnlineStoreUnavailableError("join key mapping is not supported by the direct reader")
             join_keys = [c.name for c in view.entity_columns]
             key_types = [c.dtype.to_value_type() for c in view.entity_columns]
             for t in key_types:
                 if t not in (ValueType.STRING, ValueType.INT64, ValueType.INT32):
-                    raise FeatureStoreUnavailableError(
+                    raise OnlineStoreUnavailableError(
                         f"entity key type {t} is not supported by the direct reader"
                     )
             names = [f.name for f in proj.features]
@@ -138,7 +151,6 @@ class DirectFeatureSource(FeastFeatureSource):
 
     async def fetch(self, feature_service: str, keys: Sequence[tuple[str, ...]]) -> np.ndarray:
         """One online_read per FeatureView for all ``keys``."""
-        t0 = time.perf_counter()
         try:
             if feature_service not in self._plans:
                 self.describe(feature_service)
@@ -167,19 +179,18 @@ class DirectFeatureSource(FeastFeatureSource):
             raise
         except Exception as e:
             raise store_unavailable(self.store_name, e) from e
-        self._duration.observe(time.perf_counter() - t0)
         return out
 
     def _redis_key(self, plan: _ViewPlan, join_keys: list[str], row: tuple[str, ...]) -> bytes:
-        key = self._redis_keys.get(row)
+        key = plan.redis_keys.get(row)
         if key is None:
             from feast.infra.key_encoding_utils import serialize_entity_key
 
             (proto,) = self._entity_protos(plan, join_keys, [row])
             key = serialize_entity_key(proto, entity_key_serialization_version=3) + self._project
-            if len(self._redis_keys) > 200_000:
-                self._redis_keys.clear()
-            self._redis_keys[row] = key
+            if len(plan.redis_keys) > 200_000:
+                plan.redis_keys.clear()
+            plan.redis_keys[row] = key
         return key
 
     async def _read_resp(
@@ -188,7 +199,7 @@ class DirectFeatureSource(FeastFeatureSource):
         from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 
         if self._config.entity_key_serialization_version != 3:
-            raise FeatureStoreUnavailableError("the direct reader needs entity_key_serialization_version 3")
+            raise OnlineStoreUnavailableError("the direct reader needs entity_key_serialization_version 3")
         online: Any = self._online
         client = await online._get_client_async(self._config.online_store)
         head, tail = plan.hmget_head, plan.hmget_tail
@@ -212,3 +223,96 @@ class DirectFeatureSource(FeastFeatureSource):
                 raw = reply[k]
                 if raw:
                     out[i, plan.columns[k]] = value_to_float(parse(raw))
+
+    # ---- start-up self-check ----------------------------------------------------------------
+    async def verify(self, feature_service: str) -> None:
+        """Read stored entities of every FeatureView with this reader and with the SDK; compare."""
+        _, join_keys = self.describe(feature_service)
+        plans, _ = self._plans[feature_service]
+        for plan in plans:
+            try:
+                stored = await self._stored_entities(plan)
+            except TreeserveError:
+                raise
+            except Exception as e:
+                raise FeatureReaderMismatchError(
+                    f"the direct feature reader cannot list entities of FeatureView {plan.view.name!r} "
+                    f"in the {self.store_name} online store ({first_line(e)}); its key layout may have "
+                    "changed: set gateway.feature_reader=sdk"
+                ) from e
+            rows = [tuple(e.get(k, _ABSENT) for k in join_keys) for e in stored]
+            if not rows:
+                log.info("feature reader check: FeatureView %s has no stored entity yet", plan.view.name)
+                continue
+            sdk = self.read(feature_service, rows)[:, plan.columns]
+            direct = (await self.fetch(feature_service, rows))[:, plan.columns]
+            problem = reader_mismatch(plan.features, rows, join_keys, direct, sdk)
+            if problem:
+                raise FeatureReaderMismatchError(
+                    f"the direct feature reader disagrees with the Feast SDK on the {self.store_name} "
+                    f"online store (FeatureService {feature_service!r}): {problem}; the store's key "
+                    "layout changed: set gateway.feature_reader=sdk or update treeserve"
+                )
+            log.info(
+                "feature reader check: direct = SDK on %d stored entities of %s", len(rows), plan.view.name
+            )
+
+    async def _stored_entities(self, plan: _ViewPlan) -> list[dict[str, str]]:
+        """Up to ``_SAMPLE_ENTITIES`` entities stored for ``plan``'s view (join key -> value)."""
+        from feast.infra.key_encoding_utils import deserialize_entity_key
+
+        version = self._config.entity_key_serialization_version
+        blobs: list[bytes] = []
+        if self._async:
+            online: Any = self._online
+            client = await online._get_client_async(self._config.online_store)
+            async for key in client.scan_iter(match=b"*" + self._project, count=1000):
+                blobs.append(bytes(key)[: -len(self._project)])
+                if len(blobs) >= 50 * _SAMPLE_ENTITIES:
+                    break
+        else:
+            from feast.infra.online_stores.helpers import compute_table_id
+
+            online = self._online
+            table = compute_table_id(
+                self._config.project,
+                plan.view,
+                getattr(self._config.registry, "enable_online_feature_view_versioning", False),
+            )
+            conn = online._get_conn(self._config)
+            query = f'SELECT DISTINCT entity_key FROM "{table.replace(chr(34), chr(34) * 2)}" LIMIT ?'
+            blobs = [r[0] for r in conn.execute(query, (_SAMPLE_ENTITIES,)).fetchall()]
+        wanted = sorted(plan.join_keys)
+        out: list[dict[str, str]] = []
+        for blob in blobs:
+            proto = deserialize_entity_key(blob, entity_key_serialization_version=version)
+            if sorted(proto.join_keys) != wanted:
+                continue  # a Redis key of another entity type
+            values = [str(getattr(v, v.WhichOneof("val") or "string_val")) for v in proto.entity_values]
+            out.append(dict(zip(proto.join_keys, values, strict=True)))
+            if len(out) >= _SAMPLE_ENTITIES:
+                break
+        return out
+
+
+def reader_mismatch(
+    features: Sequence[str],
+    rows: Sequence[tuple[str, ...]],
+    join_keys: Sequence[str],
+    direct: np.ndarray,
+    sdk: np.ndarray,
+) -> str:
+    """'' when both readers read the same values (NaN = NaN), else the first difference, named."""
+    if not np.isfinite(sdk).any():
+        return ""  # nothing stored that the SDK can see: nothing to compare
+    same = (direct == sdk) | (np.isnan(direct) & np.isnan(sdk))
+    if same.all():
+        return ""
+    i, j = (int(v) for v in np.argwhere(~same)[0])
+    entity = ", ".join(f"{k}={v}" for k, v in zip(join_keys, rows[i], strict=True) if v != _ABSENT)
+    differing = [features[int(c)] for c in np.flatnonzero(~same[i])]
+    return (
+        f"entity {entity}: {len(differing)} feature(s) differ ({', '.join(differing)}), e.g. "
+        f"{features[j]} = {direct[i, j]} (direct) vs {sdk[i, j]} (SDK); "
+        f"{int((~same).any(axis=1).sum())} of {len(rows)} stored entities differ"
+    )
