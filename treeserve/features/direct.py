@@ -230,16 +230,7 @@ class DirectFeatureSource(FeastFeatureSource):
         _, join_keys = self.describe(feature_service)
         plans, _ = self._plans[feature_service]
         for plan in plans:
-            try:
-                stored = await self._stored_entities(plan)
-            except TreeserveError:
-                raise
-            except Exception as e:
-                raise FeatureReaderMismatchError(
-                    f"the direct feature reader cannot list entities of FeatureView {plan.view.name!r} "
-                    f"in the {self.store_name} online store ({first_line(e)}); its key layout may have "
-                    "changed: set gateway.feature_reader=sdk"
-                ) from e
+            stored = await self._stored_entities(plan)
             rows = [tuple(e.get(k, _ABSENT) for k in join_keys) for e in stored]
             if not rows:
                 log.info("feature reader check: FeatureView %s has no stored entity yet", plan.view.name)
@@ -261,38 +252,52 @@ class DirectFeatureSource(FeastFeatureSource):
         """Up to ``_SAMPLE_ENTITIES`` entities stored for ``plan``'s view (join key -> value)."""
         from feast.infra.key_encoding_utils import deserialize_entity_key
 
-        version = self._config.entity_key_serialization_version
-        blobs: list[bytes] = []
-        if self._async:
-            online: Any = self._online
-            client = await online._get_client_async(self._config.online_store)
-            async for key in client.scan_iter(match=b"*" + self._project, count=1000):
-                blobs.append(bytes(key)[: -len(self._project)])
-                if len(blobs) >= 50 * _SAMPLE_ENTITIES:
-                    break
-        else:
-            from feast.infra.online_stores.helpers import compute_table_id
-
-            online = self._online
-            table = compute_table_id(
-                self._config.project,
-                plan.view,
-                getattr(self._config.registry, "enable_online_feature_view_versioning", False),
-            )
-            conn = online._get_conn(self._config)
-            query = f'SELECT DISTINCT entity_key FROM "{table.replace(chr(34), chr(34) * 2)}" LIMIT ?'
-            blobs = [r[0] for r in conn.execute(query, (_SAMPLE_ENTITIES,)).fetchall()]
+        try:
+            blobs = await self._stored_keys(plan)
+        except Exception as e:
+            raise store_unavailable(self.store_name, e) from e
         wanted = sorted(plan.join_keys)
+        version = self._config.entity_key_serialization_version
         out: list[dict[str, str]] = []
+        undecodable: Exception | None = None
         for blob in blobs:
-            proto = deserialize_entity_key(blob, entity_key_serialization_version=version)
+            try:
+                proto = deserialize_entity_key(blob, entity_key_serialization_version=version)
+            except Exception as e:  # another project whose name ends like ours, or a new layout
+                undecodable = undecodable or e
+                continue
             if sorted(proto.join_keys) != wanted:
                 continue  # a Redis key of another entity type
             values = [str(getattr(v, v.WhichOneof("val") or "string_val")) for v in proto.entity_values]
             out.append(dict(zip(proto.join_keys, values, strict=True)))
             if len(out) >= _SAMPLE_ENTITIES:
                 break
+        if not out and undecodable is not None:
+            raise FeatureReaderMismatchError(
+                f"the direct feature reader cannot decode the stored keys of FeatureView {plan.view.name!r} "
+                f"in the {self.store_name} online store ({first_line(undecodable)}): the store's key "
+                "layout changed; set gateway.feature_reader=sdk or update treeserve"
+            ) from undecodable
         return out
+
+    async def _stored_keys(self, plan: _ViewPlan) -> list[bytes]:
+        """Serialized entity keys found in the store (Redis: of any view; SQLite: of ``plan``'s view)."""
+        if self._async:
+            online: Any = self._online
+            client = await online._get_client_async(self._config.online_store)
+            blobs: list[bytes] = []
+            async for key in client.scan_iter(match=b"*" + self._project, count=1000):
+                blobs.append(bytes(key)[: -len(self._project)])
+                if len(blobs) >= 50 * _SAMPLE_ENTITIES:
+                    break
+            return blobs
+        from feast.infra.online_stores.helpers import compute_table_id
+
+        versioned = getattr(self._config.registry, "enable_online_feature_view_versioning", False)
+        table = compute_table_id(self._config.project, plan.view, versioned).replace('"', '""')
+        conn = self._online._get_conn(self._config)  # type: ignore[attr-defined]
+        query = f'SELECT DISTINCT entity_key FROM "{table}" LIMIT ?'
+        return [bytes(r[0]) for r in conn.execute(query, (_SAMPLE_ENTITIES,)).fetchall()]
 
 
 def reader_mismatch(
