@@ -79,7 +79,9 @@ def prometheus(scored_gateway: GatewayProcess, tmp_path_factory: pytest.TempPath
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        ready = wait_until(lambda: http_ok(base + "/-/ready"), timeout_s=30, alive=lambda: proc.poll() is None)
+        ready = wait_until(
+            lambda: http_ok(base + "/-/ready"), timeout_s=30, alive=lambda: proc.poll() is None
+        )
         assert ready, (home / "prometheus.log").read_text()[-2000:]
         yield base
     finally:
