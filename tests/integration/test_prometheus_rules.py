@@ -26,12 +26,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import pytest
 import yaml
 
 from gateway.server import GatewayProcess
+from tests.integration.test_gateway import predict
 from treeserve.procs import free_port, http_ok, start_background, stop_pid, wait_until
 
 pytestmark = pytest.mark.integration
@@ -131,11 +131,7 @@ def histogram_quantile(q: float, scores: np.ndarray, upper_bounds: tuple[float, 
 
 
 def predict_scores(url: str, ids: list[str]) -> np.ndarray:
-    r = httpx.post(
-        f"{url}/v1/models/churn-prediction/predict",
-        json={"entities": [{"customer_id": i} for i in ids]},
-        timeout=10.0,
-    )
+    r = predict(url, ids)
     assert r.status_code == 200, r.text
     return np.array([p["score"] for p in r.json()["predictions"]])
 
