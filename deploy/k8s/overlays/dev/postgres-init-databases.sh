@@ -1,0 +1,16 @@
+#!/bin/sh
+# First start of the PostgreSQL volume: one role and one database each for MLflow's backend
+# store and Feast's SQL registry (passwords from the compose environment, i.e. .env).
+set -eu
+
+create() {
+  role="$1" password="$2"
+  psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname postgres \
+    -v role="$role" -v password="$password" <<'SQL'
+CREATE ROLE :"role" LOGIN PASSWORD :'password';
+CREATE DATABASE :"role" OWNER :"role";
+SQL
+}
+
+create mlflow "$MLFLOW_DB_PASSWORD"
+create feast "$FEAST_DB_PASSWORD"
