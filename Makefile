@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 export OMP_NUM_THREADS ?= 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: venv venv-triton demo test test-unit test-integration lint bench clean
+.PHONY: venv venv-triton demo test test-unit test-integration lint bench bench-tools clean
 
 venv: $(APP_STAMP)
 venv-triton: $(TRITON_STAMP)
@@ -45,8 +45,16 @@ lint: venv
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy treeserve exporter gateway training drift loadtest
 
-bench: venv venv-triton
+bench: venv venv-triton bench-tools
 	$(BIN)/python -m loadtest.bench
+
+# The load generators the headline figures need: installed when missing (Debian, as root), else named.
+bench-tools:
+	@command -v wrk >/dev/null && command -v h2load >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing wrk and nghttp2-client (h2load)"; \
+	    apt-get install -y -q wrk nghttp2-client >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q wrk nghttp2-client >/dev/null; }; \
+	  else echo "error: make bench needs wrk and h2load: sudo apt-get install -y wrk nghttp2-client" >&2; exit 1; fi; }
 
 clean:
 	rm -rf var reports model_repository/*/ .pytest_cache .mypy_cache .ruff_cache

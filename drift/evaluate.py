@@ -39,6 +39,8 @@ class DriftConfig:
     score_threshold: float = 0.5
     null_rate_tolerance: float = 0.1
     out_of_range_tolerance: float = 0.05
+    share_threshold: float = 0.3
+    """Dataset verdict: drift when at least this share of columns drifted (shown in the report)."""
 
     @classmethod
     def from_settings(cls, s: Any) -> DriftConfig:
@@ -157,7 +159,12 @@ def evaluate(
     metrics: list[Any] = []
     if testable:
         metrics.append(
-            DataDriftPreset(columns=testable, per_column_method=methods, per_column_threshold=thresholds)
+            DataDriftPreset(
+                columns=testable,
+                per_column_method=methods,
+                per_column_threshold=thresholds,
+                drift_share=cfg.share_threshold,  # the report states treeserve's verdict, not 0.5
+            )
         )
     if has_score:
         metrics.append(ValueDrift(column="score", method=cfg.score_method, threshold=cfg.score_threshold))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,7 +37,7 @@ def compare(
             f"prediction log for {info.model} version {info.version} has {what} in window {window}; "
             f"need at least {min_rows} (widen --since/--last or lower drift.min_rows)"
         )
-    ev = evaluate(reference, current, info.features, cfg)
+    ev = evaluate(reference, current, info.features, replace(cfg, share_threshold=share_threshold))
     share = ev.drift_share
     ts = current["timestamp"] if "timestamp" in current.columns else pd.Series(dtype="datetime64[ns, UTC]")
     now = now or datetime.now(UTC)

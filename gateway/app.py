@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import metrics
+from gateway.docs_ui import mount_docs
 from gateway.errors import GatewayError, InvalidRequestError, PayloadTooLargeError
 from gateway.features import MeteredFeatureSource
 from gateway.predlog import NullPredictionLog, ParquetPredictionLog, PredictionLog
@@ -122,12 +123,15 @@ def create_app(
             "(KServe v2 gRPC on the gateway's gRPC port as well)."
         ),
         lifespan=lifespan,
+        docs_url=None,  # served from the package's static files by mount_docs (works offline)
+        redoc_url=None,
         # FastAPI's OpenTelemetry hooks check providers on every request; we export Prometheus.
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.api_keys = [k.encode() for k in gw.api_keys]
     app.include_router(router)
     app.include_router(v1)
+    mount_docs(app)
 
     @app.exception_handler(GatewayError)
     async def _gateway_error(request: Request, exc: GatewayError) -> Response:

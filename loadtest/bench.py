@@ -19,7 +19,9 @@ keyword arguments they name, out of ``settings`` (the world's settings), ``world
 (``loadtest.bench_world.BenchWorld``: a generated, trained, exported demo world;
 ``world.start_triton()`` / ``world.start_gateway()`` start its servers on demand),
 ``work_dir``/``out_dir`` (a scratch folder of their own), ``repeats`` and ``quick``. A missing
-module, function or failure becomes "not measured: <reason>" in the report — never a number.
+module, function or failure becomes "not measured: <reason>" in the report — never a number —
+and the run exits 1 naming every headline figure it could not measure. Missing load generators
+(wrk, h2load) stop the run before anything starts.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from typing import Any
 
 from loadtest.bench_adapters import adapt
 from loadtest.bench_report import (
+    KEY_OWNER,
     STABLE_KEYS,
     build_json,
     dumps,
@@ -60,6 +63,11 @@ EXTERNAL: dict[str, tuple[str, str]] = {
     "promotion": ("loadtest.bench_promotion", "run_promotion_bench"),
 }
 NEEDS_WORLD = {"triton", "gateway", "promotion", "locust"}
+LOAD_GENERATORS: dict[str, tuple[str, str]] = {
+    "wrk": ("gateway", "wrk"),
+    "h2load": ("gateway", "nghttp2-client"),
+}
+"""Command -> (the bench that needs it, the Debian package that ships it)."""
 LOCUST_USERS = 32
 LOCUST_DURATION_S = 20
 
@@ -239,6 +247,31 @@ def run_export(settings: Any, repeats: int) -> dict[str, Any]:
     return run_export_bench(settings, repeats=repeats)
 
 
+# ---- the verdict ---------------------------------------------------------------------------
+
+
+def missing_load_generators(only: list[str], which: Callable[[str], str | None] | None = None) -> str:
+    """Why the selected benches cannot measure their headline figures ('' when every tool is there)."""
+    which = which or shutil.which
+    missing = {cmd: pkg for cmd, (bench, pkg) in LOAD_GENERATORS.items() if bench in only and not which(cmd)}
+    if not missing:
+        return ""
+    return (
+        f"{', '.join(missing)} not found on PATH; install with "
+        f"`apt-get install -y {' '.join(sorted(set(missing.values())))}` (make bench does when run as root)"
+    )
+
+
+def unmeasured_headlines(doc: Mapping[str, Any], only: list[str]) -> list[str]:
+    """'key: reason' for every headline figure a selected bench should have produced but did not."""
+    reasons = doc.get("not_measured") or {}
+    return [
+        f"{key}: {reasons.get(key) or 'not reported'}"
+        for key in STABLE_KEYS
+        if KEY_OWNER.get(key) in only and doc.get(key) is None
+    ]
+
+
 # ---- the suite -----------------------------------------------------------------------------
 
 
@@ -348,6 +381,9 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [b for b in only if b not in BENCHES]
     if unknown:
         parser.error(f"unknown benchmark(s): {', '.join(unknown)}")
+    if reason := missing_load_generators(only):
+        print(f"error: make bench cannot measure its headline figures: {reason}", file=sys.stderr)
+        return 1
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr
     )
@@ -370,6 +406,11 @@ def main(argv: list[str] | None = None) -> int:
     for key in STABLE_KEYS:
         print(f"{key:<{width}}  {doc.get(key) if doc.get(key) is not None else 'not measured'}")
     print(f"wrote {args.out_dir / 'BENCHMARKS.md'} and BENCHMARKS.json")
+    if failed := unmeasured_headlines(doc, only):
+        print(f"error: {len(failed)} headline figure(s) not measured:", file=sys.stderr)
+        for line in failed:
+            print(f"  {line}", file=sys.stderr)
+        return 1
     return 0
 
 
