@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 export OMP_NUM_THREADS ?= 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: venv venv-triton demo test test-unit test-integration lint bench bench-tools clean
+.PHONY: venv venv-triton demo test test-unit test-integration lint bench bench-tools docs clean
 
 venv: $(APP_STAMP)
 venv-triton: $(TRITON_STAMP)
@@ -55,6 +55,10 @@ bench-tools:
 	    echo "installing wrk and nghttp2-client (h2load)"; \
 	    apt-get install -y -q wrk nghttp2-client >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q wrk nghttp2-client >/dev/null; }; \
 	  else echo "error: make bench needs wrk and h2load: sudo apt-get install -y wrk nghttp2-client" >&2; exit 1; fi; }
+
+# The generated reference pages (CLI, settings, OpenAPI) under docs/reference/.
+docs: venv
+	$(BIN)/python -m treeserve.docgen
 
 clean:
 	rm -rf var reports model_repository/*/ .pytest_cache .mypy_cache .ruff_cache

@@ -68,7 +68,7 @@ class DriftSettings(BaseModel):
     so large windows do not turn negligible differences into alarms."""
     num_threshold: float = 0.25
     """Normed Wasserstein distance (in reference standard deviations) at which a feature drifted.
-    Calibrated on the demo (README, drift section): serving traffic from the training world moves
+    Calibrated on the demo (docs/guides/drift.md): serving traffic from the training world moves
     at most 2 of 7 features past 0.25 (recency and e-mail opens: lapsed customers are served but
     never labelled), the next one stays <= 0.15; the generator's drift mode moves 6 of 7 by 0.41-0.87."""
     cat_method: str = "jensenshannon"

@@ -2,7 +2,7 @@
 
 onnxmltools refuses boosters whose feature names are not ``f0..fN``, so a copy with the names
 cleared is converted and the real names travel in the metadata. The converter's outputs are
-mapped to the contract (DESIGN.md "Tensors"):
+mapped to the contract (docs/architecture.md, "Tensors"):
 
 - classifiers: ``probabilities`` FP32 [N, n_classes] and ``label`` INT64 [N, 1]
 - regressors: ``prediction`` FP32 [N, 1]

@@ -1,13 +1,14 @@
 """A real local Triton Inference Server from ``.venv-triton`` (tritonserver 2.51 of nvidia-pytriton).
 
-Launch recipe (DESIGN.md): the backends and caches are copied out of site-packages into
-``<run_dir>/tritonserver`` together with the Python-backend stub for the venv's Python; the server
-runs in explicit model-control mode with ``--strict-readiness=false`` (one failed load must not
-turn the whole server unready), binds HTTP, gRPC and metrics to 127.0.0.1 and uses a unique
-shared-memory prefix so several servers can share a machine. The Python-backend stub embeds the
-venv's interpreter: its ``bin`` goes first on ``PATH`` (the stub's Python finds ``pyvenv.cfg``
-through it) and its site-packages on ``PYTHONPATH`` (belt and braces), so ``model.py`` imports
-numpy and onnxruntime from ``.venv-triton``, never from the app venv.
+Launch recipe (docs/architecture.md, "Triton here and in production"): the backends and caches are
+copied out of site-packages into ``<run_dir>/tritonserver`` together with the Python-backend stub
+for the venv's Python; the server runs in explicit model-control mode with
+``--strict-readiness=false`` (one failed load must not turn the whole server unready), binds HTTP,
+gRPC and metrics to 127.0.0.1 and uses a unique shared-memory prefix so several servers can share a
+machine. The Python-backend stub embeds the venv's interpreter: its ``bin`` goes first on ``PATH``
+(the stub's Python finds ``pyvenv.cfg`` through it) and its site-packages on ``PYTHONPATH`` (belt
+and braces), so ``model.py`` imports numpy and onnxruntime from ``.venv-triton``, never from the app
+venv.
 
 One server per ``run_dir``: ``triton.pid``, ``triton.log`` and ``triton.json`` (ports, repository)
 live there, so ``status``/``stop``/``logs`` work from any process.

@@ -7,7 +7,7 @@ config parameters). This module only names the places it is recorded under.
 
 from __future__ import annotations
 
-# Triton tensors (DESIGN.md "Contracts").
+# Triton tensors (docs/architecture.md, "Contracts").
 INPUT_TENSOR = "features"
 OUTPUT_PROBABILITIES = "probabilities"
 OUTPUT_LABEL = "label"
