@@ -115,3 +115,14 @@ def test_no_comment_points_outside_the_repository() -> None:
         if "DESIGN.md" in p.read_text() and p.name != Path(__file__).name
     ]
     assert offenders == []
+
+
+def test_relative_links_resolve() -> None:
+    link = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
+    broken = [
+        f"{page.relative_to(ROOT)} -> {target}"
+        for page in PAGES
+        for target in link.findall(page.read_text())
+        if not re.match(r"^[a-z]+:", target) and not (page.parent / target).exists()
+    ]
+    assert broken == []
