@@ -27,6 +27,7 @@ from tests.unit.deploy.test_observability import (
     metric_names,
     sync_series,
 )
+from tests.unit.docs.test_documented_commands import commands, shell_lines
 
 PROMETHEUS = DEPLOY / "prometheus"
 RULES = PROMETHEUS / "rules"
@@ -196,20 +197,14 @@ def test_rules_read_only_exported_metrics(tmp_path: Path) -> None:
 # ---- runbook commands -----------------------------------------------------------------------
 
 
-def _treeserve_commands(markdown: str) -> list[list[str]]:
-    """Every ``treeserve …`` invocation in the runbook (code blocks and inline code), as argv."""
-    snippets = re.findall(r"```bash\n(.*?)```", markdown, re.S) + re.findall(r"`([^`\n]+)`", markdown)
-    commands = []
-    for snippet in snippets:
-        for line in snippet.replace("\\\n", " ").splitlines():
-            line = line.split("#", 1)[0]
-            if not re.search(r"(^|\s)treeserve\s", line + " "):
-                continue
-            words = shlex.split(line)
-            argv = words[words.index("treeserve") + 1 :]
-            stop = next((i for i, w in enumerate(argv) if w in {"|", "&&", ";", ">", "||"}), len(argv))
-            commands.append(argv[:stop])
-    return commands
+def _treeserve_commands(page: Path) -> list[list[str]]:
+    """The arguments of every ``treeserve …`` invocation on a page, also inside ``docker compose
+    exec/run …`` and inline code (the docs tests check only shell blocks that start with it)."""
+    text = page.read_text()
+    lines = shell_lines(page) + re.findall(r"(?<!`)`([^`\n]+)`(?!`)", text)
+    return [
+        cmd[cmd.index("treeserve") + 1 :] for line in lines for cmd in commands(line) if "treeserve" in cmd
+    ]
 
 
 def _parse(cli: Any, argv: list[str]) -> str:
@@ -234,13 +229,13 @@ def test_runbook_treeserve_commands_parse() -> None:
     from treeserve.cli import app
 
     cli = typer.main.get_command(app)
-    commands = [argv for argv in _treeserve_commands(RUNBOOKS.read_text()) if argv and argv[0] != "…"]
-    assert len(commands) >= 10
+    invocations = [argv for argv in _treeserve_commands(RUNBOOKS) if argv and argv[0] != "…"]
+    assert len(invocations) >= 10
     # The parser really checks: a misspelt option, a missing argument, an unknown command fail.
     for bad in (["sync", "status", "--jsn"], ["rollback"], ["synk", "status"]):
         with pytest.raises(Exception, match=r"(?i)no such|missing"):
             _parse(cli, bad)
-    for argv in commands:
+    for argv in invocations:
         try:
             _parse(cli, argv)
         except Exception as e:
