@@ -31,15 +31,12 @@ log = logging.getLogger(__name__)
 def app_from_env() -> FastAPI:
     """uvicorn factory: settings from the environment (each worker builds its own app)."""
     from gateway.app import create_app
+    from treeserve.logs import setup_logging
     from treeserve.settings import load_settings
 
     settings = load_settings()
     # Worker processes do not inherit the CLI's logging set-up.
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
+    setup_logging(settings.log_level, json_lines=settings.log_json)
     return create_app(settings)
 
 

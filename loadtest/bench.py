@@ -52,6 +52,7 @@ from loadtest.bench_report import (
     render_markdown,
 )
 from loadtest.machine import describe_machine
+from treeserve.logs import setup_logging
 
 log = logging.getLogger("loadtest.bench")
 
@@ -384,9 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     if reason := missing_load_generators(only):
         print(f"error: make bench cannot measure its headline figures: {reason}", file=sys.stderr)
         return 1
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr
-    )
+    setup_logging("INFO")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no progress bars in the log
     command = (
         "make bench"

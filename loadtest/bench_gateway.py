@@ -435,6 +435,8 @@ def run_gateway_bench(
 
 
 if __name__ == "__main__":  # python -m loadtest.bench_gateway [out_dir]
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from treeserve.logs import setup_logging
+
+    setup_logging("INFO")
     target = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("reports/bench/gateway")
     print(json.dumps(run_gateway_bench(out_dir=target), indent=2))

@@ -427,7 +427,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from treeserve.logs import setup_logging
+
+    setup_logging("INFO")
     out = args.out_dir or Path(tempfile.mkdtemp(prefix="treeserve-bench-triton-"))
     section = run_triton_batching_bench(load_settings(), out_dir=out, repeats=args.repeats, quick=args.quick)
     print(json.dumps(section, indent=2, default=str))

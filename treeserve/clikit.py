@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import functools
-import logging
 import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,15 +21,12 @@ def settings() -> Any:
     """The process' settings, built once from the environment (treeserve.settings.Settings)."""
     global _settings
     if _settings is None:
+        from treeserve.logs import setup_logging
         from treeserve.settings import load_settings
 
         _settings = load_settings()
         _say_where_state_lives(_settings.home)
-        logging.basicConfig(
-            level=_settings.log_level.upper(),
-            format="%(asctime)s %(levelname)s %(name)s %(message)s",
-            stream=sys.stderr,
-        )
+        setup_logging(_settings.log_level, json_lines=_settings.log_json)
     return _settings
 
 
