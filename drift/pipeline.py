@@ -3,6 +3,10 @@
     materialize -> drift -> retrain (on drift or --force-retrain) -> gate -> alias -> sync
                 -> batch scoring -> score distribution check against the previous day
 
+The sync step runs a sync pass (waiting up to ``pipeline.lock_timeout_s`` for a running sync's
+lock) and then waits, up to ``pipeline.sync_timeout_s`` in all, until the new champion is served:
+the repository's routing names it and Triton reports it READY.
+
 Every step is logged and recorded in ``<pipeline.runs_dir>/<run id>.json`` as it finishes. A
 failed step stops the run with its reason. The serving version never changes in a failed run:
 the gate moves ``champion`` only when it passes, and if the sync then cannot serve the new
@@ -20,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -30,6 +34,9 @@ from treeserve import contract
 from treeserve.errors import TreeserveError
 
 log = logging.getLogger(__name__)
+
+_SERVE_POLL_S = 0.25
+"""How often the sync step looks at the routing and Triton while it waits for the new champion."""
 
 StepStatus = Literal["ok", "skipped", "warning", "failed"]
 StepHook = Callable[[str, str], None]
@@ -103,6 +110,14 @@ class _Runner:
         return PipelineStepError(name, reason)
 
 
+class ReadyVersions(Protocol):
+    """What the pipeline asks Triton: the READY versions of a model."""
+
+    def ready_versions(self, model: str) -> set[str]:
+        """Versions of ``model`` Triton reports READY."""
+        ...
+
+
 def serving_version(settings: Any, model: str) -> str | None:
     """The version Triton's repository routes ``champion`` to (None when not deployed)."""
     return repository_routing(settings.path(settings.exporter.repository), model).get(contract.ALIAS_CHAMPION)
@@ -125,10 +140,12 @@ def run_pipeline(
     drift_last: int | None = None,
     score_date: date | None = None,
     hook: StepHook | None = None,
+    triton: ReadyVersions | None = None,
 ) -> PipelineRun:
     """Run every step; returns the run record (status ``failed`` with ``failed_step``/``reason`` on failure).
 
     Raises nothing for a failed step: the record says what happened (the CLI maps it to exit 1).
+    ``triton`` answers which versions are READY (default: the sync's Triton client on the settings).
     """
     model = settings.mlflow.model_name
     now = datetime.now(UTC)
@@ -142,7 +159,7 @@ def run_pipeline(
     run.path = str(runner.path)
     run.serving_before = serving_version(settings, model)
     try:
-        _steps(settings, runner, model, force_retrain, drift_since, drift_last, score_date)
+        _steps(settings, runner, model, force_retrain, drift_since, drift_last, score_date, triton)
         run.status = "warning" if any(s.status == "warning" for s in run.steps) else "ok"
     except PipelineStepError as e:
         run.status, run.failed_step, run.reason = "failed", e.step, e.reason
@@ -168,6 +185,7 @@ def _steps(
     drift_since: str | None,
     drift_last: int | None,
     score_date: date | None,
+    triton: ReadyVersions | None,
 ) -> None:
     from training import api as training
 
@@ -223,7 +241,7 @@ def _steps(
             run_id=trained.run_id,
             val_roc_auc=trained.metrics.get("val_roc_auc"),
         )
-        _promote_and_sync(settings, r, model, trained.version)
+        _promote_and_sync(settings, r, model, trained.version, triton)
 
     # 7. batch scoring with whatever is serving now
     t0 = time.perf_counter()
@@ -273,7 +291,9 @@ def _steps(
         r.record("score_check", "ok", t0, **detail)
 
 
-def _promote_and_sync(settings: Any, r: _Runner, model: str, version: str) -> None:
+def _promote_and_sync(
+    settings: Any, r: _Runner, model: str, version: str, triton: ReadyVersions | None
+) -> None:
     from training import api as training
 
     # 4. gate (+ 5. alias): promote moves champion only when every check passes
@@ -307,16 +327,7 @@ def _promote_and_sync(settings: Any, r: _Runner, model: str, version: str) -> No
     # 6. sync: Triton must serve the new champion; otherwise roll the alias back
     t0 = time.perf_counter()
     ps = settings.drift.pipeline
-    reason = ""
-    try:
-        from exporter.sync.reconcile import reconcile_once
-
-        result = reconcile_once(settings, trigger="pipeline", lock_timeout_s=ps.sync_timeout_s)
-        served = serving_version(settings, model)
-        if served != str(version):
-            reason = f"sync result {result.result}: Triton serves v{served}, not v{version} ({result.error or 'see sync status'})"
-    except TreeserveError as e:
-        reason = f"sync failed: {e}"
+    reason = _sync_until_served(settings, model, str(version), triton)
     if not reason:
         r.record("sync", "ok", t0, f"Triton serves v{version}", previous=before)
         return
@@ -326,7 +337,68 @@ def _promote_and_sync(settings: Any, r: _Runner, model: str, version: str) -> No
         rolled = f"; alias rolled back to v{back.to_version}"
         from exporter.sync.reconcile import reconcile_once
 
-        reconcile_once(settings, trigger="pipeline-rollback", lock_timeout_s=ps.sync_timeout_s)
+        reconcile_once(settings, trigger="pipeline-rollback", lock_timeout_s=ps.lock_timeout_s)
     except TreeserveError as e:
         rolled = f"; rollback incomplete: {e}"
     raise r.fail("sync", t0, reason + rolled)
+
+
+def _sync_until_served(settings: Any, model: str, version: str, triton: ReadyVersions | None) -> str:
+    """Run a sync pass and wait until ``version`` is served; "" when it is, else why not.
+
+    Served = the repository's routing names it as champion and Triton reports it READY. A pass
+    that ran and routed another version is final (its failures are sticky); a sync lock held by
+    another process (the ``sync --watch`` service) is waited for, pass after pass, within
+    ``sync_timeout_s``.
+    """
+    from exporter.sync.errors import SyncBusyError
+    from exporter.sync.reconcile import reconcile_once
+
+    ps = settings.drift.pipeline
+    deadline = time.monotonic() + ps.sync_timeout_s
+    owned = triton is None
+    if triton is None:
+        from exporter.sync.reconcile import triton_url
+        from exporter.sync.triton import TritonControl
+
+        triton = TritonControl(triton_url(settings), timeout_s=5.0)
+    result: Any = None
+    ready: set[str] = set()
+    triton_error = ""
+    try:
+        while True:
+            remaining = max(0.0, deadline - time.monotonic())
+            if result is None:
+                try:
+                    result = reconcile_once(
+                        settings, trigger="pipeline", lock_timeout_s=min(ps.lock_timeout_s, remaining)
+                    )
+                except SyncBusyError:
+                    pass  # another sync is at work: it will serve the new champion, or we will next time
+                except TreeserveError as e:
+                    return f"sync failed: {e}"
+            served = serving_version(settings, model)
+            try:
+                ready, triton_error = triton.ready_versions(model), ""
+            except TreeserveError as e:
+                ready, triton_error = set(), str(e)
+            if served == version and version in ready:
+                return ""
+            if result is not None and served != version:
+                return (
+                    f"sync result {result.result}: Triton serves v{served}, not v{version} "
+                    f"({result.error or 'see sync status'})"
+                )
+            if time.monotonic() >= deadline:
+                where = (
+                    f"routing names v{served}"
+                    if served != version
+                    else f"Triton reports READY {sorted(ready, key=int) or 'nothing'}"
+                )
+                why = f": {triton_error}" if triton_error else ""
+                return f"v{version} not served within sync_timeout_s={ps.sync_timeout_s:g}s ({where}{why})"
+            time.sleep(_SERVE_POLL_S)
+    finally:
+        close = getattr(triton, "close", None)
+        if owned and close is not None:
+            close()

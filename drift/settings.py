@@ -39,7 +39,11 @@ class PipelineSettings(BaseModel):
     score_shift_threshold: float = 0.2
     """Normed Wasserstein distance between today's and the previous day's batch scores that is flagged."""
     sync_timeout_s: float = 180.0
-    """How long the pipeline waits for the new champion to be served after the sync."""
+    """How long the pipeline waits for the new champion to be served: the repository's routing
+    names it and Triton reports it READY. Past it the alias is rolled back."""
+    lock_timeout_s: float = 60.0
+    """How long one sync pass of the pipeline waits for a running sync to release the sync lock
+    (the whole wait stays within ``sync_timeout_s``)."""
 
 
 class DriftSettings(BaseModel):

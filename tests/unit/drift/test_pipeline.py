@@ -18,9 +18,11 @@ import drift.scoring
 import exporter.sync.reconcile
 import training.api
 from drift.pipeline import run_pipeline, score_shift
+from drift.reference import repository_routing
 from drift.score_store import open_sink
 from drift.scoring import ScoringResult
 from drift.summary import ColumnDrift, DriftSummary
+from exporter.sync.errors import SyncBusyError
 from treeserve.settings import load_settings
 
 MODEL = "churn-prediction"
@@ -36,21 +38,47 @@ def _route(repo: Path, champion: str) -> None:
 
 
 @dataclass
+class FakeTriton:
+    """Triton's READY versions as the pipeline sees them."""
+
+    repo: Path
+    loads_routed: bool = True
+    """True: whatever the routing names is READY (a working Triton)."""
+    ready: set[str] = field(default_factory=lambda: {"1"})
+    asked: int = 0
+    on_ask: Any = None
+
+    def ready_versions(self, model: str) -> set[str]:
+        self.asked += 1
+        if self.on_ask is not None:
+            self.on_ask(self.asked)
+        if self.loads_routed:
+            self.ready |= set(repository_routing(self.repo, model).values())
+        return set(self.ready)
+
+
+@dataclass
 class World:
     settings: Any
+    triton: FakeTriton
     drift: bool = False
     gate_passes: bool = True
     sync_works: bool = True
+    sync_busy: int = 0
+    """Passes that find the sync lock held by another process."""
     calls: list[str] = field(default_factory=list)
     shift: float = 0.0
+
+    def run(self, **kw: Any) -> Any:
+        return run_pipeline(self.settings, triton=self.triton, **kw)
 
 
 @pytest.fixture
 def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
-    settings = load_settings(home=tmp_path)
+    settings = load_settings(home=tmp_path, drift={"pipeline": {"sync_timeout_s": 1.0}})
     repo = settings.path(settings.exporter.repository)
     _route(repo, "1")
-    w = World(settings)
+    w = World(settings, FakeTriton(repo))
 
     def materialize(s: Any) -> Any:
         w.calls.append("materialize")
@@ -82,6 +110,9 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
 
     def reconcile_once(s: Any, **kw: Any) -> Any:
         w.calls.append("sync")
+        if w.sync_busy:
+            w.sync_busy -= 1
+            raise SyncBusyError("another sync is running (test)")
         if w.sync_works and "rollback" not in w.calls:
             _route(repo, "2")
         return SimpleNamespace(
@@ -115,7 +146,7 @@ def _statuses(run: Any) -> dict[str, str]:
 
 
 def test_without_drift_nothing_is_retrained_and_scores_are_written(world: World) -> None:
-    run = run_pipeline(world.settings, score_date=date(2026, 11, 27))
+    run = world.run(score_date=date(2026, 11, 27))
     assert run.status == "ok"
     assert _statuses(run)["retrain"] == "skipped" and _statuses(run)["score"] == "ok"
     assert "train" not in world.calls
@@ -124,7 +155,7 @@ def test_without_drift_nothing_is_retrained_and_scores_are_written(world: World)
 
 def test_drift_retrains_promotes_and_serves_the_new_champion(world: World) -> None:
     world.drift = True
-    run = run_pipeline(world.settings, score_date=date(2026, 11, 27))
+    run = world.run(score_date=date(2026, 11, 27))
     assert run.status == "warning"  # the drift step reports what it found
     assert world.calls == ["materialize", "drift", "train", "promote", "sync", "score"]
     assert (run.serving_before, run.serving_after) == ("1", "2")
@@ -132,7 +163,7 @@ def test_drift_retrains_promotes_and_serves_the_new_champion(world: World) -> No
 
 def test_a_refused_candidate_stops_the_run_and_keeps_the_champion(world: World) -> None:
     world.gate_passes = False
-    run = run_pipeline(world.settings, force_retrain=True)
+    run = world.run(force_retrain=True)
     assert run.status == "failed" and run.failed_step == "gate"
     assert "worse" in run.reason
     assert "sync" not in world.calls and "score" not in world.calls
@@ -141,18 +172,43 @@ def test_a_refused_candidate_stops_the_run_and_keeps_the_champion(world: World) 
 
 def test_a_failed_sync_rolls_the_alias_back(world: World) -> None:
     world.drift, world.sync_works = True, False
-    run = run_pipeline(world.settings)
+    run = world.run()
     assert run.status == "failed" and run.failed_step == "sync"
     assert "rolled back to v1" in run.reason
     assert world.calls[-2:] == ["rollback", "sync"]
     assert run.serving_after == "1"
 
 
+def test_the_sync_step_waits_while_another_sync_serves_the_new_champion(world: World) -> None:
+    """The lock is held by the sync service: the pipeline waits for it, then confirms serving."""
+    world.drift, world.sync_busy = True, 1
+
+    def service_serves(asked: int) -> None:
+        if asked == 2:  # the service's pass finishes while the pipeline waits
+            _route(world.settings.path(world.settings.exporter.repository), "2")
+
+    world.triton.on_ask = service_serves
+    run = world.run()
+    assert run.step("sync") is not None and run.step("sync").status == "ok", run.reason
+    assert run.serving_after == "2"
+    assert "rollback" not in world.calls
+
+
+def test_routed_but_never_ready_in_triton_is_not_served(world: World) -> None:
+    """The routing names the new champion but Triton never reports it READY: not served, rolled back."""
+    world.drift, world.triton.loads_routed = True, False
+    run = world.run()
+    assert run.status == "failed" and run.failed_step == "sync"
+    assert "v2 not served within sync_timeout_s=1s" in run.reason
+    assert "Triton reports READY ['1']" in run.reason
+    assert "rollback" in world.calls
+
+
 def test_score_check_compares_with_the_previous_day(world: World) -> None:
-    run_pipeline(world.settings, score_date=date(2026, 11, 26))
-    assert _statuses(run_pipeline(world.settings, score_date=date(2026, 11, 27)))["score_check"] == "ok"
+    world.run(score_date=date(2026, 11, 26))
+    assert _statuses(world.run(score_date=date(2026, 11, 27)))["score_check"] == "ok"
     world.shift = 0.6
-    run = run_pipeline(world.settings, score_date=date(2026, 11, 28))
+    run = world.run(score_date=date(2026, 11, 28))
     check = run.step("score_check")
     assert check is not None and check.status == "warning" and check.detail["previous_date"] == "2026-11-27"
 
