@@ -15,6 +15,7 @@ from drift.evaluate import DriftConfig, evaluate
 from drift.reference import VersionInfo, load_reference, resolve_version
 from drift.summary import DriftSummary
 from drift.window import Window, read_window
+from treeserve.errors import TreeserveError
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +115,7 @@ def run_drift(
                 report_dir,
             )
             summary = _with(summary, mlflow_run_id=rid)
-        except Exception as e:  # monitoring history is best effort; the verdict must still come out
+        except TreeserveError as e:  # monitoring history is best effort; the verdict must still come out
             log.warning("drift: logging to MLflow failed: %s", e)
     try:
         outputs.write_textfile(settings.path(ds.textfile_path), summary)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from drift.summary import DriftSummary
+from treeserve.registry import mlflow_client, mlflow_errors
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +31,17 @@ def write_report(report_dir: Path, summary: DriftSummary, snapshot: Any | None) 
 def log_to_mlflow(
     tracking_uri: str, experiment: str, artifact_root: str, summary: DriftSummary, report_dir: Path
 ) -> str:
-    """One run in ``experiment``: params, metrics per column, the HTML and JSON as artifacts."""
-    from mlflow import MlflowClient
+    """One run in ``experiment``: params, metrics per column, the HTML and JSON as artifacts.
 
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    MLflow failures come out as ``ServiceUnavailableError``.
+    """
+    with mlflow_errors(f"drift run in {experiment!r}"):
+        return _log_run(mlflow_client(tracking_uri), experiment, artifact_root, summary, report_dir)
+
+
+def _log_run(
+    client: Any, experiment: str, artifact_root: str, summary: DriftSummary, report_dir: Path
+) -> str:
     exp = client.get_experiment_by_name(experiment)
     exp_id = (
         exp.experiment_id if exp else client.create_experiment(experiment, artifact_location=artifact_root)

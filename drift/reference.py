@@ -17,7 +17,7 @@ import pandas as pd
 
 from drift.errors import ReferenceMissingError, UnknownVersionError
 from treeserve import contract
-from treeserve.errors import NotFoundError, ServiceUnavailableError
+from treeserve.registry import mlflow_client, mlflow_errors
 
 log = logging.getLogger(__name__)
 
@@ -60,44 +60,28 @@ def repository_routing(repository: Path, model: str) -> dict[str, str]:
     return {str(k): str(v) for k, v in routing.items()}
 
 
-def _client(tracking_uri: str) -> Any:
-    from mlflow import MlflowClient
-
-    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-
-
 def _get_version(client: Any, model: str, version: str) -> Any:
-    from mlflow.exceptions import MlflowException
-
-    try:
+    with mlflow_errors(f"registry read of {model!r}", not_found=UnknownVersionError(model, str(version))):
         return client.get_model_version(model, str(version))
-    except MlflowException as e:
-        code = getattr(e, "error_code", "")
-        if "RESOURCE_DOES_NOT_EXIST" in str(code) or "INVALID_PARAMETER_VALUE" in str(code):
-            raise UnknownVersionError(model, str(version)) from e
-        raise ServiceUnavailableError(f"MLflow registry: {e.message}") from e
 
 
 def resolve_version(
     tracking_uri: str, repository: Path, model: str, version: str | None = None
 ) -> VersionInfo:
     """The requested version, else the one Triton's routing serves as champion, else the alias."""
-    client = _client(tracking_uri)
+    client = mlflow_client(tracking_uri)
     source = "--version"
     if version is None:
         routed = repository_routing(repository, model).get(contract.ALIAS_CHAMPION)
         if routed:
             version, source = routed, "repository routing"
         else:
-            from mlflow.exceptions import MlflowException
-
-            try:
+            with mlflow_errors(
+                f"registry read of {model!r}",
+                not_found=f"model {model!r} has no serving version: no routing in {repository / model} "
+                f"and no {contract.ALIAS_CHAMPION!r} alias in the registry",
+            ):
                 mv = client.get_model_version_by_alias(model, contract.ALIAS_CHAMPION)
-            except MlflowException as e:
-                raise NotFoundError(
-                    f"model {model!r} has no serving version: no routing in {repository / model} "
-                    f"and no {contract.ALIAS_CHAMPION!r} alias in the registry"
-                ) from e
             version, source = str(mv.version), "registry alias"
     mv = _get_version(client, model, str(version))
     tags = dict(mv.tags or {})

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from exporter.errors import UnsupportedModelError
-from treeserve import contract
-from treeserve.errors import NotFoundError, ServiceUnavailableError
+from treeserve import contract, registry
+from treeserve.errors import NotFoundError
 
 if TYPE_CHECKING:
     import xgboost as xgb
@@ -75,41 +75,31 @@ class SourceModel:
 
 def mlflow_client(settings: Any) -> MlflowClient:
     """An MlflowClient on the settings' tracking/registry URI."""
-    from mlflow import MlflowClient
-
-    uri = settings.mlflow_tracking_uri
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    return registry.mlflow_client(settings.mlflow_tracking_uri)
 
 
 def resolve_version(
     client: MlflowClient, model: str, *, alias: str | None = None, version: str | int | None = None
 ) -> str:
     """The registry version a user named by alias or number; NotFoundError when there is none."""
-    from mlflow.exceptions import MlflowException
-
     if (alias is None) == (version is None):
         raise NotFoundError("name exactly one of --alias or --version")
-    try:
+    what = f"alias {alias!r}" if alias is not None else f"version {version}"
+    with registry.mlflow_errors(
+        f"registry read of {model!r}", not_found=f"registered model {model!r} has no {what}"
+    ):
         if alias is not None:
             return str(client.get_model_version_by_alias(model, alias).version)
         return str(client.get_model_version(model, str(version)).version)
-    except MlflowException as e:
-        code = getattr(e, "error_code", "")
-        if code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
-            what = f"alias {alias!r}" if alias is not None else f"version {version}"
-            raise NotFoundError(f"registered model {model!r} has no {what}") from e
-        raise ServiceUnavailableError(f"MLflow registry error for {model!r}: {e.message}") from e
 
 
 def load_source_model(client: MlflowClient, model: str, version: str | int) -> SourceModel:
     """Download and describe a registered version (refuses models ONNX cannot express)."""
-    from mlflow.exceptions import MlflowException
-
     version = str(version)
-    try:
+    with registry.mlflow_errors(
+        f"registry read of {model!r}", not_found=f"registered model {model!r} has no version {version}"
+    ):
         mv = client.get_model_version(model, version)
-    except MlflowException as e:
-        raise NotFoundError(f"registered model {model!r} has no version {version}") from e
     tags = dict(mv.tags or {})
     run_id = mv.run_id or ""
 
@@ -159,9 +149,8 @@ def load_source_model(client: MlflowClient, model: str, version: str | int) -> S
 
 def _download_model(client: MlflowClient, model: str, version: str, dst: Path) -> Path:
     import mlflow.artifacts
-    from mlflow.exceptions import MlflowException
 
-    try:
+    with registry.mlflow_errors(f"download of {model!r} version {version}"):
         uri = client.get_model_version_download_uri(model, version)
         path = mlflow.artifacts.download_artifacts(
             artifact_uri=uri,
@@ -169,8 +158,6 @@ def _download_model(client: MlflowClient, model: str, version: str, dst: Path) -
             tracking_uri=client._tracking_client.tracking_uri,
             registry_uri=client._registry_uri,
         )
-    except MlflowException as e:
-        raise ServiceUnavailableError(f"cannot download {model!r} version {version}: {e.message}") from e
     return Path(path)
 
 

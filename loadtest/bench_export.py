@@ -20,6 +20,7 @@ import numpy as np
 
 from loadtest.bench_report import median_min_max
 from treeserve import contract
+from treeserve.registry import ensure_registered_model
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ def _register(settings: Any, client: Any, task: str, seed: int) -> tuple[str, st
         info = mlflow.xgboost.log_model(
             booster, name="model", signature=infer_signature(sample, preds), input_example=sample.head(5)
         )
-    _ensure_model(client, name)
+    ensure_registered_model(client, name)
     mv = client.create_model_version(
         name,
         info.model_uri,
@@ -85,15 +86,6 @@ def _register(settings: Any, client: Any, task: str, seed: int) -> tuple[str, st
         },
     )
     return name, str(mv.version)
-
-
-def _ensure_model(client: Any, name: str) -> None:
-    import contextlib
-
-    from mlflow.exceptions import MlflowException
-
-    with contextlib.suppress(MlflowException):  # already there
-        client.create_registered_model(name)
 
 
 def _export_rows(

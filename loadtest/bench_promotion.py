@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from treeserve.procs import free_port, http_ok, pid_alive, start_background, stop_pid, wait_until
+from treeserve.registry import ensure_registered_model, mlflow_client
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,6 @@ def run_promotion_bench(
 ) -> dict[str, Any]:
     """Promotion latency via webhook and via polling; medians with min/max in seconds."""
     from cryptography.fernet import Fernet
-    from mlflow import MlflowClient
 
     from exporter.sync.registration import register_webhook
     from exporter.sync.service import WEBHOOK_PATH
@@ -54,7 +54,7 @@ def run_promotion_bench(
     out_dir.mkdir(parents=True, exist_ok=True)
     fernet_key = Fernet.generate_key().decode()
     with _mlflow_server(out_dir / "mlflow", fernet_key) as url, _triton(settings, out_dir) as triton:
-        client = MlflowClient(tracking_uri=url, registry_uri=url)
+        client = mlflow_client(url)
         # Versions: 1 warm-up, then `repeats` fresh ones per path (two trained models, registered
         # alternately: every version is still exported, validated and loaded on its own).
         logged = [_log_model(url, seed) for seed in (1, 2)]
@@ -214,10 +214,7 @@ def _log_model(tracking_uri: str, seed: int) -> Any:
 
 def _register(client: Any, info: Any) -> str:
     """Register a logged model as the next version of the bench model."""
-    from mlflow.exceptions import MlflowException
-
-    with contextlib.suppress(MlflowException):
-        client.create_registered_model(MODEL)
+    ensure_registered_model(client, MODEL)
     mv = client.create_model_version(MODEL, info.model_uri, run_id=info.run_id, model_id=info.model_id)
     return str(mv.version)
 

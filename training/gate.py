@@ -19,7 +19,7 @@ from __future__ import annotations
 import getpass
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +29,15 @@ import pandas as pd
 from training import registry
 from training.errors import ModelNotFoundError
 from treeserve import contract
-from treeserve.errors import ConfigError
+from treeserve.errors import ConfigError, NotFoundError
+from treeserve.registry import (
+    HISTORY_LIMIT,
+    ModelState,
+    mlflow_errors,
+    read_model_state,
+    record_champion,
+    with_champion,
+)
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -51,7 +59,6 @@ TAG_PROMOTED = "treeserve.promoted"
 """JSON {alias, at, by, previous} on the version an alias was moved to."""
 TAG_ROLLED_BACK = "treeserve.rolled_back"
 """JSON {at, by, to} on the version a rollback moved away from."""
-_HISTORY_LIMIT = 50
 
 
 @dataclass(frozen=True)
@@ -119,8 +126,14 @@ def evaluate(
     champion_version: str | None,
     auc_tolerance: float,
     min_std: float,
+    champion_unscorable: str = "",
 ) -> tuple[list[GateCheck], float | None, float | None]:
-    """The gate's checks on a candidate's held-out scores (pure: no MLflow)."""
+    """The gate's checks on a candidate's held-out scores (pure: no MLflow).
+
+    ``champion_version`` is the other version holding ``champion`` (None when there is none);
+    ``champion_scores`` its scores on the same rows, None when it cannot score them
+    (``champion_unscorable`` says why). Exactly one ``vs_champion`` check comes back.
+    """
     from sklearn.metrics import roc_auc_score
 
     checks: list[GateCheck] = []
@@ -146,12 +159,19 @@ def evaluate(
     both = len(np.unique(labels)) == 2
     auc = float(roc_auc_score(labels, np.nan_to_num(scores))) if both and finite else None
     champ_auc = None
-    if champion_scores is None:
+    if champion_version is None:
         checks.append(
             GateCheck(
                 "vs_champion",
                 auc is not None,
                 "no other champion to compare with" if auc is not None else "held-out rows lack both classes",
+            )
+        )
+    elif champion_scores is None:
+        why = champion_unscorable or "it gave no scores"
+        checks.append(
+            GateCheck(
+                "vs_champion", False, f"champion v{champion_version} cannot score the held-out rows: {why}"
             )
         )
     elif auc is None:
@@ -210,23 +230,19 @@ def promote(
         )
         labels = holdout["label"].to_numpy(dtype=np.int64)
         scores = score(_load_model(model, version), holdout[features])
-        champ_scores = None
-        if champion is not None and champion != version:
-            champ_scores = _champion_scores(mlflow_client, model, champion, holdout)
+        other = champion if champion is not None and champion != version else None
+        champ_scores, unscorable = (
+            _champion_scores(mlflow_client, model, other, holdout) if other else (None, "")
+        )
         checks, auc, champ_auc = evaluate(
             scores,
             labels,
             champion_scores=champ_scores,
-            champion_version=champion,
+            champion_version=other,
             auc_tolerance=settings.training.gate_auc_tolerance,
             min_std=settings.training.gate_min_score_std,
+            champion_unscorable=unscorable,
         )
-        if champion is not None and champion != version and champ_scores is None:
-            checks.append(
-                GateCheck(
-                    "vs_champion", False, f"champion v{champion} cannot score this version's held-out rows"
-                )
-            )
 
     passed = all(c.passed for c in checks)
     result = GateResult(
@@ -257,51 +273,56 @@ def promote(
     return result
 
 
-def rollback(settings: Settings, model: str) -> RollbackResult:
-    """Move ``champion`` back to the previous champion recorded in the history tag."""
-    mlflow_client = registry.client(settings)
-    registered = _registered_model(mlflow_client, model)
-    current = registry.alias_version(mlflow_client, model, contract.ALIAS_CHAMPION)
+def rollback(settings: Settings, model: str, *, client: MlflowClient | None = None) -> RollbackResult:
+    """Move ``champion`` back to the previous champion recorded in the history tag.
+
+    ``client`` replaces the MlflowClient built from ``settings`` (tests pass an in-memory registry).
+    """
+    mlflow_client = client if client is not None else registry.client(settings)
+    state = _model_state(mlflow_client, model)
+    current = state.champion
     if current is None:
         raise ModelNotFoundError(f"model {model!r} has no champion to roll back")
-    history = [
-        str(v) for v in registry.read_json_tag(dict(registered.tags or {}), contract.TAG_CHAMPION_HISTORY, [])
-    ]
-    while history and history[-1] == current:
-        history.pop()
-    if not history:
+    previous = state.previous_champions()
+    if not previous:
         raise ModelNotFoundError(
             f"model {model!r} has no previous champion to roll back to (champion is v{current})"
         )
-    target = history[-1]
+    target = previous[0]
+    history = list(state.champion_history)
+    while history and history[-1] != target:
+        history.pop()  # drop the rolled-back-from champion(s): the target is current again
     registry.get_version(mlflow_client, model, target)
     now, user = _now(), getpass.getuser()
-    mlflow_client.set_registered_model_alias(model, contract.ALIAS_CHAMPION, target)
-    mlflow_client.set_registered_model_tag(
-        model, contract.TAG_CHAMPION_HISTORY, json.dumps(history[-_HISTORY_LIMIT:])
-    )
-    mlflow_client.set_model_version_tag(
-        model, current, TAG_ROLLED_BACK, json.dumps({"at": now, "by": user, "to": target})
-    )
-    mlflow_client.set_model_version_tag(
-        model,
-        target,
-        TAG_PROMOTED,
-        json.dumps(
-            {"alias": contract.ALIAS_CHAMPION, "at": now, "by": user, "previous": current, "rollback": True}
-        ),
-    )
+    with mlflow_errors(f"rollback of {model!r}"):
+        mlflow_client.set_registered_model_alias(model, contract.ALIAS_CHAMPION, target)
+        mlflow_client.set_registered_model_tag(
+            model, contract.TAG_CHAMPION_HISTORY, json.dumps(history[-HISTORY_LIMIT:])
+        )
+        mlflow_client.set_model_version_tag(
+            model, current, TAG_ROLLED_BACK, json.dumps({"at": now, "by": user, "to": target})
+        )
+        mlflow_client.set_model_version_tag(
+            model,
+            target,
+            TAG_PROMOTED,
+            json.dumps(
+                {
+                    "alias": contract.ALIAS_CHAMPION,
+                    "at": now,
+                    "by": user,
+                    "previous": current,
+                    "rollback": True,
+                }
+            ),
+        )
     log.info("rollback model=%s from=%s to=%s", model, current, target)
     return RollbackResult(model=model, from_version=current, to_version=target)
 
 
 def champion_history(settings: Settings, model: str) -> list[str]:
     """Versions that held ``champion``, oldest first, current last."""
-    mlflow_client = registry.client(settings)
-    registered = _registered_model(mlflow_client, model)
-    return [
-        str(v) for v in registry.read_json_tag(dict(registered.tags or {}), contract.TAG_CHAMPION_HISTORY, [])
-    ]
+    return _model_state(registry.client(settings), model).champion_history
 
 
 # ---- helpers ---------------------------------------------------------------------------------------
@@ -311,23 +332,27 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def _registered_model(mlflow_client: MlflowClient, model: str) -> Any:
-    from mlflow.exceptions import MlflowException
-
+def _model_state(mlflow_client: MlflowClient, model: str) -> ModelState:
     try:
-        return mlflow_client.get_registered_model(model)
-    except MlflowException as e:
+        return read_model_state(mlflow_client, model)
+    except ModelNotFoundError:
+        raise
+    except NotFoundError as e:
         raise ModelNotFoundError(f"registered model {model!r} not found") from e
 
 
 def _champion_scores(
     mlflow_client: MlflowClient, model: str, champion: str, holdout: pd.DataFrame
-) -> np.ndarray | None:
-    champ = mlflow_client.get_model_version(model, champion)
+) -> tuple[np.ndarray | None, str]:
+    """The champion's scores on the candidate's held-out rows, or None and the reason it has none."""
+    champ = registry.get_version(mlflow_client, model, champion)
     features = registry.read_json_tag(dict(champ.tags or {}), contract.TAG_FEATURES, None)
-    if not features or any(f not in holdout.columns for f in features):
-        return None
-    return score(_load_model(model, champion), holdout[features])
+    if not features:
+        return None, f"it has no {contract.TAG_FEATURES} tag"
+    missing = [f for f in features if f not in holdout.columns]
+    if missing:
+        return None, f"the held-out rows lack its features {missing}"
+    return score(_load_model(model, champion), holdout[features]), ""
 
 
 def _write_gate_tags(mlflow_client: MlflowClient, result: GateResult, reason: str | None) -> None:
@@ -344,30 +369,34 @@ def _write_gate_tags(mlflow_client: MlflowClient, result: GateResult, reason: st
     if result.forced:
         tags[TAG_FORCED_BY] = getpass.getuser()
         tags[TAG_FORCE_REASON] = reason or ""
-    for key, value in tags.items():
-        mlflow_client.set_model_version_tag(result.model, result.version, key, value)
+    with mlflow_errors(f"gate tags on {result.model!r} version {result.version}"):
+        for key, value in tags.items():
+            mlflow_client.set_model_version_tag(result.model, result.version, key, value)
 
 
 def _move_alias(mlflow_client: MlflowClient, model: str, alias: str, version: str, *, reason: str) -> None:
     previous = registry.alias_version(mlflow_client, model, alias)
-    mlflow_client.set_registered_model_alias(model, alias, version)
-    mlflow_client.set_model_version_tag(
-        model,
-        version,
-        TAG_PROMOTED,
-        json.dumps(
-            {"alias": alias, "at": _now(), "by": getpass.getuser(), "previous": previous, "reason": reason}
-        ),
-    )
+    with mlflow_errors(f"alias {alias!r} of {model!r}"):
+        mlflow_client.set_registered_model_alias(model, alias, version)
+        mlflow_client.set_model_version_tag(
+            model,
+            version,
+            TAG_PROMOTED,
+            json.dumps(
+                {
+                    "alias": alias,
+                    "at": _now(),
+                    "by": getpass.getuser(),
+                    "previous": previous,
+                    "reason": reason,
+                }
+            ),
+        )
     if alias != contract.ALIAS_CHAMPION or previous == version:
         return
-    registered = _registered_model(mlflow_client, model)
-    history = [
-        str(v) for v in registry.read_json_tag(dict(registered.tags or {}), contract.TAG_CHAMPION_HISTORY, [])
-    ]
-    if previous is not None and (not history or history[-1] != previous):
-        history.append(previous)  # the alias was set outside the gate: keep it rollback-able
-    history.append(version)
-    mlflow_client.set_registered_model_tag(
-        model, contract.TAG_CHAMPION_HISTORY, json.dumps(history[-_HISTORY_LIMIT:])
-    )
+    state = _model_state(mlflow_client, model)
+    if state.champion_history[-1:] == [version]:
+        return  # the sync recorded it already (it serves champions as soon as the alias moves)
+    # A previous champion set outside the gate is recorded first, so it stays rollback-able.
+    seen = replace(state, champion_history=with_champion(state.champion_history, previous))
+    record_champion(mlflow_client, seen, version)

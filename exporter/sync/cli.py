@@ -73,14 +73,11 @@ def register_webhook(
     name: str = typer.Option("treeserve-sync", "--name", help="Webhook name in MLflow."),
 ) -> None:
     """Create or update the MLflow webhook that wakes the sync on alias changes."""
-    from mlflow import MlflowClient
-
     from exporter.sync.registration import register_webhook as _register
+    from treeserve.registry import mlflow_client
 
     settings = clikit.settings()
-    client = MlflowClient(
-        tracking_uri=settings.mlflow_tracking_uri, registry_uri=settings.mlflow_tracking_uri
-    )
+    client = mlflow_client(settings.mlflow_tracking_uri)
     hook_id = _register(client, url, secret=secret or settings.sync.webhook_secret, name=name)
     typer.echo(f"webhook {name!r} ({hook_id}) -> {url}")
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from exporter.sync import adapters
 from exporter.sync.decide import choose_routing, explain
-from exporter.sync.desired import compute_desired, read_aliases, update_history
+from exporter.sync.desired import compute_desired
 from exporter.sync.errors import CanaryMismatchError, TritonControlError
 from exporter.sync.lock import sync_lock
 from exporter.sync.metrics import SyncMetrics
@@ -36,6 +36,7 @@ from exporter.sync.status import ModelStatus, SyncStatus, VersionFailure, read_s
 from exporter.sync.triton import TritonControl, compare_outputs
 from treeserve import contract
 from treeserve.errors import NotFoundError, ServiceUnavailableError, TreeserveError, ValidationFailedError
+from treeserve.registry import mlflow_client, read_model_state, record_champion
 
 log = logging.getLogger(__name__)
 
@@ -103,11 +104,7 @@ def _pass(
     previous = read_status(status_path)
     repo = settings.path(settings.exporter.repository)
     if client is None:
-        from mlflow import MlflowClient
-
-        client = MlflowClient(
-            tracking_uri=settings.mlflow_tracking_uri, registry_uri=settings.mlflow_tracking_uri
-        )
+        client = mlflow_client(settings.mlflow_tracking_uri)
     triton = TritonControl(triton_url(settings), timeout_s=settings.triton.load_timeout_s)
     ctx = _Context(settings, client, triton, repo, metrics, alias_hints)
     models: dict[str, ModelStatus] = {}
@@ -155,15 +152,14 @@ def _pass(
 def _reconcile_model(ctx: _Context, model: str, st: ModelStatus) -> None:
     """Bring one model to its desired state, updating ``st`` in place."""
     now = time.time()
-    aliases = read_aliases(ctx.client, model)
+    state = read_model_state(ctx.client, model)
+    aliases = state.aliases
     _note_alias_times(ctx, model, aliases, st, now)
     current = adapters.read_current(ctx.repo, model)
     old_routing = dict(current.routing) if current else {}
     old_versions = [str(v) for v in current.versions] if current else []
-    # History = champions that were actually served (the repository remembers the last one).
-    st.champion_history = update_history(st.champion_history, old_routing.get(contract.ALIAS_CHAMPION))
     desired = compute_desired(
-        model, aliases, st.champion_history, keep_champions=ctx.settings.sync.keep_champions
+        model, aliases, state.champion_history, keep_champions=ctx.settings.sync.keep_champions
     )
     st.desired_aliases = dict(desired.aliases)
     st.retained = list(desired.retained)
@@ -266,7 +262,15 @@ def _reconcile_model(ctx: _Context, model: str, st: ModelStatus) -> None:
         installed.discard(v)
 
     st.routing = new_routing
-    st.champion_history = update_history(st.champion_history, new_routing.get(contract.ALIAS_CHAMPION))
+    served_champion = new_routing.get(contract.ALIAS_CHAMPION)
+    if served_champion is not None and served_champion == aliases.get(contract.ALIAS_CHAMPION):
+        # A champion moved outside the gate is recorded once served, so rollback can return to it.
+        try:
+            record_champion(ctx.client, state, served_champion)
+        except ServiceUnavailableError as e:
+            log.warning(
+                "decision=history-not-recorded model=%s version=%s error=%s", model, served_champion, e
+            )
     st.served_versions = sorted(ready, key=int)
     st.installed_versions = sorted(installed, key=int)
     _finish(ctx, model, st, desired.aliases)

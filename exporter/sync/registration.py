@@ -6,7 +6,8 @@ import logging
 from typing import Any
 
 from exporter.sync.webhook import ALIAS_EVENTS
-from treeserve.errors import ConfigError, ServiceUnavailableError
+from treeserve.errors import ConfigError
+from treeserve.registry import mlflow_errors
 
 log = logging.getLogger(__name__)
 
@@ -15,13 +16,11 @@ DEFAULT_WEBHOOK_NAME = "treeserve-sync"
 
 def register_webhook(client: Any, url: str, *, secret: str, name: str = DEFAULT_WEBHOOK_NAME) -> str:
     """Point the webhook ``name`` at ``url`` (created if missing, updated otherwise); its id."""
-    from mlflow.exceptions import MlflowException
-
     if not secret:
         raise ConfigError("a webhook secret is required (TREESERVE_SYNC__WEBHOOK_SECRET or --secret)")
     if not url.startswith(("http://", "https://")):
         raise ConfigError(f"webhook URL must start with http:// or https://, got {url!r}")
-    try:
+    with mlflow_errors(f"webhook {name!r}"):
         existing = [w for w in _all_webhooks(client) if w.name == name]
         if existing:
             hook = client.update_webhook(
@@ -33,10 +32,6 @@ def register_webhook(client: Any, url: str, *, secret: str, name: str = DEFAULT_
         else:
             hook = client.create_webhook(name=name, url=url, events=list(ALIAS_EVENTS), secret=secret)
             log.info("decision=webhook-created name=%s url=%s", name, url)
-    except MlflowException as e:
-        raise ServiceUnavailableError(f"MLflow refused the webhook: {e.message}") from e
-    except OSError as e:
-        raise ServiceUnavailableError(f"MLflow unreachable: {e}") from e
     return str(hook.webhook_id)
 
 

@@ -6,11 +6,11 @@ import time
 from typing import Any
 
 from exporter.sync import adapters
-from exporter.sync.desired import read_aliases
 from exporter.sync.reconcile import triton_url
 from exporter.sync.status import read_status
 from exporter.sync.triton import TritonControl
 from treeserve.errors import TreeserveError
+from treeserve.registry import mlflow_client, read_model_state
 
 
 def build_report(settings: Any, *, live: bool = True) -> dict[str, Any]:
@@ -30,11 +30,7 @@ def build_report(settings: Any, *, live: bool = True) -> dict[str, Any]:
     repo = settings.path(settings.exporter.repository)
     client = triton = None
     if live:
-        from mlflow import MlflowClient
-
-        client = MlflowClient(
-            tracking_uri=settings.mlflow_tracking_uri, registry_uri=settings.mlflow_tracking_uri
-        )
+        client = mlflow_client(settings.mlflow_tracking_uri)
         triton = TritonControl(triton_url(settings), timeout_s=5.0)
     try:
         for model in settings.sync.models:
@@ -63,7 +59,7 @@ def build_report(settings: Any, *, live: bool = True) -> dict[str, Any]:
 def _live(client: Any, triton: TritonControl | None, repo: Any, model: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     try:
-        out["registry_aliases"] = read_aliases(client, model)
+        out["registry_aliases"] = read_model_state(client, model).aliases
     except TreeserveError as e:
         out["registry_error"] = str(e)
     try:

@@ -42,8 +42,6 @@ class ModelStatus:
     served_versions: list[str] = field(default_factory=list)
     """Versions ready in Triton after the pass."""
     installed_versions: list[str] = field(default_factory=list)
-    champion_history: list[str] = field(default_factory=list)
-    """Champions seen by the sync, oldest first."""
     failures: dict[str, VersionFailure] = field(default_factory=dict)
     alias_seen_at: dict[str, float] = field(default_factory=dict)
     """"alias=version" -> unix time the alias move was first known (webhook or poll)."""

@@ -1,8 +1,9 @@
-"""Desired state: alias targets plus the last N served champions."""
+"""Desired state: alias targets plus the last N champions of the registry's history."""
 
 from __future__ import annotations
 
-from exporter.sync.desired import compute_desired, previous_champions, update_history
+from exporter.sync.desired import compute_desired
+from treeserve.registry import HISTORY_LIMIT, previous_champions, with_champion
 
 
 def test_champion_and_challenger_and_retained_in_order() -> None:
@@ -31,12 +32,12 @@ def test_no_aliases_keeps_history_only() -> None:
 
 
 def test_history_appends_changes_only_and_is_bounded() -> None:
-    h = update_history([], "1")
-    h = update_history(h, "1")
-    h = update_history(h, "2")
-    h = update_history(h, None)
+    h = with_champion([], "1")
+    h = with_champion(h, "1")
+    h = with_champion(h, "2")
+    h = with_champion(h, None)
     assert h == ["1", "2"]
-    assert len(update_history([str(i) for i in range(100)], "x")) == 20
+    assert len(with_champion([str(i) for i in range(100)], "x")) == HISTORY_LIMIT
 
 
 def test_previous_champions_distinct_newest_first() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -27,10 +28,29 @@ FEATURES = ["a", "b"]
 
 @dataclass
 class FakeRegistry:
+    """The part of MlflowClient the sync and rollback use, in memory."""
+
     aliases: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    version_tags: dict[tuple[str, str], str] = field(default_factory=dict)
 
     def get_registered_model(self, name: str) -> Any:
-        return type("RM", (), {"aliases": dict(self.aliases)})()
+        return SimpleNamespace(aliases=dict(self.aliases), tags=dict(self.tags))
+
+    def set_registered_model_tag(self, name: str, key: str, value: str) -> None:
+        self.tags[key] = value
+
+    def get_model_version_by_alias(self, name: str, alias: str) -> Any:
+        return SimpleNamespace(version=self.aliases[alias])
+
+    def get_model_version(self, name: str, version: str) -> Any:
+        return SimpleNamespace(version=version, tags={}, run_id="")
+
+    def set_registered_model_alias(self, name: str, alias: str, version: str) -> None:
+        self.aliases[alias] = str(version)
+
+    def set_model_version_tag(self, name: str, version: str, key: str, value: str) -> None:
+        self.version_tags[(version, key)] = value
 
 
 @dataclass
@@ -161,6 +181,27 @@ def test_promotion_rollback_and_retention(world: Any) -> None:
     assert world.run().ok
     assert _routing(world) == {"champion": "3"} and world.exports == exports_before
     _routed_always_ready(world)
+
+
+def test_rollback_moves_to_the_version_the_sync_kept_loaded(world: Any) -> None:
+    """One champion history: what ``treeserve rollback`` moves to is what the sync kept for it."""
+    from training.gate import rollback
+
+    for v in ("1", "2", "3"):
+        world.registry.aliases = {"champion": v}  # moved outside the gate: the sync records it
+        assert world.run().ok
+    kept = world.run().models[MODEL].retained
+    assert kept == ["2", "1"]
+    exports_before = list(world.exports)
+
+    back = rollback(world.settings, MODEL, client=world.registry)
+    assert back.to_version == kept[0]
+    after = world.run()
+    assert after.ok and _routing(world) == {"champion": "2"}
+    assert world.exports == exports_before, "a rollback only switches the routing"
+    # The next rollback would go to v1, and that is what the sync keeps now.
+    assert after.models[MODEL].retained == ["1"]
+    assert rollback(world.settings, MODEL, client=world.registry).to_version == "1"
 
 
 def test_second_pass_is_a_no_op(world: Any) -> None:

@@ -65,3 +65,21 @@ def test_result_reason_names_failed_checks() -> None:
     )
     result = GateResult("m", "4", "champion", passed=False, forced=False, alias_moved=False, checks=checks)
     assert result.reason.startswith("vs_champion: roc_auc")
+
+
+def test_a_champion_that_cannot_score_the_holdout_gives_one_failing_verdict_naming_why() -> None:
+    checks, auc, champ = evaluate(
+        GOOD,
+        LABELS,
+        champion_scores=None,
+        champion_version="3",
+        auc_tolerance=0.01,
+        min_std=0.01,
+        champion_unscorable="the held-out rows lack its features ['tenure_days']",
+    )
+    vs = [c for c in checks if c.name == "vs_champion"]
+    assert len(vs) == 1, vs
+    assert not vs[0].passed
+    assert "champion v3 cannot score" in vs[0].detail and "tenure_days" in vs[0].detail
+    result = GateResult("m", "4", "champion", False, False, False, checks, auc, "3", champ)
+    assert "no other champion" not in result.reason and "cannot score" in result.reason

@@ -1,0 +1,168 @@
+"""The MLflow model registry as every treeserve package sees it.
+
+One client factory (``mlflow_client``), one place where MLflow's errors become treeserve's
+(``mlflow_errors``), and the champion history that the promotion gate writes and both rollback
+and the sync's retention read (``read_model_state``, ``previous_champions``).
+
+    MlflowException (RestException included)
+    ├── a lookup code (RESOURCE_DOES_NOT_EXIST, NOT_FOUND, INVALID_PARAMETER_VALUE)
+    │     and the caller named what is missing       -> NotFoundError (or the caller's subclass)
+    └── anything else                                -> ServiceUnavailableError
+    OSError (requests' ConnectionError, timeouts)    -> ServiceUnavailableError
+
+mlflow is imported inside the functions: importing this module costs nothing, so commands that
+never talk to the registry (``treeserve --help``) stay fast.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from treeserve import contract
+from treeserve.errors import NotFoundError, ServiceUnavailableError, TreeserveError
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+NOT_FOUND_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE"})
+"""MLflow error codes that mean "no such model, version or alias" for a lookup."""
+
+HISTORY_LIMIT = 50
+"""How many past champions the registry tag ``contract.TAG_CHAMPION_HISTORY`` keeps."""
+
+
+def mlflow_client(tracking_uri: str) -> MlflowClient:
+    """An MlflowClient whose tracking and registry URIs are both ``tracking_uri``.
+
+    A local ``sqlite:///`` database gets its folder created, so a fresh home works.
+    """
+    from mlflow import MlflowClient
+
+    if tracking_uri.startswith("sqlite:///"):
+        Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+@contextmanager
+def mlflow_errors(what: str, *, not_found: TreeserveError | str | None = None) -> Iterator[None]:
+    """Map MLflow errors raised inside the block to treeserve's (see the module docstring).
+
+    ``what`` names the operation for the message ("registry read of 'churn'"). ``not_found``:
+    for a lookup, the error (or the NotFoundError message) to raise when MLflow answers that the
+    thing does not exist; without it every MLflow error reads as the registry being unavailable.
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except MlflowException as e:
+        if not_found is not None and is_not_found(e):
+            raise (NotFoundError(not_found) if isinstance(not_found, str) else not_found) from e
+        raise ServiceUnavailableError(f"MLflow {what} failed: {first_line(e)}") from e
+    except OSError as e:
+        raise ServiceUnavailableError(f"MLflow {what} failed: {e}") from e
+
+
+def ensure_registered_model(client: Any, model: str) -> None:
+    """Create the registered model ``model`` unless it exists."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.create_registered_model(model)
+    except MlflowException as e:
+        if str(getattr(e, "error_code", "")) != "RESOURCE_ALREADY_EXISTS":
+            raise ServiceUnavailableError(f"MLflow registration of {model!r} failed: {first_line(e)}") from e
+
+
+def is_not_found(e: BaseException) -> bool:
+    """True when an MLflow error says the model, version or alias does not exist."""
+    return str(getattr(e, "error_code", "")) in NOT_FOUND_CODES
+
+
+def first_line(e: BaseException) -> str:
+    """The first line of an MLflow error's message (their messages carry whole server replies)."""
+    text = str(getattr(e, "message", "") or e)
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+# ---- the champion history --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelState:
+    """What the registry says about one registered model: its aliases and champion history."""
+
+    model: str
+    aliases: dict[str, str] = field(default_factory=dict)
+    """Alias -> version (strings)."""
+    champion_history: list[str] = field(default_factory=list)
+    """Versions that held ``champion``, oldest first, current last (the registry tag)."""
+
+    @property
+    def champion(self) -> str | None:
+        """The version behind ``champion``, if set."""
+        return self.aliases.get(contract.ALIAS_CHAMPION)
+
+    def previous_champions(self) -> list[str]:
+        """Earlier champions, newest first: what rollback moves to and what the sync keeps loaded."""
+        return previous_champions(self.champion_history, self.champion)
+
+
+def read_model_state(client: Any, model: str) -> ModelState:
+    """Aliases and champion history of ``model``; NotFoundError when it is not registered."""
+    with mlflow_errors(f"registry read of {model!r}", not_found=f"registered model {model!r} does not exist"):
+        registered = client.get_registered_model(model)
+    return ModelState(
+        model=model,
+        aliases={str(k): str(v) for k, v in (registered.aliases or {}).items()},
+        champion_history=champion_history(dict(registered.tags or {})),
+    )
+
+
+def champion_history(tags: Mapping[str, str]) -> list[str]:
+    """The champion history from registered-model tags (empty when absent or malformed)."""
+    try:
+        history = json.loads(tags[contract.TAG_CHAMPION_HISTORY])
+    except (KeyError, ValueError):
+        return []
+    return [str(v) for v in history] if isinstance(history, list) else []
+
+
+def previous_champions(history: Sequence[str], champion: str | None) -> list[str]:
+    """Distinct earlier champions, newest first, excluding the current one.
+
+    The first entry is where ``treeserve rollback`` moves ``champion``; the sync keeps the first N
+    loaded, so a rollback only switches the routing.
+    """
+    out: list[str] = []
+    for v in reversed(history):
+        if v != champion and v not in out:
+            out.append(str(v))
+    return out
+
+
+def with_champion(history: Sequence[str], champion: str | None) -> list[str]:
+    """``history`` with ``champion`` appended when it is not already the last entry (bounded)."""
+    out = [str(v) for v in history]
+    if champion is not None and (not out or out[-1] != str(champion)):
+        out.append(str(champion))
+    return out[-HISTORY_LIMIT:]
+
+
+def record_champion(client: Any, state: ModelState, version: str) -> ModelState:
+    """Make ``version`` the last entry of the registry's champion history (a no-op when it is).
+
+    The promotion gate records every champion it sets; the sync records the champions it serves,
+    so a ``champion`` alias moved outside the gate still has a previous champion to roll back to.
+    """
+    history = with_champion(state.champion_history, version)
+    if history == state.champion_history:
+        return state
+    with mlflow_errors(f"champion history of {state.model!r}"):
+        client.set_registered_model_tag(state.model, contract.TAG_CHAMPION_HISTORY, json.dumps(history))
+    return ModelState(model=state.model, aliases=dict(state.aliases), champion_history=history)
