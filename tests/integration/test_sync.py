@@ -196,6 +196,9 @@ def test_promote_keep_rollback_and_challenger(
     assert second.ok
     assert routing(settings, model_name) == {"champion": v2}
     assert ready(triton_server, model_name) == {v1, v2}, "the previous champion stays loaded for rollback"
+    # One champion history: the registry's, which `treeserve rollback` reads, names what is kept.
+    history = json.loads(client.get_registered_model(model_name).tags["treeserve.champion_history"])
+    assert history == [v1, v2] and second.models[model_name].retained == [v1]
     v1_export = read_version_metadata(triton_server.repository, model_name, v1)["exported_at"]
     v1_inode = (version_dir(triton_server.repository, model_name, v1) / "model.onnx").stat().st_ino
 
