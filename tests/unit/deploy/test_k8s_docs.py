@@ -35,20 +35,14 @@ from tests.unit.deploy.test_k8s import (
     one,
     rendered,
 )
+from tests.unit.docs.test_documented_commands import shell_lines
 
 DOC = ROOT / "docs" / "operations" / "deploy.md"
 
 
 def doc_commands() -> list[str]:
-    """The command lines of the page's ``bash`` blocks (continuations joined, comments dropped)."""
-    blocks = re.findall(r"```bash\n(.*?)```", DOC.read_text(), re.S)
-    commands = []
-    for block in blocks:
-        for line in block.replace("\\\n", " ").splitlines():
-            line = line.strip()
-            if line and not line.startswith("#"):
-                commands.append(line)
-    return commands
+    """The command lines of the page's shell blocks."""
+    return shell_lines(DOC)
 
 
 def _treeserve_version() -> str:
