@@ -22,7 +22,7 @@ from gateway import metrics
 from gateway.docs_ui import mount_docs
 from gateway.errors import GatewayError, InvalidRequestError, PayloadTooLargeError
 from gateway.features import MeteredFeatureSource
-from gateway.predlog import NullPredictionLog, ParquetPredictionLog, PredictionLog
+from gateway.predlog import DurablePredictionLog, NullPredictionLog, PredictionLog
 from gateway.routes import _REQUEST_ID_RE, check_api_key, predict_payload, router, v1
 from gateway.service import PredictionService
 from gateway.triton import InferenceClient
@@ -44,12 +44,14 @@ def _error(status: int, kind: str, message: str, headers: dict[str, str] | None 
 
 
 def build_predlog(settings: Settings) -> PredictionLog:
-    """The Parquet prediction log of the settings (or none when disabled)."""
+    """The durable prediction log of the settings (or none when disabled)."""
     gw = settings.gateway
     if not gw.predlog_enabled:
         return NullPredictionLog()
-    return ParquetPredictionLog(
+    return DurablePredictionLog(
         settings.path(gw.predlog_dir),
+        fsync=gw.predlog_fsync,
+        fsync_interval_ms=gw.predlog_fsync_interval_ms,
         queue_size=gw.predlog_queue_size,
         overflow=gw.predlog_overflow,
         segment_rows=gw.predlog_segment_rows,

@@ -9,7 +9,8 @@
     │   ├── FeatureStoreUnavailableError        the online store cannot be read
     │   ├── TritonUnavailableError              Triton unreachable / model version not ready
     │   ├── CircuitOpenError                    the breaker is open: Triton failed repeatedly
-    │   └── ModelNotServableError               skew guard or missing routing: version refused
+    │   ├── ModelNotServableError               skew guard or missing routing: version refused
+    │   └── PredictionLogUnavailableError       the answer's rows cannot be written to the log
     └── DeadlineExceededError               504  the Triton deadline passed
 
 Third-party exceptions are mapped where they enter (features.py, triton.py); routes have one handler.
@@ -94,3 +95,9 @@ class DeadlineExceededError(GatewayError):
 
     status_code = 504
     kind = "deadline_exceeded"
+
+
+class PredictionLogUnavailableError(ServiceDownError):
+    """The prediction log cannot record the answer (disk full, permission): no answer without a record."""
+
+    kind = "predlog_unavailable"

@@ -195,11 +195,11 @@ PREDLOG_ENQUEUE_WAIT = Histogram(
 )
 PREDLOG_DROPPED = Counter(
     PREFIX + "predlog_dropped_total",
-    "Prediction-log records dropped because the queue was full (policy drop).",
+    "Prediction-log rows refused (answered 503) because the queue was full (policy drop).",
 )
 PREDLOG_ROWS_WRITTEN = Counter(
     PREFIX + "predlog_rows_written_total",
-    "Prediction-log rows written to Parquet.",
+    "Prediction-log rows converted from the write-ahead log to Parquet.",
 )
 PREDLOG_SEGMENTS_WRITTEN = Counter(
     PREFIX + "predlog_segments_written_total",
@@ -207,7 +207,12 @@ PREDLOG_SEGMENTS_WRITTEN = Counter(
 )
 PREDLOG_WRITE_ERRORS = Counter(
     PREFIX + "predlog_write_errors_total",
-    "Prediction-log segment writes that failed (rows lost).",
+    "Prediction-log writes that failed (their requests were answered 503) or conversions to retry.",
+)
+PREDLOG_WRITABLE = Gauge(
+    PREFIX + "predlog_writable",
+    "1 when the prediction log can be written; 0 while requests are refused for lack of a record.",
+    multiprocess_mode="min",
 )
 
 ALL_METRIC_NAMES: tuple[str, ...] = tuple(
@@ -242,6 +247,7 @@ ALL_METRIC_NAMES: tuple[str, ...] = tuple(
             PREDLOG_ROWS_WRITTEN,
             PREDLOG_SEGMENTS_WRITTEN,
             PREDLOG_WRITE_ERRORS,
+            PREDLOG_WRITABLE,
         )
     )
 )

@@ -1,28 +1,36 @@
-"""Prediction log: a bounded async queue drained into rotating Parquet segments.
+"""Prediction log: every answered row is on disk before its answer leaves the gateway.
 
-    <predlog_dir>/<model>/date=YYYY-MM-DD/part-<utc-time>-<pid>-<seq>.parquet
+Requests put their rows and wait; one writer task appends everything waiting as one record to a
+write-ahead segment (``gateway/predlog_wal.py``) and then releases them (group commit). What a
+row survives once acknowledged depends on ``gateway.predlog_fsync``:
 
-Columns: request_id, timestamp (timestamp[us, UTC]), model, model_version, route, entity_key,
-one float64 column per feature (value as resolved, BEFORE imputation; null = missing), score,
-imputed (comma-joined names), fallback (reason or empty). A segment is written to a hidden
-temporary name and renamed into place, so readers never see half a file. On close the queue is
-drained and every open segment is written: N accepted predictions -> N rows.
+- ``never``: written to the OS (survives a killed gateway process, not a power loss);
+- ``interval`` (default): also fsync-ed every ``predlog_fsync_interval_ms`` (a power loss loses at
+  most that interval);
+- ``always``: fsync-ed before the answer (survives a power loss).
+
+Segments rotate by rows and age and are converted to the Parquet layout the drift job reads
+(``gateway/predlog_recover.py``); segments left by a crash are converted when a gateway starts
+and by ``treeserve predlog recover``. When a record cannot be written (disk full, permission) its
+requests are answered 503 and ``/readyz`` names the cause: no answer without a record.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import os
+import threading
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Literal, Protocol
 
 import numpy as np
 
-from gateway import metrics
+from gateway import metrics, predlog_recover, predlog_wal
+from gateway.errors import PredictionLogUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +71,10 @@ class PredictionLog(Protocol):
         """Drain the queue and write every open segment."""
         ...
 
+    async def check(self) -> str:
+        """Empty when rows can be written, else why not."""
+        ...
+
 
 class NullPredictionLog:
     """A prediction log that keeps nothing (``gateway.predlog_enabled=false``)."""
@@ -76,214 +88,260 @@ class NullPredictionLog:
     async def aclose(self) -> None:
         """Nothing to flush."""
 
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-class _Segment:
-    """An open segment's rows, column-wise.
-
-    Columns grow by a few list operations per request on the writer task, so rotation only
-    hands flat lists to Arrow: building them per row in the writer thread held the GIL for
-    ~0.5 s per 50k-row segment and stalled the event loop (the gateway's p99).
-    """
-
-    def __init__(self) -> None:
-        self.rows = 0
-        self.opened = time.monotonic()
-        self.request_id: list[str] = []
-        self.timestamp_us: list[int] = []
-        self.model_version: list[str] = []
-        self.route: list[str] = []
-        self.entity_key: list[str | None] = []
-        self.values: list[np.ndarray] = []
-        self.scores: list[np.ndarray] = []
-        self.imputed: list[str] = []
-        self.fallback: list[str] = []
-
-    def add(self, batch: PredictionBatch) -> None:
-        n = len(batch)
-        t = batch.timestamp if batch.timestamp.tzinfo is not None else batch.timestamp.replace(tzinfo=UTC)
-        ts = (t - _EPOCH) // timedelta(microseconds=1)  # naive times are UTC, as Arrow reads them
-        if n == 1:
-            self.request_id.append(batch.request_id)
-            self.timestamp_us.append(ts)
-        else:
-            self.request_id.extend([batch.request_id] * n)
-            self.timestamp_us.extend([ts] * n)
-        self.model_version.extend(batch.versions)
-        self.route.extend(batch.routes)
-        self.entity_key.extend(batch.entity_keys)
-        self.values.append(batch.values)
-        self.scores.append(batch.scores)
-        self.imputed.extend(batch.imputed)
-        self.fallback.extend(batch.fallback)
-        self.rows += n
+    async def check(self) -> str:
+        """Always writable."""
+        return ""
 
 
-class ParquetPredictionLog:
-    """Bounded queue -> one writer task -> Parquet segments rotated by rows and age."""
+FsyncPolicy = Literal["never", "interval", "always"]
+
+
+class DurablePredictionLog:
+    """Group-committed write-ahead log, rotated into Parquet segments."""
 
     def __init__(
         self,
         directory: Path,
         *,
+        fsync: FsyncPolicy,
+        fsync_interval_ms: int,
         queue_size: int,
         overflow: Literal["block", "drop"],
         segment_rows: int,
         segment_s: float,
     ) -> None:
         self._dir = directory
+        self._fsync = fsync
+        self._fsync_interval_s = fsync_interval_ms / 1000.0
+        self._queue_size = queue_size
         self._overflow = overflow
         self._segment_rows = segment_rows
         self._segment_s = segment_s
-        self._queue: asyncio.Queue[PredictionBatch | asyncio.Event | None] = asyncio.Queue(maxsize=queue_size)
-        self._open: dict[tuple[str, str, tuple[str, ...]], _Segment] = {}
+        self._pending: list[tuple[PredictionBatch, asyncio.Future[None]]] = []
+        self._wake = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
         self._task: asyncio.Task[None] | None = None
+        self._segment: predlog_wal.Segment | None = None
+        self._segment_opened = 0.0
+        self._unconverted: list[predlog_wal.Segment] = []
         self._seq = 0
+        self._dirty_since: float | None = None
+        self._problem = ""
         self._closing = False
+        self._converter: asyncio.Task[None] | None = None
+        # the writer thread, the readiness probe and the converter share the segment state
+        self._lock = threading.Lock()
+        self._retired_lock = threading.Lock()
+        self._convert_lock = threading.Lock()
+        metrics.PREDLOG_WRITABLE.set(1)
 
+    # ---- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
-        """Start the writer task on the running loop."""
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._writer(), name="predlog-writer")
-
-    async def put(self, batch: PredictionBatch) -> None:
-        """Enqueue one request's rows; block or drop when the queue is full."""
+        """Convert what a crashed gateway left, then start the writer task."""
+        if self._task is not None:
+            return
         try:
-            self._queue.put_nowait(batch)
-            return
-        except asyncio.QueueFull:
-            if self._overflow == "drop" or self._closing:
-                metrics.PREDLOG_DROPPED.inc(len(batch))
-                return
-        t0 = time.perf_counter()
-        await self._queue.put(batch)
-        metrics.PREDLOG_ENQUEUE_WAIT.observe(time.perf_counter() - t0)
-
-    async def _writer(self) -> None:
-        while True:
-            timeout = self._next_rotation_s()
-            try:
-                item = await asyncio.wait_for(self._queue.get(), timeout=timeout)
-            except TimeoutError:
-                await self._rotate(force=False)
-                continue
-            metrics.PREDLOG_QUEUE_DEPTH.set(self._queue.qsize())
-            if item is None:
-                # Drain what is left, then write everything.
-                while not self._queue.empty():
-                    rest = self._queue.get_nowait()
-                    if isinstance(rest, PredictionBatch):
-                        self._add(rest)
-                    elif isinstance(rest, asyncio.Event):
-                        rest.set()
-                await self._rotate(force=True)
-                return
-            if isinstance(item, asyncio.Event):
-                await self._rotate(force=True)
-                item.set()
-                continue
-            self._add(item)
-            # Take what else is waiting without yielding per item.
-            while not self._queue.empty():
-                rest = self._queue.get_nowait()
-                if rest is None or isinstance(rest, asyncio.Event):
-                    await self._rotate(force=True)
-                    if rest is None:
-                        return
-                    rest.set()
-                    continue
-                if self._add(rest):
-                    await self._rotate(force=False)
-            await self._rotate(force=False)
-
-    def _next_rotation_s(self) -> float:
-        if not self._open:
-            return self._segment_s
-        oldest = min(s.opened for s in self._open.values())
-        return max(0.01, self._segment_s - (time.monotonic() - oldest))
-
-    def _add(self, batch: PredictionBatch) -> bool:
-        """Buffer ``batch``; True when its segment is full."""
-        key = (batch.model, batch.timestamp.strftime("%Y-%m-%d"), batch.features)
-        seg = self._open.get(key)
-        if seg is None:
-            seg = self._open[key] = _Segment()
-        seg.add(batch)
-        return seg.rows >= self._segment_rows
-
-    async def _rotate(self, *, force: bool) -> None:
-        now = time.monotonic()
-        due = [
-            k
-            for k, s in self._open.items()
-            if force or s.rows >= self._segment_rows or now - s.opened >= self._segment_s
-        ]
-        for key in due:
-            seg = self._open.pop(key)
-            try:
-                await asyncio.to_thread(self._write, key, seg)
-            except Exception:
-                metrics.PREDLOG_WRITE_ERRORS.inc()
-                log.exception("prediction log: segment of %d rows could not be written", seg.rows)
-
-    def _write(self, key: tuple[str, str, tuple[str, ...]], seg: _Segment) -> Path:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        model, date, features = key
-        n_rows = seg.rows
-        columns: dict[str, pa.Array] = {}
-        columns["request_id"] = pa.array(seg.request_id, pa.string())
-        columns["timestamp"] = pa.array(seg.timestamp_us, pa.timestamp("us", tz="UTC"))
-        columns["model"] = pa.array([model] * n_rows, pa.string())
-        columns["model_version"] = pa.array(seg.model_version, pa.string())
-        columns["route"] = pa.array(seg.route, pa.string())
-        columns["entity_key"] = pa.array(seg.entity_key, pa.string())
-        values = (
-            np.concatenate(seg.values, axis=0).reshape(n_rows, len(features))
-            if seg.values
-            else np.empty((0, len(features)))
-        )
-        for j, name in enumerate(features):
-            col = values[:, j].astype(np.float64)
-            columns[name] = pa.array(col, pa.float64(), mask=np.isnan(col))
-        scores = np.concatenate(seg.scores) if seg.scores else np.empty(0)
-        columns["score"] = pa.array(scores.astype(np.float64), pa.float64())
-        columns["imputed"] = pa.array(seg.imputed, pa.string())
-        columns["fallback"] = pa.array(seg.fallback, pa.string())
-        table = pa.table(columns)
-        folder = self._dir / model / f"date={date}"
-        folder.mkdir(parents=True, exist_ok=True)
-        self._seq += 1
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-        name = f"part-{stamp}-{os.getpid()}-{self._seq:06d}.parquet"
-        tmp = folder / f".{name}.tmp"
-        pq.write_table(table, tmp)
-        os.replace(tmp, folder / name)
-        metrics.PREDLOG_ROWS_WRITTEN.inc(n_rows)
-        metrics.PREDLOG_SEGMENTS_WRITTEN.inc()
-        return folder / name
-
-    async def flush(self) -> None:
-        """Write everything accepted so far (waits for the writer)."""
-        if self._task is None:
-            return
-        done = asyncio.Event()
-        await self._queue.put(done)
-        await done.wait()
+            await asyncio.to_thread(predlog_recover.recover, self._dir)
+        except OSError as e:
+            self._set_problem(e)
+        self._task = asyncio.get_running_loop().create_task(self._writer(), name="predlog-writer")
 
     async def aclose(self) -> None:
-        """Drain and write everything, then stop the writer."""
+        """Write what is waiting, then convert every open segment."""
         self._closing = True
-        if self._task is None:
-            while not self._queue.empty():
-                item = self._queue.get_nowait()
-                if isinstance(item, PredictionBatch):
-                    self._add(item)
-            await self._rotate(force=True)
-            return
-        await self._queue.put(None)
-        await self._task
-        self._task = None
+        if self._task is not None:
+            self._wake.set()
+            await self._task
+            self._task = None
+        if self._converter is not None:
+            await self._converter
+        await asyncio.to_thread(self._commit, [], True)
+
+    async def flush(self) -> None:
+        """Convert everything acknowledged so far to Parquet (waits for the writer)."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((_FLUSH, fut))
+        self._wake.set()
+        await fut
+
+    async def check(self) -> str:
+        """Empty when rows can be written, else why not (probes the disk again after a failure)."""
+        if self._problem and self._segment is None and not self._closing:
+            try:
+                await asyncio.to_thread(self._probe)
+            except OSError as e:
+                self._set_problem(e)
+        return self._problem
+
+    # ---- requests -------------------------------------------------------------------------
+    async def put(self, batch: PredictionBatch) -> None:
+        """Return once ``batch`` is in the write-ahead log; PredictionLogUnavailableError if not."""
+        if self._closing or self._task is None:
+            raise PredictionLogUnavailableError("the prediction log is not running (gateway stopping)")
+        if len(self._pending) >= self._queue_size:
+            if self._overflow == "drop":
+                metrics.PREDLOG_DROPPED.inc(len(batch))
+                raise PredictionLogUnavailableError(
+                    f"the prediction log is behind ({len(self._pending)} requests waiting); retry later"
+                )
+            t0 = time.perf_counter()
+            while len(self._pending) >= self._queue_size:
+                self._room.clear()
+                await self._room.wait()
+            metrics.PREDLOG_ENQUEUE_WAIT.observe(time.perf_counter() - t0)
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((batch, fut))
+        self._wake.set()
+        await fut
+
+    # ---- the writer -----------------------------------------------------------------------
+    async def _writer(self) -> None:
+        while True:
+            if not self._pending:
+                if self._closing:
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=self._idle_timeout_s())
+                self._wake.clear()
+            items, self._pending = self._pending, []
+            self._room.set()
+            metrics.PREDLOG_QUEUE_DEPTH.set(len(items))
+            batches = [b for b, _ in items if b is not _FLUSH]
+            error: BaseException | None = None
+            try:
+                await asyncio.to_thread(self._commit, batches, len(batches) < len(items))
+            except OSError as e:
+                error = e
+                self._set_problem(e)
+            except Exception as e:  # a bug must not leave requests waiting forever
+                log.exception("prediction log: append failed")
+                error = e
+            for _, fut in items:
+                if fut.done():
+                    continue
+                if error is None:
+                    fut.set_result(None)
+                else:
+                    fut.set_exception(PredictionLogUnavailableError(self._problem or str(error)))
+            if self._unconverted and (self._converter is None or self._converter.done()):
+                self._converter = asyncio.get_running_loop().create_task(
+                    asyncio.to_thread(self._convert_retired), name="predlog-convert"
+                )
+
+    def _idle_timeout_s(self) -> float:
+        now = time.monotonic()
+        seg = self._segment
+        due = [self._segment_s + self._segment_opened - now] if seg is not None and seg.rows else []
+        if self._dirty_since is not None:
+            due.append(self._dirty_since + self._fsync_interval_s - now)
+        if self._unconverted:
+            due.append(1.0)  # retry a conversion that failed
+        return max(0.001, min(due)) if due else 3600.0
+
+    def _commit(self, batches: list[PredictionBatch], flush: bool) -> None:
+        """Append ``batches`` as one record (thread); sync and rotate as the policy says."""
+        with self._lock:
+            if batches:
+                if self._segment is None:
+                    self._open_segment()
+                seg = self._segment
+                assert seg is not None
+                record = predlog_wal.encode(batches)
+                try:
+                    seg.append(record, sum(len(b) for b in batches))
+                    if self._fsync == "always":
+                        seg.sync()
+                except OSError:
+                    self._retire_segment()
+                    raise
+                if self._fsync == "interval" and self._dirty_since is None:
+                    self._dirty_since = time.monotonic()
+                self._clear_problem()
+            now = time.monotonic()
+            if self._dirty_since is not None and now - self._dirty_since >= self._fsync_interval_s:
+                if self._segment is not None:
+                    self._segment.sync()
+                self._dirty_since = None
+            seg = self._segment
+            if (
+                seg is not None
+                and seg.rows
+                and (flush or seg.rows >= self._segment_rows or now - self._segment_opened >= self._segment_s)
+            ):
+                self._retire_segment()
+        if flush:
+            self._convert_retired()
+
+    def _open_segment(self) -> None:
+        self._seq += 1
+        self._segment = predlog_wal.Segment.create(self._dir, self._seq, sync_dir=self._fsync != "never")
+        self._segment_opened = time.monotonic()
+        self._clear_problem()
+
+    def _probe(self) -> None:
+        with self._lock:
+            if self._segment is None:
+                self._open_segment()
+
+    def _retire_segment(self) -> None:
+        """Stop appending to the current segment (rotation, failed write); it is converted next."""
+        if self._segment is not None:
+            with self._retired_lock:
+                self._unconverted.append(self._segment)
+            self._segment = None
+            self._dirty_since = None
+
+    def _convert_retired(self) -> None:
+        """Convert retired segments to Parquet, oldest first (thread; one converter at a time)."""
+        with self._convert_lock:
+            while True:
+                with self._retired_lock:
+                    if not self._unconverted:
+                        return
+                    seg = self._unconverted[0]
+                try:
+                    predlog_recover.convert_segment(seg.path, self._dir)
+                except OSError as e:
+                    metrics.PREDLOG_WRITE_ERRORS.inc()
+                    log.warning("prediction log: segment %s not converted yet: %s", seg.path.name, e)
+                    return
+                seg.close()
+                with self._retired_lock:
+                    self._unconverted.pop(0)
+
+    def _set_problem(self, error: BaseException) -> None:
+        metrics.PREDLOG_WRITE_ERRORS.inc()
+        metrics.PREDLOG_WRITABLE.set(0)
+        problem = f"the prediction log cannot be written in {self._dir}: {_describe(error)}"
+        if problem != self._problem:
+            log.error(problem)
+        self._problem = problem
+
+    def _clear_problem(self) -> None:
+        if self._problem:
+            log.info("prediction log writable again")
+            self._problem = ""
+            metrics.PREDLOG_WRITABLE.set(1)
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror + (f" ({error.filename})" if error.filename else "")
+    return str(error) or type(error).__name__
+
+
+_FLUSH = PredictionBatch(
+    request_id="",
+    timestamp=datetime.fromtimestamp(0),
+    model="",
+    features=(),
+    versions=[],
+    routes=[],
+    entity_keys=[],
+    values=np.empty((0, 0)),
+    scores=np.empty(0),
+    imputed=[],
+    fallback=[],
+)
+"""Marker in the pending list: rotate once what precedes it is written."""

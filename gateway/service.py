@@ -295,6 +295,8 @@ class PredictionService:
                 checks[f"online_store:{view.feature_service}"] = "ok"
             except GatewayError as e:
                 checks[f"online_store:{view.feature_service}"] = str(e)
+        problem = await self._predlog.check()
+        checks["predlog"] = problem or "ok"
         if not self._served or not self.models():
             checks["models"] = "no model loaded"
         metrics.READY.set(1 if all(v == "ok" for v in checks.values()) else 0)

@@ -83,13 +83,21 @@ class GatewaySettings(BaseModel):
     """Prediction log Parquet segments (the drift job's input)."""
     predlog_enabled: bool = True
     """Write the prediction log."""
+    predlog_fsync: Literal["never", "interval", "always"] = "interval"
+    """When the write-ahead log is fsync-ed. Every answered row is written to the OS before its answer
+    leaves (survives a killed process); never: no fsync (a power loss loses what the OS had not
+    written); interval: every ``predlog_fsync_interval_ms`` (a power loss loses at most that);
+    always: before each answer (survives a power loss)."""
+    predlog_fsync_interval_ms: int = Field(default=200, ge=1)
+    """fsync period of ``predlog_fsync=interval``."""
     predlog_overflow: Literal["block", "drop"] = "block"
-    """What a full prediction-log queue does: block the request or drop (and count) the rows."""
+    """What a full prediction-log queue does: the request waits (block), or is answered 503 and
+    counted (drop); never an answer without a record."""
     predlog_queue_size: int = Field(default=10_000, ge=1)
-    """Requests (with their rows) that may wait for the Parquet writer."""
+    """Requests that may wait for the write-ahead writer."""
     predlog_segment_rows: int = Field(default=50_000, ge=1)
-    """Rows per Parquet segment before it rotates."""
+    """Rows per write-ahead segment before it rotates into Parquet."""
     predlog_segment_s: float = Field(default=60.0, gt=0)
-    """Seconds before an open segment rotates (also bounds the loss window on a crash)."""
+    """Seconds before a write-ahead segment rotates into Parquet (the drift job's delay)."""
     api_keys: list[str] = Field(default_factory=list)
     """If non-empty, requests need ``Authorization: Bearer <key>``."""

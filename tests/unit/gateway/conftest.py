@@ -9,8 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.app import create_app
-from gateway.predlog import ParquetPredictionLog
+from gateway.app import build_predlog, create_app
 from tests.unit.gateway.fakes import FakeFeatures, FakeTriton, write_repository
 from treeserve.settings import load_settings
 
@@ -68,13 +67,7 @@ def make_gateway(treeserve_home: Path) -> Callable[..., Any]:
         settings = load_settings(home=treeserve_home, gateway=gw)
         features = FakeFeatures(rows if rows is not None else ROWS)
         triton = FakeTriton()
-        predlog = ParquetPredictionLog(
-            settings.path(settings.gateway.predlog_dir),
-            queue_size=settings.gateway.predlog_queue_size,
-            overflow=settings.gateway.predlog_overflow,
-            segment_rows=settings.gateway.predlog_segment_rows,
-            segment_s=settings.gateway.predlog_segment_s,
-        )
+        predlog = build_predlog(settings)
         app = create_app(settings, features=features, triton=triton, predlog=predlog)
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)

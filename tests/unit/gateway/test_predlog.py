@@ -1,19 +1,29 @@
-"""Prediction log: rotation, contract columns, overflow policies."""
+"""Prediction log: write-ahead durability, exactly-once recovery, refusal when it cannot write."""
 
 from __future__ import annotations
 
+import asyncio
+import errno
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from gateway import metrics
-from gateway.predlog import ParquetPredictionLog, PredictionBatch
+from gateway import metrics, predlog_wal
+from gateway.errors import PredictionLogUnavailableError
+from gateway.predlog import DurablePredictionLog, PredictionBatch
+from gateway.predlog_recover import recover
 
 pytestmark = pytest.mark.anyio
 FEATURES = ("a", "b")
+CONTRACT_COLUMNS = [
+    "request_id", "timestamp", "model", "model_version", "route", "entity_key", "a", "b",
+    "score", "imputed", "fallback",
+]  # fmt: skip
 
 
 @pytest.fixture
@@ -21,13 +31,13 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def batch(i: int, n: int = 2) -> PredictionBatch:
+def batch(i: int, n: int = 2, model: str = "m") -> PredictionBatch:
     x = np.arange(n * 2, dtype=float).reshape(n, 2)
     x[0, 1] = np.nan
     return PredictionBatch(
         request_id=f"r{i}",
         timestamp=datetime.now(UTC),
-        model="m",
+        model=model,
         features=FEATURES,
         versions=["3"] * n,
         routes=["champion"] * n,
@@ -39,33 +49,145 @@ def batch(i: int, n: int = 2) -> PredictionBatch:
     )
 
 
+def make_log(directory: Path, **kw: Any) -> DurablePredictionLog:
+    args: dict[str, Any] = {
+        "fsync": "interval",
+        "fsync_interval_ms": 50,
+        "queue_size": 100,
+        "overflow": "block",
+        "segment_rows": 1000,
+        "segment_s": 60.0,
+    }
+    return DurablePredictionLog(directory, **{**args, **kw})
+
+
+def parquet_rows(directory: Path, model: str = "m") -> pa.Table:
+    files = sorted((directory / model).glob("date=*/part-*.parquet"))
+    return pa.concat_tables([pq.read_table(f) for f in files]) if files else pa.table({})
+
+
 async def test_rotates_and_writes_every_row(tmp_path: Path) -> None:
-    log = ParquetPredictionLog(tmp_path, queue_size=100, overflow="block", segment_rows=5, segment_s=60)
+    log = make_log(tmp_path, segment_rows=5)
     await log.start()
-    for i in range(10):
-        await log.put(batch(i))
+    await asyncio.gather(*(log.put(batch(i)) for i in range(10)))
     await log.flush()
     await log.put(batch(99, n=1))
     await log.aclose()
-    files = sorted((tmp_path / "m").glob("date=*/part-*.parquet"))
-    import pyarrow as pa
-
-    table = pa.concat_tables([pq.read_table(f) for f in files])
-    assert table.num_rows == 21 and len(files) >= 4
+    table = parquet_rows(tmp_path)
+    assert table.num_rows == 21 and len(list((tmp_path / "m").glob("date=*/*.parquet"))) >= 2
+    assert table.column_names == CONTRACT_COLUMNS
     assert table.schema.field("timestamp").type.tz == "UTC"
-    assert table.column_names == [
-        "request_id", "timestamp", "model", "model_version", "route", "entity_key", "a", "b",
-        "score", "imputed", "fallback",
-    ]  # fmt: skip
     assert table.column("b").null_count == 11  # NaN before imputation is stored as null
-    assert not list(tmp_path.rglob(".*.tmp"))
+    assert sorted(set(table.column("request_id").to_pylist())) == sorted({f"r{i}" for i in [*range(10), 99]})
+    assert not list(tmp_path.rglob("*.tmp")) and not predlog_wal.segments(tmp_path)
 
 
-async def test_drop_policy_counts_drops(tmp_path: Path) -> None:
-    before = metrics.PREDLOG_DROPPED._value.get()  # type: ignore[attr-defined]
-    log = ParquetPredictionLog(tmp_path, queue_size=2, overflow="drop", segment_rows=100, segment_s=60)
-    for i in range(5):  # writer not started: the queue fills up
-        await log.put(batch(i, n=3))
-    assert metrics.PREDLOG_DROPPED._value.get() - before == 9  # type: ignore[attr-defined]
+@pytest.mark.parametrize("fsync", ["never", "interval", "always"])
+async def test_an_acknowledged_row_is_on_disk_before_put_returns(tmp_path: Path, fsync: str) -> None:
+    log = make_log(tmp_path, fsync=fsync)
+    await log.start()
+    await asyncio.gather(*(log.put(batch(i, n=1, model=m)) for i, m in enumerate(["m", "m", "other"])))
+    # What a killed process leaves: the write-ahead segment only, and recovery reads it all.
+    (segment,) = predlog_wal.segments(tmp_path)
+    assert predlog_wal.read_valid(segment).num_rows == 3
     await log.aclose()
-    assert sum(pq.read_table(f).num_rows for f in (tmp_path / "m").glob("date=*/*.parquet")) == 6
+    assert parquet_rows(tmp_path).num_rows == 2 and parquet_rows(tmp_path, "other").num_rows == 1
+
+
+def write_crashed_segment(directory: Path, n_records: int, *, torn: bool) -> Path:
+    """A segment as a killed writer leaves it: complete records, maybe a torn last one."""
+    seg = predlog_wal.Segment.create(directory, 1, sync_dir=False)
+    for i in range(n_records):
+        seg.append(predlog_wal.encode([batch(i)]), 2)
+    if torn:
+        seg.append(predlog_wal.encode([batch(999)])[:37], 0)
+    seg.close()
+    return seg.path
+
+
+async def test_recovery_drops_a_torn_record_and_converts_exactly_once(tmp_path: Path) -> None:
+    path = write_crashed_segment(tmp_path, 4, torn=True)
+    done = recover(tmp_path)
+    assert (done.segments, done.rows) == (1, 8) and not path.exists()
+    table = parquet_rows(tmp_path)
+    assert table.num_rows == 8 and table.column_names == CONTRACT_COLUMNS
+    assert "r999" not in table.column("request_id").to_pylist()
+    assert recover(tmp_path).rows == 0 and parquet_rows(tmp_path).num_rows == 8
+
+
+async def test_recovery_cut_short_converts_again_without_duplicates(tmp_path: Path) -> None:
+    path = write_crashed_segment(tmp_path, 3, torn=False)
+    kept = path.read_bytes()
+    recover(tmp_path)
+    path.write_bytes(kept)  # crashed after the Parquet rename, before the segment was removed
+    recover(tmp_path)
+    ids = parquet_rows(tmp_path).column("request_id").to_pylist()
+    assert sorted(ids) == sorted([f"r{i}" for i in range(3)] * 2)  # 2 rows per request, once each
+
+
+async def test_recovery_leaves_a_live_writers_segment_alone(tmp_path: Path) -> None:
+    log = make_log(tmp_path)
+    await log.start()
+    await log.put(batch(1))
+    assert recover(tmp_path).segments == 0  # e.g. another worker starting, or the CLI
+    await log.put(batch(2))
+    await log.aclose()
+    assert parquet_rows(tmp_path).num_rows == 4
+
+
+async def test_a_new_log_recovers_what_a_crash_left(tmp_path: Path) -> None:
+    write_crashed_segment(tmp_path, 2, torn=True)
+    log = make_log(tmp_path)
+    await log.start()
+    assert parquet_rows(tmp_path).num_rows == 4
+    await log.aclose()
+
+
+async def test_unwritable_directory_refuses_and_says_why(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    log = make_log(blocker / "predlog")
+    await log.start()
+    with pytest.raises(PredictionLogUnavailableError, match="cannot be written") as e:
+        await log.put(batch(1))
+    assert e.value.status_code == 503
+    assert "Not a directory" in await log.check()
+    assert metrics.PREDLOG_WRITABLE._value.get() == 0  # type: ignore[attr-defined]
+    blocker.unlink()  # the operator fixes it: the log heals without a restart
+    assert await log.check() == ""
+    await log.put(batch(2))
+    await log.aclose()
+    assert parquet_rows(blocker / "predlog").column("request_id").to_pylist() == ["r2", "r2"]
+    assert metrics.PREDLOG_WRITABLE._value.get() == 1  # type: ignore[attr-defined]
+
+
+async def test_disk_full_mid_run_answers_nothing_without_a_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = make_log(tmp_path)
+    await log.start()
+    await log.put(batch(1))
+    real_write = predlog_wal.os.write
+
+    def full(fd: int, data: Any) -> int:
+        real_write(fd, bytes(data)[:10])  # a partial record reaches the file, then ENOSPC
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(predlog_wal.os, "write", full)
+    with pytest.raises(PredictionLogUnavailableError, match="No space left"):
+        await log.put(batch(2))
+    assert "No space left" in await log.check()
+    monkeypatch.setattr(predlog_wal.os, "write", real_write)
+    await log.put(batch(3))
+    await log.aclose()
+    assert sorted(set(parquet_rows(tmp_path).column("request_id").to_pylist())) == ["r1", "r3"]
+
+
+async def test_drop_policy_refuses_instead_of_answering_unlogged(tmp_path: Path) -> None:
+    log = make_log(tmp_path, queue_size=2, overflow="drop")
+    await log.start()
+    results = await asyncio.gather(*(log.put(batch(i, n=3)) for i in range(5)), return_exceptions=True)
+    refused = [r for r in results if isinstance(r, PredictionLogUnavailableError)]
+    assert len(refused) == 3
+    await log.aclose()
+    assert parquet_rows(tmp_path).num_rows == 6
