@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
+import os
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -97,7 +97,12 @@ FsyncPolicy = Literal["never", "interval", "always"]
 
 
 class DurablePredictionLog:
-    """Group-committed write-ahead log, rotated into Parquet segments."""
+    """Group-committed write-ahead log, rotated into Parquet segments.
+
+    Appends run on the event loop (a write to the OS costs less than a thread hop) except with
+    ``fsync=always``, where the writer task waits for a thread; interval fsyncs and conversions
+    run in threads beside it.
+    """
 
     def __init__(
         self,
@@ -121,19 +126,19 @@ class DurablePredictionLog:
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
+        self._io = asyncio.Lock()
+        """Held while the open segment is appended to or (re)opened."""
         self._task: asyncio.Task[None] | None = None
         self._segment: predlog_wal.Segment | None = None
         self._segment_opened = 0.0
-        self._unconverted: list[predlog_wal.Segment] = []
+        self._retired: list[predlog_wal.Segment] = []
+        """Closed for appends, not converted yet (oldest first)."""
+        self._converter: asyncio.Task[None] | None = None
+        self._syncer: asyncio.Task[None] | None = None
         self._seq = 0
         self._dirty_since: float | None = None
         self._problem = ""
         self._closing = False
-        self._converter: asyncio.Task[None] | None = None
-        # the writer thread, the readiness probe and the converter share the segment state
-        self._lock = threading.Lock()
-        self._retired_lock = threading.Lock()
-        self._convert_lock = threading.Lock()
         metrics.PREDLOG_WRITABLE.set(1)
 
     # ---- lifecycle ------------------------------------------------------------------------
@@ -148,15 +153,17 @@ class DurablePredictionLog:
         self._task = asyncio.get_running_loop().create_task(self._writer(), name="predlog-writer")
 
     async def aclose(self) -> None:
-        """Write what is waiting, then convert every open segment."""
+        """Write what is waiting, then convert every segment."""
         self._closing = True
         if self._task is not None:
             self._wake.set()
             await self._task
             self._task = None
-        if self._converter is not None:
-            await self._converter
-        await asyncio.to_thread(self._commit, [], True)
+        for task in (self._syncer, self._converter):
+            if task is not None:
+                await task
+        self._retire()
+        await self._convert_retired()
 
     async def flush(self) -> None:
         """Convert everything acknowledged so far to Parquet (waits for the writer)."""
@@ -168,10 +175,12 @@ class DurablePredictionLog:
     async def check(self) -> str:
         """Empty when rows can be written, else why not (probes the disk again after a failure)."""
         if self._problem and self._segment is None and not self._closing:
-            try:
-                await asyncio.to_thread(self._probe)
-            except OSError as e:
-                self._set_problem(e)
+            async with self._io:
+                try:
+                    if self._segment is None:
+                        self._open_segment()
+                except OSError as e:
+                    self._set_problem(e)
         return self._problem
 
     # ---- requests -------------------------------------------------------------------------
@@ -207,27 +216,73 @@ class DurablePredictionLog:
             items, self._pending = self._pending, []
             self._room.set()
             metrics.PREDLOG_QUEUE_DEPTH.set(len(items))
-            batches = [b for b, _ in items if b is not _FLUSH]
-            error: BaseException | None = None
-            try:
-                await asyncio.to_thread(self._commit, batches, len(batches) < len(items))
-            except OSError as e:
-                error = e
-                self._set_problem(e)
-            except Exception as e:  # a bug must not leave requests waiting forever
-                log.exception("prediction log: append failed")
-                error = e
-            for _, fut in items:
-                if fut.done():
-                    continue
-                if error is None:
+            flushes = [fut for b, fut in items if b is _FLUSH]
+            if len(flushes) < len(items):
+                await self._commit(items)
+            await self._housekeeping(flush=bool(flushes))
+            for fut in flushes:
+                if not fut.done():
                     fut.set_result(None)
+
+    async def _commit(self, items: list[tuple[PredictionBatch, asyncio.Future[None]]]) -> None:
+        """Append every waiting batch as one record, then release (or refuse) their requests."""
+        batches = [b for b, _ in items if b is not _FLUSH]
+        error: BaseException | None = None
+        try:
+            async with self._io:
+                if self._fsync == "always":
+                    await asyncio.to_thread(self._append, batches)
                 else:
-                    fut.set_exception(PredictionLogUnavailableError(self._problem or str(error)))
-            if self._unconverted and (self._converter is None or self._converter.done()):
-                self._converter = asyncio.get_running_loop().create_task(
-                    asyncio.to_thread(self._convert_retired), name="predlog-convert"
-                )
+                    self._append(batches)
+        except OSError as e:
+            error = e
+            self._set_problem(e)
+        except Exception as e:  # a bug must not leave requests waiting forever
+            log.exception("prediction log: append failed")
+            error = e
+        for b, fut in items:
+            if b is _FLUSH or fut.done():
+                continue
+            if error is None:
+                fut.set_result(None)
+            else:
+                fut.set_exception(PredictionLogUnavailableError(self._problem or str(error)))
+
+    def _append(self, batches: list[PredictionBatch]) -> None:
+        if self._segment is None:
+            self._open_segment()
+        seg = self._segment
+        assert seg is not None
+        record = predlog_wal.encode(batches)
+        try:
+            seg.append(record, sum(len(b) for b in batches))
+            if self._fsync == "always":
+                seg.sync()
+        except OSError:
+            self._retire()  # what follows the failed record goes to a fresh segment
+            raise
+        if self._fsync == "interval" and self._dirty_since is None:
+            self._dirty_since = time.monotonic()
+        self._clear_problem()
+
+    async def _housekeeping(self, *, flush: bool) -> None:
+        """Interval fsync, rotation, conversion of retired segments."""
+        now = time.monotonic()
+        seg = self._segment
+        due = self._dirty_since is not None and now - self._dirty_since >= self._fsync_interval_s
+        if due and seg is not None and (self._syncer is None or self._syncer.done()):
+            self._dirty_since = None
+            self._syncer = asyncio.get_running_loop().create_task(self._sync(os.dup(seg.fd)))
+        if (
+            seg is not None
+            and seg.rows
+            and (flush or seg.rows >= self._segment_rows or now - self._segment_opened >= self._segment_s)
+        ):
+            self._retire()
+        if self._retired and (self._converter is None or self._converter.done()):
+            self._converter = asyncio.get_running_loop().create_task(self._convert_retired())
+        if flush and self._converter is not None:
+            await self._converter
 
     def _idle_timeout_s(self) -> float:
         now = time.monotonic()
@@ -235,43 +290,18 @@ class DurablePredictionLog:
         due = [self._segment_s + self._segment_opened - now] if seg is not None and seg.rows else []
         if self._dirty_since is not None:
             due.append(self._dirty_since + self._fsync_interval_s - now)
-        if self._unconverted:
+        if self._retired:
             due.append(1.0)  # retry a conversion that failed
         return max(0.001, min(due)) if due else 3600.0
 
-    def _commit(self, batches: list[PredictionBatch], flush: bool) -> None:
-        """Append ``batches`` as one record (thread); sync and rotate as the policy says."""
-        with self._lock:
-            if batches:
-                if self._segment is None:
-                    self._open_segment()
-                seg = self._segment
-                assert seg is not None
-                record = predlog_wal.encode(batches)
-                try:
-                    seg.append(record, sum(len(b) for b in batches))
-                    if self._fsync == "always":
-                        seg.sync()
-                except OSError:
-                    self._retire_segment()
-                    raise
-                if self._fsync == "interval" and self._dirty_since is None:
-                    self._dirty_since = time.monotonic()
-                self._clear_problem()
-            now = time.monotonic()
-            if self._dirty_since is not None and now - self._dirty_since >= self._fsync_interval_s:
-                if self._segment is not None:
-                    self._segment.sync()
-                self._dirty_since = None
-            seg = self._segment
-            if (
-                seg is not None
-                and seg.rows
-                and (flush or seg.rows >= self._segment_rows or now - self._segment_opened >= self._segment_s)
-            ):
-                self._retire_segment()
-        if flush:
-            self._convert_retired()
+    async def _sync(self, fd: int) -> None:
+        """fsync through a duplicate descriptor (the segment may rotate meanwhile)."""
+        try:
+            await asyncio.to_thread(os.fdatasync, fd)
+        except OSError as e:
+            self._set_problem(e)
+        finally:
+            os.close(fd)
 
     def _open_segment(self) -> None:
         self._seq += 1
@@ -279,36 +309,25 @@ class DurablePredictionLog:
         self._segment_opened = time.monotonic()
         self._clear_problem()
 
-    def _probe(self) -> None:
-        with self._lock:
-            if self._segment is None:
-                self._open_segment()
-
-    def _retire_segment(self) -> None:
-        """Stop appending to the current segment (rotation, failed write); it is converted next."""
+    def _retire(self) -> None:
+        """Stop appending to the open segment (rotation, failed write); it is converted next."""
         if self._segment is not None:
-            with self._retired_lock:
-                self._unconverted.append(self._segment)
+            self._retired.append(self._segment)
             self._segment = None
             self._dirty_since = None
 
-    def _convert_retired(self) -> None:
-        """Convert retired segments to Parquet, oldest first (thread; one converter at a time)."""
-        with self._convert_lock:
-            while True:
-                with self._retired_lock:
-                    if not self._unconverted:
-                        return
-                    seg = self._unconverted[0]
-                try:
-                    predlog_recover.convert_segment(seg.path, self._dir)
-                except OSError as e:
-                    metrics.PREDLOG_WRITE_ERRORS.inc()
-                    log.warning("prediction log: segment %s not converted yet: %s", seg.path.name, e)
-                    return
-                seg.close()
-                with self._retired_lock:
-                    self._unconverted.pop(0)
+    async def _convert_retired(self) -> None:
+        """Convert retired segments to Parquet, oldest first (the conversion runs in a thread)."""
+        while self._retired:
+            seg = self._retired[0]
+            try:
+                await asyncio.to_thread(predlog_recover.convert_segment, seg.path, self._dir)
+            except OSError as e:
+                metrics.PREDLOG_WRITE_ERRORS.inc()
+                log.warning("prediction log: segment %s not converted yet: %s", seg.path.name, e)
+                return
+            seg.close()
+            self._retired.pop(0)
 
     def _set_problem(self, error: BaseException) -> None:
         metrics.PREDLOG_WRITE_ERRORS.inc()

@@ -13,6 +13,8 @@ Benchmarks (each returns a section dict, see ``loadtest.bench_report``):
 - ``promotion`` alias moved → new version served, webhook vs poll
                 (``loadtest.bench_promotion.run_promotion_bench``)
 - ``locust``    ``treeserve loadtest`` against the gateway with the realistic request mix
+- ``predlog``   gateway req/s with the durable prediction log / with the log disabled, c=64
+                (``loadtest.bench_predlog.run_predlog_bench``)
 
 Calling convention for the bench functions written in other modules: they are called with the
 keyword arguments they name, out of ``settings`` (the world's settings), ``world``
@@ -57,13 +59,14 @@ from treeserve.logs import setup_logging
 log = logging.getLogger("loadtest.bench")
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-BENCHES = ("export", "triton", "gateway", "promotion", "locust")
+BENCHES = ("export", "triton", "gateway", "promotion", "locust", "predlog")
 EXTERNAL: dict[str, tuple[str, str]] = {
     "triton": ("loadtest.bench_triton", "run_triton_batching_bench"),
     "gateway": ("loadtest.bench_gateway", "run_gateway_bench"),
     "promotion": ("loadtest.bench_promotion", "run_promotion_bench"),
+    "predlog": ("loadtest.bench_predlog", "run_predlog_bench"),
 }
-NEEDS_WORLD = {"triton", "gateway", "promotion", "locust"}
+NEEDS_WORLD = {"triton", "gateway", "promotion", "locust", "predlog"}
 LOAD_GENERATORS: dict[str, tuple[str, str]] = {
     "wrk": ("gateway", "wrk"),
     "h2load": ("gateway", "nghttp2-client"),

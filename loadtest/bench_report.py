@@ -33,6 +33,7 @@ STABLE_KEYS: tuple[str, ...] = (
     "feature_coalesced_vs_per_request_ratio",
     "promotion_latency_webhook_s",
     "promotion_latency_poll_s",
+    "predlog_durable_rps_ratio_c64",
 )
 KEY_MEANING: dict[str, str] = {
     "triton_dynamic_batching_speedup_c32": "Triton req/s with dynamic batching on / off, concurrency 32",
@@ -43,6 +44,7 @@ KEY_MEANING: dict[str, str] = {
     "feature_coalesced_vs_per_request_ratio": "feature resolution throughput, coalesced / per request",
     "promotion_latency_webhook_s": "alias moved → new version served, webhook wake-up (s)",
     "promotion_latency_poll_s": "alias moved → new version served, poll only (s)",
+    "predlog_durable_rps_ratio_c64": "gateway req/s with the durable prediction log / log disabled, concurrency 64 (goal ≥ 0.9)",
 }
 KEY_OWNER: dict[str, str] = {
     "triton_dynamic_batching_speedup_c32": "triton",
@@ -53,6 +55,7 @@ KEY_OWNER: dict[str, str] = {
     "feature_coalesced_vs_per_request_ratio": "gateway",
     "promotion_latency_webhook_s": "promotion",
     "promotion_latency_poll_s": "promotion",
+    "predlog_durable_rps_ratio_c64": "predlog",
 }
 """The section expected to report each stable key (its reason is quoted when it is missing)."""
 SECTION_TITLES: dict[str, str] = {
@@ -61,6 +64,7 @@ SECTION_TITLES: dict[str, str] = {
     "gateway": "Gateway vs the per-request FastAPI baseline vs Triton alone",
     "promotion": "Promotion latency (webhook vs poll)",
     "locust": "Locust against the gateway (realistic mix)",
+    "predlog": "Durable prediction log cost",
 }
 NOT_MEASURED = "not measured"
 
