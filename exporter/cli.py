@@ -191,7 +191,7 @@ def triton_status(
 
 
 @triton_app.command("logs")
-@clikit.command
+@clikit.service
 def triton_logs(
     lines: Annotated[int, typer.Option("--lines", "-n", help="How many lines.")] = 50,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")] = False,

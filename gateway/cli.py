@@ -34,7 +34,7 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"recovered {done.rows} rows from {done.segments} write-ahead segments into {folder}")
 
     @app.command("gateway")
-    @clikit.command
+    @clikit.service
     def gateway(
         host: str | None = typer.Option(None, help="Bind address (default: gateway.host)."),
         port: int | None = typer.Option(None, help="HTTP port (default: gateway.port)."),

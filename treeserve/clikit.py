@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import functools
+import logging
 import os
+import signal
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -63,3 +66,31 @@ def command(fn: F) -> F:
             fail("interrupted", 130)
 
     return wrapper  # type: ignore[return-value]
+
+
+def service(fn: F) -> F:
+    """Wrap a long-running command: SIGTERM and SIGINT stop it gracefully and it exits 0.
+
+    Supervisors read any other status (143 after SIGTERM, 130 after Ctrl-C) as a crash. The
+    command's own handlers (uvicorn's, a stop event) run first; whatever signal reaches this
+    process' default handlers afterwards ends the command as a KeyboardInterrupt, mapped to 0.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, _interrupt) if main else None
+        try:
+            return fn(*args, **kwargs)
+        except KeyboardInterrupt:
+            logging.getLogger(fn.__module__).info("stopped by a signal")
+            return None
+        finally:
+            if main:
+                signal.signal(signal.SIGTERM, previous)
+
+    return command(wrapper)  # type: ignore[return-value]
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt

@@ -34,7 +34,7 @@ def sync(
     if watch:
         from exporter.sync.service import serve
 
-        serve(settings)
+        clikit.service(serve)(settings)
         return
     from exporter.sync.reconcile import reconcile_once
 

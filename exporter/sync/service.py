@@ -152,12 +152,14 @@ def create_app(service: SyncService) -> Starlette:
 
 
 def serve(settings: Any, *, stop: threading.Event | None = None) -> None:
-    """Run the receiver in a thread and the loop in this one until ``stop`` (or Ctrl-C)."""
+    """Run the receiver in a thread and the loop in this one until ``stop`` (SIGTERM, Ctrl-C)."""
     import uvicorn
 
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
+        # a pass in progress finishes before the loop stops
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
     service = SyncService(settings)
     config = uvicorn.Config(
         create_app(service),
