@@ -98,12 +98,18 @@ def test_rule_unit_tests_pass() -> None:
     assert proc.stdout.count("SUCCESS") == len(files), proc.stdout
 
 
-def test_rule_unit_tests_load_every_rule_file() -> None:
+def test_rule_unit_tests_load_every_rule_file_recordings_first() -> None:
+    # Without group_eval_order promtool evaluates the groups of a step in a random order: an
+    # alert reading a recording could see the previous step's value, or none (flaky tests).
+    groups = [g["name"] for f in rule_files() for g in yaml.safe_load(f.read_text())["groups"]]
+    recording = [g["name"] for g in yaml.safe_load((RULES / "recording.yml").read_text())["groups"]]
     for test_file in rule_test_files():
-        loaded = {
-            (test_file.parent / f).resolve() for f in yaml.safe_load(test_file.read_text())["rule_files"]
-        }
+        spec = yaml.safe_load(test_file.read_text())
+        loaded = {(test_file.parent / f).resolve() for f in spec["rule_files"]}
         assert loaded == {f.resolve() for f in rule_files()}, test_file.name
+        order = spec.get("group_eval_order", [])
+        assert sorted(order) == sorted(groups), test_file.name
+        assert order[: len(recording)] == recording, test_file.name
 
 
 def test_prometheus_config_loads_every_rule_file(compose: dict[str, Any]) -> None:
