@@ -200,6 +200,13 @@ def test_rules_read_only_exported_metrics(tmp_path: Path) -> None:
     )
 
 
+def test_rules_name_only_scrape_jobs_that_exist(prometheus_config: dict[str, Any]) -> None:
+    jobs = {j["job_name"] for j in prometheus_config["scrape_configs"]}
+    named = {m for r in all_rules() for m in re.findall(r'job="([^"]+)"', r["expr"])}
+    assert named
+    assert named <= jobs, f"rules select scrape jobs prometheus.yml does not define: {sorted(named - jobs)}"
+
+
 # ---- runbook commands -----------------------------------------------------------------------
 
 
