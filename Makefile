@@ -4,16 +4,19 @@ SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
 TVENV := .venv-triton
+AVENV := .venv-airflow
 APP_STAMP := $(VENV)/.stamp-$(shell cat requirements/app.lock pyproject.toml 2>/dev/null | sha256sum | cut -c1-16)
 TRITON_STAMP := $(TVENV)/.stamp-$(shell cat requirements/triton.lock 2>/dev/null | sha256sum | cut -c1-16)
+AIRFLOW_STAMP := $(AVENV)/.stamp-$(shell cat requirements/airflow.lock 2>/dev/null | sha256sum | cut -c1-16)
 BIN := $(VENV)/bin
 export OMP_NUM_THREADS ?= 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: venv venv-triton demo test test-unit test-integration lint bench bench-tools docs clean
+.PHONY: venv venv-triton venv-airflow airflow-lock demo test test-unit test-integration lint bench bench-tools docs clean
 
 venv: $(APP_STAMP)
 venv-triton: $(TRITON_STAMP)
+venv-airflow: $(AIRFLOW_STAMP)
 
 $(APP_STAMP): requirements/app.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,16 +31,31 @@ $(TRITON_STAMP): requirements/triton.lock
 	$(TVENV)/bin/python -m pip install -q -r requirements/triton.lock
 	@rm -f $(TVENV)/.stamp-*; touch $@
 
+# Airflow (deploy/airflow/dags) has its own environment: its pins conflict with the application's.
+$(AIRFLOW_STAMP): requirements/airflow.lock
+	@test -x $(AVENV)/bin/python || $(PYTHON) -m venv $(AVENV)
+	$(AVENV)/bin/python -m pip install -q --upgrade pip==26.3
+	$(AVENV)/bin/python -m pip install -q -r requirements/airflow.lock
+	@rm -f $(AVENV)/.stamp-*; touch $@
+
+# Re-resolve requirements/airflow.in into requirements/airflow.lock in a scratch environment.
+airflow-lock:
+	rm -rf $(AVENV)-lock && $(PYTHON) -m venv $(AVENV)-lock
+	$(AVENV)-lock/bin/python -m pip install -q --upgrade pip==26.3
+	$(AVENV)-lock/bin/python -m pip install -q -r requirements/airflow.in
+	$(AVENV)-lock/bin/python -m pip freeze > requirements/airflow.lock
+	rm -rf $(AVENV)-lock
+
 demo: venv venv-triton
 	$(BIN)/treeserve demo
 
-test: venv venv-triton
+test: venv venv-triton venv-airflow
 	$(BIN)/python -m pytest tests -x -q
 
 test-unit: venv
 	$(BIN)/python -m pytest tests/unit -q
 
-test-integration: venv venv-triton
+test-integration: venv venv-triton venv-airflow
 	$(BIN)/python -m pytest tests/integration -q
 
 lint: venv

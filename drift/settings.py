@@ -44,6 +44,9 @@ class PipelineSettings(BaseModel):
     lock_timeout_s: float = 60.0
     """How long one sync pass of the pipeline waits for a running sync to release the sync lock
     (the whole wait stays within ``sync_timeout_s``)."""
+    retrain_after_days: float = Field(default=7.0, ge=0)
+    """Retrain, drift or not, once the champion has served this many days (weekly); 0: only on drift
+    or when forced."""
 
 
 class DriftSettings(BaseModel):

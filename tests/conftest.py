@@ -17,6 +17,7 @@ pytest_plugins = [
     "tests.fixtures.triton",
     "tests.fixtures.gateway",
     "tests.fixtures.drift",
+    "tests.fixtures.airflow",
 ]
 
 

@@ -4,9 +4,11 @@
     apply_features(settings)                             -> ApplyResult
     materialize(settings, days=None)                     -> MaterializeResult
     train(settings, progress=None)                       -> TrainResult(version, run_id, metrics, ...)
+    gate(settings, model, version)                       -> GateResult (checks recorded as tags, no alias move)
     promote(settings, model, version, alias, force, reason) -> GateResult (alias moved only if passed/forced)
     rollback(settings, model)                            -> RollbackResult
     champion_history(settings, model)                    -> list[str] (oldest first, current last)
+    champion_since(settings, model)                      -> datetime | None (when champion last moved)
 
 Every function takes the root ``Settings`` and raises ``treeserve.errors`` subclasses.
 """
@@ -19,7 +21,15 @@ from pathlib import Path
 
 from training.data import GeneratedData, generate_world
 from training.features import ApplyResult, MaterializeResult, apply_features, materialize
-from training.gate import GateResult, RollbackResult, champion_history, promote, rollback
+from training.gate import (
+    GateResult,
+    RollbackResult,
+    champion_history,
+    champion_since,
+    gate,
+    promote,
+    rollback,
+)
 from training.train import TrainResult, train
 from treeserve.settings import Settings
 
@@ -32,6 +42,8 @@ __all__ = [
     "TrainResult",
     "apply_features",
     "champion_history",
+    "champion_since",
+    "gate",
     "generate_data",
     "materialize",
     "promote",

@@ -190,6 +190,19 @@ def evaluate(
     return checks, auc, champ_auc
 
 
+def gate(
+    settings: Settings, model: str, version: str | int, *, alias: str = contract.ALIAS_CHAMPION
+) -> GateResult:
+    """Run the gate's checks on ``model`` ``version`` and record them as version tags; moves no alias."""
+    mlflow_client = registry.client(settings)
+    result = _check(settings, mlflow_client, model, version, alias=alias, force=False, move=False)
+    _write_gate_tags(mlflow_client, result, None)
+    log.info(
+        "gate model=%s version=%s passed=%s reason=%s", model, result.version, result.passed, result.reason
+    )
+    return result
+
+
 def promote(
     settings: Settings,
     model: str,
@@ -205,6 +218,40 @@ def promote(
     if not alias.strip():
         raise ConfigError("alias must not be empty")
     mlflow_client = registry.client(settings)
+    result = _check(settings, mlflow_client, model, version, alias=alias, force=force, move=True)
+    _write_gate_tags(mlflow_client, result, reason)
+    if result.alias_moved:
+        _move_alias(
+            mlflow_client,
+            model,
+            alias,
+            result.version,
+            reason=reason or ("gate passed" if result.passed else ""),
+        )
+    log.info(
+        "gate model=%s version=%s alias=%s passed=%s forced=%s moved=%s reason=%s",
+        model,
+        result.version,
+        alias,
+        result.passed,
+        result.forced,
+        result.alias_moved,
+        result.reason,
+    )
+    return result
+
+
+def _check(
+    settings: Settings,
+    mlflow_client: MlflowClient,
+    model: str,
+    version: str | int,
+    *,
+    alias: str,
+    force: bool,
+    move: bool,
+) -> GateResult:
+    """Score the version's holdout (and the champion's on the same rows) and run the checks."""
     mv = registry.get_version(mlflow_client, model, version)
     version = str(mv.version)
     tags = dict(mv.tags or {})
@@ -245,32 +292,18 @@ def promote(
         )
 
     passed = all(c.passed for c in checks)
-    result = GateResult(
+    return GateResult(
         model=model,
         version=version,
         alias=alias,
         passed=passed,
         forced=force and not passed,
-        alias_moved=passed or force,
+        alias_moved=move and (passed or force),
         checks=checks,
         roc_auc=auc,
         champion_version=champion,
         champion_roc_auc=champ_auc,
     )
-    _write_gate_tags(mlflow_client, result, reason)
-    if result.alias_moved:
-        _move_alias(mlflow_client, model, alias, version, reason=reason or ("gate passed" if passed else ""))
-    log.info(
-        "gate model=%s version=%s alias=%s passed=%s forced=%s moved=%s reason=%s",
-        model,
-        version,
-        alias,
-        passed,
-        result.forced,
-        result.alias_moved,
-        result.reason,
-    )
-    return result
 
 
 def rollback(settings: Settings, model: str, *, client: MlflowClient | None = None) -> RollbackResult:
@@ -318,6 +351,24 @@ def rollback(settings: Settings, model: str, *, client: MlflowClient | None = No
         )
     log.info("rollback model=%s from=%s to=%s", model, current, target)
     return RollbackResult(model=model, from_version=current, to_version=target)
+
+
+def champion_since(settings: Settings, model: str) -> datetime | None:
+    """When ``champion`` was moved to its current version (None when the model has no champion).
+
+    Read from the version's promotion tag; an alias set outside treeserve counts from the
+    version's registration time.
+    """
+    mlflow_client = registry.client(settings)
+    champion = registry.alias_version(mlflow_client, model, contract.ALIAS_CHAMPION)
+    if champion is None:
+        return None
+    with mlflow_errors(f"champion of {model!r}"):
+        mv = mlflow_client.get_model_version(model, champion)
+    promoted = registry.read_json_tag(dict(mv.tags or {}), TAG_PROMOTED, {})
+    if isinstance(promoted, dict) and promoted.get("at"):
+        return datetime.fromisoformat(str(promoted["at"]))
+    return datetime.fromtimestamp(int(mv.creation_timestamp) / 1000, UTC)
 
 
 def champion_history(settings: Settings, model: str) -> list[str]:

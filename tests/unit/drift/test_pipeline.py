@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -17,10 +17,11 @@ import drift.job
 import drift.scoring
 import exporter.sync.reconcile
 import training.api
-from drift.pipeline import run_pipeline, score_shift
+from drift.pipeline import run_pipeline
 from drift.reference import repository_routing
 from drift.score_store import open_sink
 from drift.scoring import ScoringResult
+from drift.steps import score_shift
 from drift.summary import ColumnDrift, DriftSummary
 from exporter.sync.errors import SyncBusyError
 from treeserve.settings import load_settings
@@ -68,6 +69,7 @@ class World:
     """Passes that find the sync lock held by another process."""
     calls: list[str] = field(default_factory=list)
     shift: float = 0.0
+    champion_age_days: float = 1.0
 
     def run(self, **kw: Any) -> Any:
         return run_pipeline(self.settings, triton=self.triton, **kw)
@@ -97,12 +99,19 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
         w.calls.append("train")
         return SimpleNamespace(version="2", run_id="r2", metrics={"val_roc_auc": 0.8})
 
-    def promote(s: Any, model: str, version: str, alias: str = "champion") -> Any:
-        w.calls.append("promote")
+    def gate(s: Any, model: str, version: str, alias: str = "champion", *, call: str = "gate") -> Any:
+        w.calls.append(call)
         return SimpleNamespace(
-            passed=w.gate_passes, alias_moved=w.gate_passes, reason="ok" if w.gate_passes else "vs_champion: worse",
+            passed=w.gate_passes, alias_moved=w.gate_passes and call == "promote",
+            reason="ok" if w.gate_passes else "vs_champion: worse",
             checks=[], roc_auc=0.8, champion_roc_auc=0.81, champion_version="1",
         )  # fmt: skip
+
+    def promote(s: Any, model: str, version: str, alias: str = "champion") -> Any:
+        return gate(s, model, version, alias, call="promote")
+
+    def champion_since(s: Any, model: str) -> datetime:
+        return datetime.now(UTC) - timedelta(days=w.champion_age_days)
 
     def rollback(s: Any, model: str) -> Any:
         w.calls.append("rollback")
@@ -133,7 +142,9 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
 
     monkeypatch.setattr(training.api, "materialize", materialize)
     monkeypatch.setattr(training.api, "train", train)
+    monkeypatch.setattr(training.api, "gate", gate)
     monkeypatch.setattr(training.api, "promote", promote)
+    monkeypatch.setattr(training.api, "champion_since", champion_since)
     monkeypatch.setattr(training.api, "rollback", rollback)
     monkeypatch.setattr(drift.job, "run_drift", run_drift)
     monkeypatch.setattr(drift.scoring, "score_all", score_all)
@@ -157,7 +168,15 @@ def test_drift_retrains_promotes_and_serves_the_new_champion(world: World) -> No
     world.drift = True
     run = world.run(score_date=date(2026, 11, 27))
     assert run.status == "warning"  # the drift step reports what it found
-    assert world.calls == ["materialize", "drift", "train", "promote", "sync", "score"]
+    assert world.calls == ["materialize", "drift", "train", "gate", "promote", "sync", "score"]
+    assert (run.serving_before, run.serving_after) == ("1", "2")
+
+
+def test_a_champion_serving_for_a_week_is_retrained_without_drift(world: World) -> None:
+    world.champion_age_days = 7.5
+    run = world.run(score_date=date(2026, 11, 27))
+    retrain = run.step("retrain")
+    assert retrain is not None and retrain.status == "ok" and "7.5 days" in retrain.reason
     assert (run.serving_before, run.serving_after) == ("1", "2")
 
 
@@ -166,7 +185,7 @@ def test_a_refused_candidate_stops_the_run_and_keeps_the_champion(world: World) 
     run = world.run(force_retrain=True)
     assert run.status == "failed" and run.failed_step == "gate"
     assert "worse" in run.reason
-    assert "sync" not in world.calls and "score" not in world.calls
+    assert "promote" not in world.calls and "sync" not in world.calls and "score" not in world.calls
     assert run.serving_after == "1"
 
 
