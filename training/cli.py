@@ -92,7 +92,8 @@ def features_materialize(
     from training.api import materialize
 
     settings = clikit.settings()
-    result = materialize(settings, days=days)  # Feast draws its own progress bar
+    with _console().status("materializing the newest features into the online store"):
+        result = materialize(settings, days=days)
     _console().print(
         f"materialized {result.start:%Y-%m-%d %H:%M} .. {result.end:%Y-%m-%d %H:%M} into the "
         f"{result.online_store} online store (project {result.project!r}) in {result.elapsed_s:.1f}s"

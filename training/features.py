@@ -11,6 +11,7 @@ from pathlib import Path
 from training.data import STATS_FILE
 from training.errors import DataNotFoundError, FeastNotAppliedError
 from treeserve.features.store import load_definitions, open_feature_store
+from treeserve.quiet import captured_output
 from treeserve.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,8 @@ def materialize(settings: Settings, *, days: int | None = None) -> MaterializeRe
         raise FeastNotAppliedError(
             f"Feast project {settings.feast.project!r} has no feature views (run `treeserve features apply` first)"
         )
-    store.materialize(start_date=start, end_date=end)
+    with captured_output(log):  # Feast prints coloured progress of its own
+        store.materialize(start_date=start, end_date=end)
     elapsed = time.perf_counter() - started
     log.info(
         "feast materialize project=%s store=%s start=%s end=%s elapsed_s=%.1f",

@@ -23,7 +23,7 @@ import pandas as pd
 from training import registry
 from training.dataset import TrainingSet, build_training_set, read_labels
 from training.errors import TrainingDataError
-from treeserve import contract
+from treeserve import contract, interrupts
 from treeserve.features.store import open_feature_store
 
 if TYPE_CHECKING:
@@ -151,7 +151,12 @@ def feature_stats(ts: TrainingSet, rows: np.ndarray) -> dict[str, Any]:
 def train(settings: Settings, *, progress: Progress | None = None) -> TrainResult:
     """Build the training set from Feast, fit, log to MLflow and register a new version."""
     started = time.perf_counter()
-    step = progress or (lambda _msg: None)
+
+    def step(message: str) -> None:
+        log.info("train: %s", message)
+        if progress is not None:
+            progress(message)
+
     timings: dict[str, float] = {}
 
     def lap(name: str, t0: float) -> float:
@@ -206,6 +211,29 @@ def train(settings: Settings, *, progress: Progress | None = None) -> TrainResul
         elapsed_s=elapsed,
         timings_s=timings,
     )
+
+
+def _register_version(client: Any, model_name: str, info: Any, run_id: str, tags: dict[str, str]) -> str:
+    """Register the logged model as a new version, tags included, in one step Ctrl-C cannot split.
+
+    A SIGINT that arrives meanwhile is held until the version exists, which is then deleted: an
+    interrupted train never leaves a version behind (nor one without its contract tags).
+    """
+    from mlflow.exceptions import MlflowException
+
+    with interrupts.deferred() as sigint:
+        try:
+            client.create_registered_model(model_name)
+        except MlflowException as e:
+            if e.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+                raise
+        mv = client.create_model_version(
+            model_name, source=info.model_uri, run_id=run_id, tags=tags, model_id=info.model_id
+        )
+        if sigint.received:
+            client.delete_model_version(model_name, mv.version)
+            log.info("interrupted: deleted model=%s version=%s", model_name, mv.version)
+    return str(mv.version)
 
 
 def _log_and_register(
@@ -290,14 +318,9 @@ def _log_and_register(
             name="model",
             signature=signature,
             input_example=example,
-            registered_model_name=model_name,
             pip_requirements=[f"xgboost=={xgb.__version__}", f"mlflow=={mlflow.__version__}"],
         )
         run_id = run.info.run_id
-    version = str(info.registered_model_version)
-    for key, value in tags.items():
-        mlflow_client.set_model_version_tag(model_name, version, key, value)
-    mlflow_client.set_model_version_tag(
-        model_name, version, "treeserve.val_roc_auc", f"{metrics['val_roc_auc']:.6f}"
-    )
+    version_tags = {**tags, "treeserve.val_roc_auc": f"{metrics['val_roc_auc']:.6f}"}
+    version = _register_version(mlflow_client, model_name, info, run_id, version_tags)
     return run_id, version

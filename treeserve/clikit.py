@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import typer
 
+from treeserve import interrupts
 from treeserve.errors import TreeserveError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -49,21 +50,27 @@ def fail(message: str, code: int = 1) -> None:
 
 
 def command(fn: F) -> F:
-    """Wrap a CLI command: TreeserveError -> one-line message + its exit code."""
+    """Wrap a CLI command: TreeserveError -> one-line message + its exit code; Ctrl-C -> exit 130."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
-        except TreeserveError as e:
-            fail(str(e), e.exit_code)
-        except OSError as e:
-            if e.filename is None:
-                raise
-            # A path the user gave (or a setting named) that cannot be read or written.
-            fail(f"{e.filename}: {e.strerror or e}")
+            with interrupts.watching():
+                return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort):
+            raise
         except KeyboardInterrupt:
-            fail("interrupted", 130)
+            fail("interrupted", interrupts.EXIT_INTERRUPTED)
+        except Exception as e:
+            if interrupts.received():
+                # A library turned Ctrl-C into its own error (DuckDB: "Query interrupted").
+                fail("interrupted", interrupts.EXIT_INTERRUPTED)
+            if isinstance(e, TreeserveError):
+                fail(str(e), e.exit_code)
+            if isinstance(e, OSError) and e.filename is not None:
+                # A path the user gave (or a setting named) that cannot be read or written.
+                fail(f"{e.filename}: {e.strerror or e}")
+            raise
 
     return wrapper  # type: ignore[return-value]
 

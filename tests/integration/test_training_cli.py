@@ -41,6 +41,7 @@ def test_embedded_defaults_end_to_end(tmp_path: Path) -> None:
         result = invoke(args, env)
         assert result.exit_code == 0, f"{args}: {result.output}"
         assert needle in result.output, result.output
+        assert "\x1b[" not in result.output, f"{args}: raw colour codes in {result.output!r}"
         if args == ["train"]:
             assert "val_roc_auc" in result.output and "best_iteration" in result.output
     assert (tmp_path / "var" / "data" / "labels.parquet").is_file()
