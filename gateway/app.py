@@ -92,7 +92,8 @@ def create_app(
             repository=settings.path(settings.exporter.repository),
             feature_service=settings.feast.feature_service,
             features=MeteredFeatureSource(
-                features if features is not None else open_feature_source(settings)
+                features if features is not None else open_feature_source(settings),
+                timeout_s=gw.feature_timeout_s,
             ),
             triton=triton if triton is not None else GrpcTritonClient(gw.triton),
             predlog=predlog if predlog is not None else build_predlog(settings),

@@ -7,6 +7,7 @@ where it enters the gateway, and every read is timed and every failure counted.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 
@@ -22,8 +23,9 @@ __all__ = ["MeteredFeatureSource"]
 class MeteredFeatureSource:
     """A ``FeatureSource`` that records read latency and errors and raises gateway errors."""
 
-    def __init__(self, source: FeatureSource) -> None:
+    def __init__(self, source: FeatureSource, *, timeout_s: float = 1.0) -> None:
         self._source = source
+        self._timeout_s = timeout_s
         self.store_name = source.store_name
         self._duration = metrics.FEATURE_FETCH_DURATION.labels(source.store_name)
 
@@ -38,9 +40,11 @@ class MeteredFeatureSource:
         """One (coalesced) online read, timed."""
         t0 = time.perf_counter()
         try:
-            out = await self._source.fetch(feature_service, keys)
+            out = await asyncio.wait_for(self._source.fetch(feature_service, keys), self._timeout_s)
         except OnlineStoreUnavailableError as e:
             raise self._unavailable(e) from e
+        except TimeoutError as e:
+            raise self._unavailable(self._late(e)) from e
         self._duration.observe(time.perf_counter() - t0)
         return out
 
@@ -54,13 +58,22 @@ class MeteredFeatureSource:
     async def check(self, feature_service: str) -> None:
         """Readiness: the store answers."""
         try:
-            await self._source.check(feature_service)
+            await asyncio.wait_for(self._source.check(feature_service), self._timeout_s)
         except OnlineStoreUnavailableError as e:
             raise self._unavailable(e) from e
+        except TimeoutError as e:
+            raise self._unavailable(self._late(e)) from e
 
     async def aclose(self) -> None:
         """Release the reader."""
         await self._source.aclose()
+
+    def _late(self, e: TimeoutError) -> OnlineStoreUnavailableError:
+        late = OnlineStoreUnavailableError(
+            f"the {self.store_name} online store did not answer within {self._timeout_s:g} s"
+        )
+        late.__cause__ = e
+        return late
 
     def _unavailable(self, e: OnlineStoreUnavailableError) -> FeatureStoreUnavailableError:
         cause = e.__cause__ if e.__cause__ is not None else e

@@ -53,6 +53,9 @@ class GatewaySettings(BaseModel):
     """Longest entity key value accepted."""
     entity_id_pattern: str = r"^[A-Za-z0-9_.:@\-]+$"
     """Characters an entity key value may contain."""
+    feature_timeout_s: float = Field(default=1.0, gt=0)
+    """Deadline for one (coalesced) online-store read; past it the requests are answered 503 (a
+    Redis that went away makes its client retry for seconds)."""
     feature_reader: Literal["direct", "sdk"] = "direct"
     """direct: the online store's own ``online_read`` (Redis: one raw HMGET pipeline), proven equal to
     the SDK by the integration tests; sdk: ``FeatureStore.get_online_features``."""

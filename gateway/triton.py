@@ -45,7 +45,11 @@ class InferenceClient(Protocol):
 
 
 class CircuitBreaker:
-    """Closed -> open after ``failures`` consecutive failures -> half-open after ``reset_s``."""
+    """Closed -> open after ``failures`` consecutive failures -> half-open after ``reset_s``.
+
+    Half-open lets one probe through; the client closes the breaker only when the probe finds
+    the routed version READY (an answering Triton that has not loaded it yet stays open).
+    """
 
     CLOSED, HALF_OPEN, OPEN = 0, 1, 2
 
@@ -61,14 +65,18 @@ class CircuitBreaker:
 
     def allow(self) -> bool:
         """May a call go out now?"""
+        return self.admit() is not None
+
+    def admit(self) -> bool | None:
+        """None: no call now; False: a normal call; True: this call is the half-open probe."""
         if self.state == self.CLOSED:
-            return True
+            return False
         if self.state == self.OPEN and time.monotonic() - self._opened_at >= self._reset_s:
             self._set(self.HALF_OPEN)
         if self.state == self.HALF_OPEN and not self._probe_in_flight:
             self._probe_in_flight = True
             return True
-        return False
+        return None
 
     def success(self) -> None:
         """A call succeeded: close."""
@@ -76,6 +84,11 @@ class CircuitBreaker:
         self._probe_in_flight = False
         if self.state != self.CLOSED:
             self._set(self.CLOSED)
+
+    def probe_done(self) -> None:
+        """The probe ended without a verdict (cancelled, or refused before reaching Triton): reopen."""
+        if self._probe_in_flight:
+            self.failure()
 
     def failure(self) -> None:
         """A call failed (unavailable or timeout)."""
@@ -131,15 +144,29 @@ class GrpcTritonClient:
         return np.concatenate(parts, axis=0)
 
     async def _infer_one(self, model: str, version: str, features: np.ndarray, output: str) -> np.ndarray:
-        from tritonclient.grpc import aio as grpcclient
-        from tritonclient.utils import InferenceServerException
-
-        if not self.breaker.allow():
+        probe = self.breaker.admit()
+        if probe is None:
             metrics.TRITON_ERRORS.labels(model, version, "circuit_open").inc()
             raise CircuitOpenError(
                 f"Triton at {self._settings.grpc_url} failed repeatedly; not calling it for "
                 f"{self._settings.breaker_reset_s:g} s (model {model!r} version {version})"
             )
+        if not probe:
+            return await self._call(model, version, features, output)
+        try:
+            if not await self.model_ready(model, version):
+                metrics.TRITON_ERRORS.labels(model, version, "unavailable").inc()
+                raise TritonUnavailableError(
+                    f"model {model!r} version {version} is not ready in Triton at {self._settings.grpc_url}"
+                )
+            return await self._call(model, version, features, output)
+        finally:
+            self.breaker.probe_done()
+
+    async def _call(self, model: str, version: str, features: np.ndarray, output: str) -> np.ndarray:
+        from tritonclient.grpc import aio as grpcclient
+        from tritonclient.utils import InferenceServerException
+
         x = np.ascontiguousarray(features, dtype=np.float32)
         inp = grpcclient.InferInput(contract.INPUT_TENSOR, list(x.shape), "FP32")
         inp.set_data_from_numpy(x)
@@ -185,8 +212,9 @@ class GrpcTritonClient:
                         f"Triton at {self._settings.grpc_url} is unavailable (model {model!r} version "
                         f"{version}): {e.message()}"
                     ) from e
-                # The server answered: it is up, but refused this call (e.g. version not loaded).
-                self.breaker.success()
+                # The server answered but refused the call (e.g. the version is not loaded): the
+                # routed version does not serve, which is what the breaker tracks.
+                self.breaker.failure()
                 metrics.TRITON_ERRORS.labels(model, version, "error").inc()
                 raise TritonUnavailableError(
                     f"Triton refused model {model!r} version {version}: {e.message()}"
@@ -206,13 +234,17 @@ class GrpcTritonClient:
             return False
 
     async def model_ready(self, model: str, version: str) -> bool:
-        """Triton's ``ModelReady`` for the pinned version."""
+        """Triton's ``ModelReady`` for the pinned version (READY closes an open breaker: the
+        readiness probe and the breaker never disagree about a routed version)."""
         try:
-            return bool(
+            ready = bool(
                 await self._client.is_model_ready(model, version, client_timeout=self._settings.timeout_s)
             )
         except Exception:
-            return False
+            ready = False
+        if ready and self.breaker.state != CircuitBreaker.CLOSED:
+            self.breaker.success()
+        return ready
 
     async def aclose(self) -> None:
         """Close the gRPC channel."""

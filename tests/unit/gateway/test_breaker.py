@@ -1,0 +1,116 @@
+"""The breaker towards Triton re-closes only when the routed version is READY again."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from tritonclient.utils import InferenceServerException
+
+from gateway.errors import CircuitOpenError, TritonUnavailableError
+from gateway.settings import GatewayTritonSettings
+from gateway.triton import CircuitBreaker, GrpcTritonClient
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class _Result:
+    def __init__(self, n: int) -> None:
+        self._n = n
+
+    def as_numpy(self, name: str) -> np.ndarray:
+        return np.tile(np.array([[0.25, 0.75]], dtype=np.float32), (self._n, 1))
+
+
+class FakeChannel:
+    """Triton's gRPC client as seen by GrpcTritonClient: down, up without the version, or serving."""
+
+    def __init__(self) -> None:
+        self.state = "serving"  # down | empty | serving
+
+    async def infer(self, model: str, inputs: list[Any], **kw: Any) -> _Result:
+        if self.state == "down":
+            raise InferenceServerException(
+                "failed to connect to all addresses", status="StatusCode.UNAVAILABLE"
+            )
+        if self.state == "empty":
+            raise InferenceServerException(
+                f"Request for unknown model: '{model}' version {kw['model_version']} is not found",
+                status="StatusCode.NOT_FOUND",
+            )
+        return _Result(inputs[0].shape()[0])
+
+    async def is_model_ready(self, model: str, version: str, **kw: Any) -> bool:
+        if self.state == "down":
+            raise InferenceServerException("failed to connect", status="StatusCode.UNAVAILABLE")
+        return self.state == "serving"
+
+    async def is_server_ready(self, **kw: Any) -> bool:
+        return self.state != "down"
+
+    async def close(self) -> None:
+        pass
+
+
+def client() -> tuple[GrpcTritonClient, FakeChannel]:
+    c = GrpcTritonClient(
+        GatewayTritonSettings(grpc_url="fake:1", breaker_failures=2, breaker_reset_s=0.0, max_retries=0)
+    )
+    fake = FakeChannel()
+    c._client = fake  # the transport seam: no network
+    return c, fake
+
+
+X = np.zeros((3, 4), dtype=np.float32)
+
+
+async def infer(c: GrpcTritonClient) -> np.ndarray:
+    return await c.infer("m", "1", X, output="probabilities")
+
+
+async def test_an_answering_triton_without_the_version_keeps_the_breaker_open() -> None:
+    c, fake = client()
+    fake.state = "down"
+    for _ in range(2):
+        with pytest.raises(TritonUnavailableError):
+            await infer(c)
+    assert c.breaker.state == CircuitBreaker.OPEN
+    fake.state = "empty"  # restarted, answers, has not loaded the routed version yet
+    for _ in range(3):
+        with pytest.raises(TritonUnavailableError, match="not ready"):
+            await infer(c)  # each probe checks readiness first, and the breaker reopens
+        assert c.breaker.state == CircuitBreaker.OPEN
+    assert not await c.model_ready("m", "1") and c.breaker.state == CircuitBreaker.OPEN
+    fake.state = "serving"
+    assert (await infer(c)).shape == (3, 2)
+    assert c.breaker.state == CircuitBreaker.CLOSED
+
+
+async def test_refused_calls_open_the_breaker_and_readiness_closes_it() -> None:
+    c, fake = client()
+    fake.state = "empty"  # the version was unloaded under a closed breaker
+    for _ in range(2):
+        with pytest.raises(TritonUnavailableError, match="not found"):
+            await infer(c)
+    assert c.breaker.state == CircuitBreaker.OPEN
+    fake.state = "serving"
+    assert await c.model_ready("m", "1")  # /readyz sees READY: the breaker agrees at once
+    assert c.breaker.state == CircuitBreaker.CLOSED
+
+
+async def test_a_cancelled_probe_does_not_wedge_the_breaker() -> None:
+    c = GrpcTritonClient(GatewayTritonSettings(grpc_url="fake:1", breaker_failures=1, breaker_reset_s=3600))
+    c.breaker.failure()
+    with pytest.raises(CircuitOpenError):
+        await infer(c)
+    b = CircuitBreaker(failures=1, reset_s=0.0, target="t")
+    b.failure()
+    assert b.admit() is True and b.admit() is None  # one probe at a time
+    b.probe_done()  # the probe ended without a verdict
+    assert b.state == CircuitBreaker.OPEN and b.admit() is True
