@@ -41,7 +41,7 @@ async def test_a_store_that_does_not_answer_is_unavailable_within_the_deadline()
     store = HangingStore()
     source = MeteredFeatureSource(store, timeout_s=0.05)  # type: ignore[arg-type]
     with pytest.raises(
-        FeatureStoreUnavailableError, match="redis online store did not answer within 0.05 s"
+        FeatureStoreUnavailableError, match=r"redis online store did not answer within 0\.05 s"
     ) as e:
         await source.fetch("svc", [("c1",)])
     assert e.value.status_code == 503 and store.cancelled == 1  # the stuck read is abandoned
