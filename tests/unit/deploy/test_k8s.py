@@ -296,7 +296,7 @@ def test_settings_parse_and_point_at_the_services_and_volumes(
         assert init["args"][:3] == ["treeserve", "sync", "register-webhook"] and s.sync.webhook_secret
 
 
-def test_triton_loads_the_model_the_gateway_serves_with_explicit_control() -> None:
+def test_triton_loads_the_model_the_gateway_serves_with_explicit_control_except_on_gpu() -> None:
     docs = rendered("cpu")
     triton = containers(one(docs, "Deployment", "triton"))[0]
     args = [
@@ -309,6 +309,10 @@ def test_triton_loads_the_model_the_gateway_serves_with_explicit_control() -> No
     settings = one(docs, "ConfigMap", "treeserve-settings")["data"]
     assert f"--load-model={settings['TREESERVE_GATEWAY__MODEL']}" in args
     assert yaml.safe_load(settings["TREESERVE_SYNC__MODELS"]) == [settings["TREESERVE_GATEWAY__MODEL"]]
+    # The fil wrapper loads its FIL model from initialize(): not during Triton's own start-up.
+    gpu = containers(one(rendered("gpu"), "Deployment", "triton"))[0]
+    assert not [a for a in gpu["args"] if a.startswith("--load-model")]
+    assert set(gpu["args"]) == set(triton["args"]) - {"--load-model=$(SERVED_MODEL)"}
 
 
 def test_gpu_overlay_asks_for_a_gpu_and_cpu_does_not() -> None:
