@@ -47,7 +47,9 @@ def loadtest(
     duration: str = typer.Option(None, "--duration", "-t", help="Run time, e.g. 30s, 2m."),
     slo_p99_ms: float = typer.Option(None, "--slo-p99-ms", help="Fail (exit 1) when p99 exceeds this."),
     max_error_rate: float = typer.Option(
-        None, "--max-error-rate", help="Fail when failures/requests exceeds this (0.01 = 1%)."
+        None,
+        "--max-error-rate",
+        help="Fail when failures/requests exceeds this (default: loadtest.max_error_rate, 0.01 = 1%).",
     ),
     host: str = typer.Option(None, "--host", help="Target URL/address (loopback or allowed hosts only)."),
     entities_file: Path = typer.Option(

@@ -6,7 +6,8 @@ TreeserveError
 ├── ValidationFailedError
 │   └── SloMissedError         a run missed its p99 or error-rate objective
 └── ServiceUnavailableError
-    └── LoadtestRunError       Locust could not run or wrote no report
+    ├── LoadtestRunError       Locust could not run or wrote no report
+    └── LoadtestTargetError    the target is down or does not serve the model (checked first)
 """
 
 from __future__ import annotations
@@ -24,3 +25,7 @@ class SloMissedError(ValidationFailedError):
 
 class LoadtestRunError(ServiceUnavailableError):
     """Locust failed to run or produced no report."""
+
+
+class LoadtestTargetError(ServiceUnavailableError):
+    """The target is not serving: nothing would be measured but errors."""

@@ -224,6 +224,7 @@ def run_loadtest(
     report; an SLO miss is *returned* (``result.slo_violations``), not raised.
     """
     from loadtest.prepare import build_workload
+    from loadtest.target import check_target
 
     lt = settings.loadtest
     if target not in USER_CLASS:
@@ -238,6 +239,7 @@ def run_loadtest(
     host = host or default_host(settings, target)
     check_host(host, list(lt.allowed_hosts))
     workload = workload or build_workload(settings, target=target, entities_file=entities_file)
+    check_target(target, host, workload)
 
     if report_dir is None:
         report_dir = new_report_dir(settings.path(lt.reports_dir))

@@ -58,7 +58,8 @@ class LoadtestSettings(BaseModel):
     """Client-side timeout of one request."""
     slo_p99_ms: float | None = None
     """Default p99 SLO (None: not checked)."""
-    max_error_rate: float | None = None
-    """Default error-rate SLO as a fraction (None: not checked)."""
+    max_error_rate: float | None = Field(default=0.01, ge=0, le=1)
+    """Default error-rate SLO as a fraction (0.01: a run with more than 1% errors fails; None: not
+    checked)."""
     seed: int = 11
     """Seed of the workload sample."""
