@@ -2,7 +2,7 @@
 
     run_drift(settings, version=None, since=None, last=None, ...)  -> DriftSummary (verdict, exit_code)
     score_all(settings, version=None, score_date=None, ...)        -> ScoringResult (rows, rows_per_s)
-    run_pipeline(settings, force_retrain=False, ...)               -> PipelineRun (status, steps)
+    run_pipeline(settings, sync=reconcile_once, ...)               -> PipelineRun (status, steps)
 
 Every function takes the root ``Settings`` and raises ``treeserve.errors`` subclasses
 (``run_pipeline`` records a failed step in its result instead of raising).

@@ -1,4 +1,7 @@
-"""CLI commands of the drift package: ``treeserve drift``, ``treeserve score``, ``treeserve pipeline run``."""
+"""CLI commands of the drift package: ``treeserve drift``, ``treeserve score``.
+
+``treeserve pipeline run`` is wired in ``treeserve.pipeline_cli``: the pipeline needs the sync.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +10,6 @@ import json
 import typer
 
 from treeserve import clikit
-
-pipeline_app = typer.Typer(help="The scheduled loop: materialize → drift → retrain → gate → sync → score.")
 
 
 @clikit.command
@@ -81,36 +82,6 @@ def score_cmd(
     )
 
 
-@pipeline_app.command("run")
-@clikit.command
-def pipeline_run_cmd(
-    force_retrain: bool = typer.Option(False, "--force-retrain", help="Retrain even without drift."),
-    since: str = typer.Option(None, "--since", help="Drift window (default: drift.default_window)."),
-    last: int = typer.Option(None, "--last", help="Drift window as the last N prediction-log rows."),
-) -> None:
-    """Materialize, check drift, retrain + gate + promote + sync when needed, batch-score, compare."""
-    from rich.console import Console
-
-    from drift.pipeline import run_pipeline
-
-    s = clikit.settings()
-    console = Console(stderr=True)
-    colours = {"ok": "green", "skipped": "dim", "warning": "yellow", "failed": "red"}
-
-    def hook(step: str, status: str) -> None:
-        console.print(f"  {step:<12} [{colours.get(status, 'white')}]{status}[/]")
-
-    run = run_pipeline(s, force_retrain=force_retrain, drift_since=since, drift_last=last, hook=hook)
-    for st in run.steps:
-        if st.reason:
-            typer.echo(f"{st.name}: {st.reason}")
-    typer.echo(
-        f"pipeline {run.run_id}: {run.status}; serving v{run.serving_before} -> v{run.serving_after}; record {run.path}"
-    )
-    if run.status == "failed":
-        clikit.fail(f"step {run.failed_step!r} failed: {run.reason}")
-
-
 def _print_summary(summary: object) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -141,4 +112,3 @@ def register(app: typer.Typer) -> None:
     """Add this package's commands to the root app."""
     app.command("drift")(drift_cmd)
     app.command("score")(score_cmd)
-    app.add_typer(pipeline_app, name="pipeline")

@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 from drift import steps
 from drift.errors import PipelineStepError
-from drift.steps import ReadyVersions, StepOutcome, StepStatus, serving_version
+from drift.steps import ReadyVersions, StepOutcome, StepStatus, SyncPass, serving_version
 
 log = logging.getLogger(__name__)
 
@@ -119,12 +119,13 @@ def run_pipeline(
     drift_last: int | None = None,
     score_date: date | None = None,
     hook: StepHook | None = None,
-    triton: ReadyVersions | None = None,
+    sync: SyncPass,
+    triton: ReadyVersions,
 ) -> PipelineRun:
     """Run every step; returns the run record (status ``failed`` with ``failed_step``/``reason`` on failure).
 
     Raises nothing for a failed step: the record says what happened (the CLI maps it to exit 1).
-    ``triton`` answers which versions are READY (default: the sync's Triton client on the settings).
+    ``sync`` runs one pass of the promotion sync; ``triton`` answers which versions are READY.
     """
     model = settings.mlflow.model_name
     now = datetime.now(UTC)
@@ -138,7 +139,7 @@ def run_pipeline(
     run.path = str(runner.path)
     run.serving_before = serving_version(settings, model)
     try:
-        _steps(settings, runner, model, force_retrain, drift_since, drift_last, score_date, triton)
+        _steps(settings, runner, model, force_retrain, drift_since, drift_last, score_date, sync, triton)
         run.status = "warning" if any(s.status == "warning" for s in run.steps) else "ok"
     except PipelineStepError as e:
         run.status, run.failed_step, run.reason = "failed", e.step, e.reason
@@ -164,7 +165,8 @@ def _steps(
     drift_since: str | None,
     drift_last: int | None,
     score_date: date | None,
-    triton: ReadyVersions | None,
+    sync: SyncPass,
+    triton: ReadyVersions,
 ) -> None:
     r.step("materialize", lambda: steps.materialize_step(settings))
     drift = r.step("drift", lambda: steps.drift_step(settings, model, since=drift_since, last=drift_last))
@@ -184,7 +186,10 @@ def _steps(
         before = serving_version(settings, model)
         r.step("gate", lambda: steps.gate_step(settings, model, version))
         r.step("alias", lambda: steps.alias_step(settings, model, version))
-        r.step("sync", lambda: steps.sync_step(settings, model, version, previous=before, triton=triton))
+        r.step(
+            "sync",
+            lambda: steps.sync_step(settings, model, version, previous=before, sync=sync, triton=triton),
+        )
     scored = r.step("score", lambda: steps.score_step(settings, model, score_date))
     day = date.fromisoformat(scored.detail["score_date"])
     r.step("score_check", lambda: steps.score_check_step(settings, model, day))

@@ -17,7 +17,9 @@ import pandas as pd
 
 from drift.errors import ReferenceMissingError, UnknownVersionError
 from treeserve import contract
+from treeserve import repository as repo_format
 from treeserve.registry import mlflow_client, mlflow_errors
+from treeserve.repository import RepositoryError
 
 log = logging.getLogger(__name__)
 
@@ -36,28 +38,12 @@ class VersionInfo:
 
 
 def repository_routing(repository: Path, model: str) -> dict[str, str]:
-    """Alias -> version from ``<repository>/<model>/config.pbtxt`` (empty when absent)."""
-    path = repository / model / "config.pbtxt"
-    if not path.is_file():
-        return {}
-    from google.protobuf import text_format
-    from tritonclient.grpc import model_config_pb2 as mc
-
-    cfg = mc.ModelConfig()
+    """Alias -> version from ``<repository>/<model>/config.pbtxt`` (empty when absent or unreadable)."""
     try:
-        text_format.Parse(path.read_text(), cfg)
-    except text_format.ParseError as e:
-        log.warning("cannot parse %s: %s", path, e)
+        return repo_format.read_routing(repository, model)
+    except RepositoryError as e:
+        log.warning("ignoring the repository routing: %s", e)
         return {}
-    param = cfg.parameters.get(contract.PARAM_ROUTING)
-    if param is None or not param.string_value:
-        return {}
-    try:
-        routing = json.loads(param.string_value)
-    except json.JSONDecodeError:
-        log.warning("%s: routing parameter is not JSON", path)
-        return {}
-    return {str(k): str(v) for k, v in routing.items()}
 
 
 def _get_version(client: Any, model: str, version: str) -> Any:

@@ -22,6 +22,7 @@ import pandas as pd
 from drift.reference import repository_routing
 from drift.score_store import ScoreSink, open_sink
 from treeserve import contract, scoring
+from treeserve import repository as repo_format
 from treeserve.errors import NotFoundError, ValidationFailedError
 
 if TYPE_CHECKING:
@@ -76,19 +77,19 @@ class ServingModel:
     @classmethod
     def load(cls, repository: Path, model: str, version: str) -> ServingModel:
         """Open ``<repository>/<model>/<version>`` (NotFoundError when it is not installed)."""
-        import json
-
         import onnxruntime as ort
 
-        folder = repository / model / str(version)
-        meta_path = folder / contract.VERSION_METADATA_FILE
+        folder = repo_format.version_dir(repository, model, version)
         onnx_path = folder / "model.onnx"
-        if not meta_path.is_file() or not onnx_path.is_file():
+        try:
+            meta = repo_format.load_version_metadata(folder)
+        except FileNotFoundError:
+            meta = None
+        if meta is None or not onnx_path.is_file():
             raise NotFoundError(
                 f"model {model!r} version {version} is not installed in {repository} "
                 "(run `treeserve sync` or `treeserve export`)"
             )
-        meta = json.loads(meta_path.read_text())
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = 1
         opts.inter_op_num_threads = 1
@@ -96,12 +97,12 @@ class ServingModel:
         return cls(
             model=model,
             version=str(version),
-            features=list(meta["features"]),
-            task=str(meta.get("task", "binary")),
-            medians={k: float(v) for k, v in (meta.get("medians") or {}).items()},
-            base_rate=float(meta.get("base_rate", 0.0)),
-            feature_service=str(meta.get("feature_service", "")),
-            entity_keys=list(meta.get("entity_keys") or []),
+            features=list(meta.features),
+            task=meta.task,
+            medians=dict(meta.medians),
+            base_rate=meta.base_rate,
+            feature_service=meta.feature_service,
+            entity_keys=list(meta.entity_keys),
             session=session,
         )
 

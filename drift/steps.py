@@ -7,12 +7,16 @@ DAG (``deploy/airflow/dags/churn_model_pipeline.py``) both call.
     retrain_step(settings, reason)                         -> StepOutcome (detail: version, run_id, ...)
     gate_step(settings, model, version)                    -> StepOutcome (checks only, no alias move)
     alias_step(settings, model, version)                   -> StepOutcome (gate again + move champion)
-    sync_step(settings, model, version, previous=...)      -> StepOutcome (served + READY, else rollback)
+    sync_step(settings, model, version, previous=..., sync=..., triton=...)
+                                                           -> StepOutcome (served + READY, else rollback)
     score_step(settings, model, score_date=None)           -> StepOutcome
     score_check_step(settings, model, score_date)          -> StepOutcome
 
 A step that cannot do its work raises ``PipelineStepError(step, reason)``; otherwise its outcome
 says ``ok``, ``warning`` or ``skipped`` with a one-line reason and a JSON-able ``detail``.
+
+The promotion sync and Triton come in as arguments (``SyncPass``, ``ReadyVersions``): this package
+imports nothing of the exporter; ``treeserve.pipeline_cli`` and the Airflow DAG hand them in.
 """
 
 from __future__ import annotations
@@ -36,6 +40,16 @@ StepStatus = Literal["ok", "skipped", "warning", "failed"]
 
 _SERVE_POLL_S = 0.25
 """How often the sync step looks at the routing and Triton while it waits for the new champion."""
+
+
+class SyncPass(Protocol):
+    """One pass of the promotion sync (``treeserve.pipeline_cli.sync_pass`` wraps the exporter's).
+
+    Returns the pass result (``result``, ``error``), or None when another sync process holds the
+    lock; raises TreeserveError when the pass cannot run.
+    """
+
+    def __call__(self, settings: Any, *, trigger: str, lock_timeout_s: float | None) -> Any: ...
 
 
 class ReadyVersions(Protocol):
@@ -191,31 +205,30 @@ def alias_step(settings: Any, model: str, version: str) -> StepOutcome:
 
 
 def sync_step(
-    settings: Any, model: str, version: str, *, previous: str | None, triton: ReadyVersions | None = None
+    settings: Any, model: str, version: str, *, previous: str | None, sync: SyncPass, triton: ReadyVersions
 ) -> StepOutcome:
     """Triton must serve ``version``; otherwise the alias is rolled back and the repository reconciled.
 
-    ``triton`` answers which versions are READY (default: the sync's Triton client on the settings).
+    ``sync`` runs one sync pass; ``triton`` answers which versions are READY.
     """
-    from exporter.sync.reconcile import reconcile_once
     from training import api as training
 
-    reason = _sync_until_served(settings, model, str(version), triton)
+    reason = _sync_until_served(settings, model, str(version), sync, triton)
     if not reason:
         return StepOutcome("ok", f"Triton serves v{version}", {"previous": previous, "version": str(version)})
     rolled = ""
     try:
         back = training.rollback(settings, model)
         rolled = f"; alias rolled back to v{back.to_version}"
-        reconcile_once(
-            settings, trigger="pipeline-rollback", lock_timeout_s=settings.drift.pipeline.lock_timeout_s
-        )
+        lock_timeout_s = settings.drift.pipeline.lock_timeout_s
+        if sync(settings, trigger="pipeline-rollback", lock_timeout_s=lock_timeout_s) is None:
+            rolled += " (another sync holds the lock; it restores the previous champion)"
     except TreeserveError as e:
         rolled = f"; rollback incomplete: {e}"
     raise PipelineStepError("sync", reason + rolled)
 
 
-def _sync_until_served(settings: Any, model: str, version: str, triton: ReadyVersions | None) -> str:
+def _sync_until_served(settings: Any, model: str, version: str, sync: SyncPass, triton: ReadyVersions) -> str:
     """Run a sync pass and wait until ``version`` is served; "" when it is, else why not.
 
     Served = the repository's routing names it as champion and Triton reports it READY. A pass
@@ -223,57 +236,40 @@ def _sync_until_served(settings: Any, model: str, version: str, triton: ReadyVer
     another process (the ``sync --watch`` service) is waited for, pass after pass, within
     ``sync_timeout_s``.
     """
-    from exporter.sync.errors import SyncBusyError
-    from exporter.sync.reconcile import reconcile_once
-
     ps = settings.drift.pipeline
     deadline = time.monotonic() + ps.sync_timeout_s
-    owned = triton is None
-    if triton is None:
-        from exporter.sync.reconcile import triton_url
-        from exporter.sync.triton import TritonControl
-
-        triton = TritonControl(triton_url(settings), timeout_s=5.0)
     result: Any = None
     ready: set[str] = set()
     triton_error = ""
-    try:
-        while True:
-            remaining = max(0.0, deadline - time.monotonic())
-            if result is None:
-                try:
-                    result = reconcile_once(
-                        settings, trigger="pipeline", lock_timeout_s=min(ps.lock_timeout_s, remaining)
-                    )
-                except SyncBusyError:
-                    pass  # another sync is at work: it will serve the new champion, or we will next time
-                except TreeserveError as e:
-                    return f"sync failed: {e}"
-            served = serving_version(settings, model)
+    while True:
+        remaining = max(0.0, deadline - time.monotonic())
+        if result is None:
             try:
-                ready, triton_error = triton.ready_versions(model), ""
+                # None: another sync is at work; it will serve the new champion, or we will next time
+                result = sync(settings, trigger="pipeline", lock_timeout_s=min(ps.lock_timeout_s, remaining))
             except TreeserveError as e:
-                ready, triton_error = set(), str(e)
-            if served == version and version in ready:
-                return ""
-            if result is not None and served != version:
-                return (
-                    f"sync result {result.result}: Triton serves v{served}, not v{version} "
-                    f"({result.error or 'see sync status'})"
-                )
-            if time.monotonic() >= deadline:
-                where = (
-                    f"routing names v{served}"
-                    if served != version
-                    else f"Triton reports READY {sorted(ready, key=int) or 'nothing'}"
-                )
-                why = f": {triton_error}" if triton_error else ""
-                return f"v{version} not served within sync_timeout_s={ps.sync_timeout_s:g}s ({where}{why})"
-            time.sleep(_SERVE_POLL_S)
-    finally:
-        close = getattr(triton, "close", None)
-        if owned and close is not None:
-            close()
+                return f"sync failed: {e}"
+        served = serving_version(settings, model)
+        try:
+            ready, triton_error = triton.ready_versions(model), ""
+        except TreeserveError as e:
+            ready, triton_error = set(), str(e)
+        if served == version and version in ready:
+            return ""
+        if result is not None and served != version:
+            return (
+                f"sync result {result.result}: Triton serves v{served}, not v{version} "
+                f"({result.error or 'see sync status'})"
+            )
+        if time.monotonic() >= deadline:
+            where = (
+                f"routing names v{served}"
+                if served != version
+                else f"Triton reports READY {sorted(ready, key=int) or 'nothing'}"
+            )
+            why = f": {triton_error}" if triton_error else ""
+            return f"v{version} not served within sync_timeout_s={ps.sync_timeout_s:g}s ({where}{why})"
+        time.sleep(_SERVE_POLL_S)
 
 
 def score_step(settings: Any, model: str, score_date: date | None = None) -> StepOutcome:

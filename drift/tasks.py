@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import date
 from typing import Any
 
@@ -90,11 +90,30 @@ def promote(config: Config, trained: Outcome) -> Outcome:
     return steps.alias_step(s, _model(s), _version(trained)).to_dict()
 
 
-def wait_served(config: Config, trained: Outcome, promoted: Outcome) -> Outcome:
-    """Sync the Triton repository and wait until the new version is served (rollback otherwise)."""
+def wait_served(
+    config: Config,
+    trained: Outcome,
+    promoted: Outcome,
+    *,
+    sync: steps.SyncPass,
+    triton_for: Callable[[Any], steps.ReadyVersions],
+) -> Outcome:
+    """Sync the Triton repository and wait until the new version is served (rollback otherwise).
+
+    ``sync`` runs one sync pass and ``triton_for(settings)`` gives Triton's readiness (the DAG
+    hands in ``treeserve.pipeline_cli``'s, which wrap the exporter).
+    """
     s = task_settings(config)
     previous = promoted.get("detail", {}).get("previous")
-    return steps.sync_step(s, _model(s), _version(trained), previous=previous).to_dict()
+    triton = triton_for(s)
+    try:
+        return steps.sync_step(
+            s, _model(s), _version(trained), previous=previous, sync=sync, triton=triton
+        ).to_dict()
+    finally:
+        close = getattr(triton, "close", None)
+        if close is not None:
+            close()
 
 
 def batch_score(config: Config) -> Outcome:

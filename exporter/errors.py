@@ -2,9 +2,9 @@
 
 TreeserveError
 ├── ConfigError
-│   └── RepositoryError             the model repository is missing, unreadable or not writable
+│   └── RepositoryError             (treeserve.repository) the repository cannot be used
 ├── NotFoundError
-│   └── ModelNotInRepositoryError   no config.pbtxt / version directory for that model
+│   └── ModelNotInRepositoryError   (treeserve.repository) no config.pbtxt / version directory
 ├── ValidationFailedError
 │   ├── UnsupportedModelError       categorical splits, an objective ONNX cannot express, ...
 │   ├── ParityError                 ONNX output differs from XGBoost beyond tolerance
@@ -17,15 +17,19 @@ TreeserveError
 
 from __future__ import annotations
 
-from treeserve.errors import ConfigError, NotFoundError, ServiceUnavailableError, ValidationFailedError
+from treeserve.errors import ServiceUnavailableError, ValidationFailedError
+from treeserve.repository.errors import ModelNotInRepositoryError, RepositoryError
 
-
-class RepositoryError(ConfigError):
-    """The model repository cannot be used."""
-
-
-class ModelNotInRepositoryError(NotFoundError):
-    """The repository holds no such model or version."""
+__all__ = [
+    "CanaryError",
+    "ModelLoadError",
+    "ModelNotInRepositoryError",
+    "ParityError",
+    "RepositoryError",
+    "TritonNotRunningError",
+    "TritonStartError",
+    "UnsupportedModelError",
+]
 
 
 class UnsupportedModelError(ValidationFailedError):

@@ -46,7 +46,7 @@ from exporter.flavors import PYTHON_MODEL_FILE, Flavor, VersionArtifacts, regist
 from treeserve import contract
 
 if TYPE_CHECKING:
-    from exporter.config import TritonModelSpec
+    from treeserve.repository import TritonModelSpec
 
 log = logging.getLogger(__name__)
 

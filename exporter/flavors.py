@@ -25,7 +25,7 @@ from treeserve.errors import ConfigError
 if TYPE_CHECKING:
     from tritonclient.grpc import model_config_pb2 as mc
 
-    from exporter.config import TritonModelSpec
+    from treeserve.repository import TritonModelSpec
 
 ONNX_FILE = "model.onnx"
 PYTHON_MODEL_FILE = "model.py"

@@ -12,19 +12,19 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from exporter import repository as repo_mod
-from exporter.config import TritonModelSpec
 from exporter.convert import convert_to_onnx
 from exporter.errors import ModelNotInRepositoryError, RepositoryError
 from exporter.flavors import VersionArtifacts, get_flavor
 from exporter.source import SourceModel, load_source_model, resolve_version
 from exporter.validate import check_onnx, check_parity, parity_inputs
 from treeserve import contract
+from treeserve import repository as repo_mod
+from treeserve.repository import TritonModelSpec, VersionMetadata, contract_mismatch
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -51,7 +51,7 @@ class InstalledVersion:
     max_abs_diff: float
     reused: bool = False
     """True when an identical export (same source sha256 and flavour) was already installed."""
-    metadata: dict[str, Any] = field(default_factory=dict)
+    metadata: VersionMetadata = field(default_factory=VersionMetadata)
 
 
 @dataclass(frozen=True)
@@ -118,7 +118,7 @@ def install_version(
             VersionArtifacts(spec=spec, onnx_model=onnx_bytes, xgboost_model=src.xgboost_json), stage
         )
         repo_mod.write_reference(stage, inputs, report.outputs)
-        metadata["files"] = sorted(files)
+        metadata = replace(metadata, files=tuple(sorted(files)))
         repo_mod.write_version_metadata(stage, metadata)  # last: marks the directory complete
         path = repo_mod.install_staged(stage, repo, model, src.version)
     log.info(
@@ -147,25 +147,24 @@ def spec_for_versions(
     metas = {int(v): repo_mod.read_version_metadata(repository, model, v) for v in versions}
     newest = metas[max(metas)]
     for v, meta in metas.items():
-        for key in ("features", "task", "n_classes"):
-            if meta.get(key) != newest.get(key):
-                raise RepositoryError(
-                    f"model {model!r}: version {v} has {key}={meta.get(key)!r} but version {max(metas)} "
-                    f"has {newest.get(key)!r}; one Triton model serves one contract"
-                )
+        problem = contract_mismatch(
+            meta, newest, version_label=f"version {v}", other_label=f"version {max(metas)}"
+        )
+        if problem:
+            raise RepositoryError(f"model {model!r}: {problem}")
     bad = {a: v for a, v in routing.items() if int(v) not in metas}
     if bad:
         raise RepositoryError(f"model {model!r}: routing {bad} points at versions that are not installed")
     ex = settings.exporter
     return TritonModelSpec(
         name=model,
-        task=newest["task"],
-        features=tuple(newest["features"]),
-        n_classes=int(newest["n_classes"]),
+        task=newest.task,  # type: ignore[arg-type]
+        features=newest.features,
+        n_classes=newest.n_classes,
         versions=tuple(sorted(metas)),
         routing=dict(routing),
-        feature_service=newest.get("feature_service", ""),
-        entity_keys=tuple(newest.get("entity_keys", [])),
+        feature_service=newest.feature_service,
+        entity_keys=newest.entity_keys,
         max_batch_size=ex.max_batch_size,
         dynamic_batching=ex.dynamic_batching,
         queue_delay_us=ex.max_queue_delay_us,
@@ -189,12 +188,12 @@ def write_model_config(
     flavor = flavor or settings.exporter.flavor
     for v in versions:
         meta = repo_mod.read_version_metadata(repository, model, v)
-        if meta.get("flavor") not in (flavor, None) and not _files_fit(meta, flavor):
+        if meta.flavor not in (flavor, "") and not _files_fit(meta, flavor):
             raise RepositoryError(
-                f"model {model!r} version {v} was exported as {meta.get('flavor')}; re-export it as {flavor}"
+                f"model {model!r} version {v} was exported as {meta.flavor}; re-export it as {flavor}"
             )
     spec = spec_for_versions(settings, repository, model, versions=versions, routing=routing)
-    path = repo_mod.write_config(repository, spec, flavor)
+    path = repo_mod.write_config(repository, spec, get_flavor(flavor))
     return repo_mod.RepositoryModel(spec=spec, flavor=flavor, path=path.parent)
 
 
@@ -235,30 +234,32 @@ def export(
 # ---- helpers --------------------------------------------------------------------------------
 
 
-def _metadata(src: SourceModel, flavor: str, onnx_bytes: bytes, max_diff: float, rows: int) -> dict[str, Any]:
-    return {
-        "model": src.name,
-        "version": str(src.version),
-        "run_id": src.run_id,
-        "task": src.task,
-        "n_classes": src.n_classes,
-        "objective": src.objective,
-        "features": list(src.features),
-        "feature_service": src.feature_service,
-        "entity_keys": list(src.entity_keys),
-        "medians": dict(src.medians),
-        "base_rate": src.base_rate,
-        "best_iteration": src.best_iteration,
-        "source_sha256": src.source_sha256,
-        "onnx_sha256": hashlib.sha256(onnx_bytes).hexdigest(),
-        "flavor": flavor,
-        "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "parity": {"rows": rows, "max_abs_diff": max_diff, "reference": src.reference_origin},
-    }
+def _metadata(
+    src: SourceModel, flavor: str, onnx_bytes: bytes, max_diff: float, rows: int
+) -> VersionMetadata:
+    return VersionMetadata(
+        model=src.name,
+        version=str(src.version),
+        run_id=src.run_id,
+        task=src.task,
+        n_classes=src.n_classes,
+        objective=src.objective,
+        features=tuple(src.features),
+        feature_service=src.feature_service,
+        entity_keys=tuple(src.entity_keys),
+        medians=dict(src.medians),
+        base_rate=float(src.base_rate or 0.0),
+        best_iteration=src.best_iteration,
+        source_sha256=src.source_sha256,
+        onnx_sha256=hashlib.sha256(onnx_bytes).hexdigest(),
+        flavor=flavor,
+        exported_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        parity={"rows": rows, "max_abs_diff": max_diff, "reference": src.reference_origin},
+    )
 
 
 def _installed(
-    path: Path, src: SourceModel, flavor: str, max_diff: float, meta: dict[str, Any], *, reused: bool = False
+    path: Path, src: SourceModel, flavor: str, max_diff: float, meta: VersionMetadata, *, reused: bool = False
 ) -> InstalledVersion:
     return InstalledVersion(
         model=src.name,
@@ -284,19 +285,19 @@ def _existing(repo: Path, model: str, src: SourceModel, flavor: str) -> Installe
     except ModelNotInRepositoryError:
         return None
     same = (
-        meta.get("source_sha256") == src.source_sha256
-        and meta.get("flavor") == flavor
-        and meta.get("features") == list(src.features)
+        meta.source_sha256 == src.source_sha256
+        and meta.flavor == flavor
+        and meta.features == tuple(src.features)
         and (repo_mod.version_dir(repo, model, src.version) / contract.VERSION_REFERENCE_FILE).is_file()
     )
     if not same:
         return None
-    diff = float((meta.get("parity") or {}).get("max_abs_diff", 0.0))
+    diff = float(meta.parity.get("max_abs_diff", 0.0))
     return _installed(repo_mod.version_dir(repo, model, src.version), src, flavor, diff, meta, reused=True)
 
 
-def _files_fit(meta: dict[str, Any], flavor: str) -> bool:
-    files = set(meta.get("files", []))
+def _files_fit(meta: VersionMetadata, flavor: str) -> bool:
+    files = set(meta.files)
     if flavor == "onnxruntime":
         return "model.onnx" in files
     if flavor == "python-ort":
@@ -305,14 +306,12 @@ def _files_fit(meta: dict[str, Any], flavor: str) -> bool:
 
 
 def _compatible(repo: Path, model: str, v: int, installed: InstalledVersion) -> bool:
-    meta = repo_mod.read_version_metadata(repo, model, v)
-    ok = (
-        meta.get("features") == installed.features
-        and meta.get("task") == installed.task
-        and int(meta.get("n_classes", 0)) == installed.n_classes
+    problem = contract_mismatch(
+        repo_mod.read_version_metadata(repo, model, v),
+        installed.metadata,
+        version_label=f"version {v}",
+        other_label=f"version {installed.version}",
     )
-    if not ok:
-        log.warning(
-            "dropping version %s from the config: its contract differs from version %s", v, installed.version
-        )
-    return ok
+    if problem:
+        log.warning("dropping version %s from the config: %s", v, problem)
+    return problem is None

@@ -31,7 +31,6 @@ from typing import Any
 
 import numpy as np
 
-from exporter import repository as repo_mod
 from exporter.errors import (
     CanaryError,
     ModelLoadError,
@@ -39,6 +38,7 @@ from exporter.errors import (
     TritonStartError,
 )
 from treeserve import procs
+from treeserve import repository as repo_mod
 
 log = logging.getLogger(__name__)
 
@@ -365,8 +365,8 @@ class TritonServer:
         self, model: str, version: int | str, *, atol: float = 1e-5, rtol: float = 1e-5
     ) -> CanaryResult:
         """Send the version's ``reference.npz`` inputs over gRPC; CanaryError when outputs differ."""
-        ref = repo_mod.read_reference(self.repository, model, version)
-        inputs = ref.pop("inputs")
+        reference = repo_mod.read_reference(self.repository, model, version)
+        inputs, ref = reference.inputs, dict(reference.outputs)
         cfg = repo_mod.read_model_config(self.repository, model)
         step = max(1, cfg.spec.max_batch_size)
         got: dict[str, list[np.ndarray]] = {name: [] for name in ref}

@@ -8,12 +8,22 @@ FeatureService's is marked not servable, with the reason.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from treeserve import contract
+from treeserve import repository as repo_format
+from treeserve.repository import fingerprint
+
+__all__ = [
+    "ModelView",
+    "RepositoryConfig",
+    "VersionInfo",
+    "fingerprint",
+    "read_repository_config",
+    "read_version_info",
+    "skew_problem",
+]
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +66,7 @@ class ModelView:
 
 @dataclass(frozen=True)
 class RepositoryConfig:
-    """The parameters the exporter writes into ``config.pbtxt``."""
+    """The treeserve parameters of a model's ``config.pbtxt``."""
 
     features: tuple[str, ...]
     routing: dict[str, str]
@@ -65,28 +75,26 @@ class RepositoryConfig:
 
 
 def read_repository_config(repository: Path, model: str) -> RepositoryConfig:
-    """Parse ``<repository>/<model>/config.pbtxt`` (contract #4 parameters) via the exporter."""
-    from exporter.repository import read_model_config
-
-    cfg = read_model_config(repository, model)
+    """Parse ``<repository>/<model>/config.pbtxt`` (routing, features, feature service, entity keys)."""
+    cfg = repo_format.read_model_config(repository, model)
     return RepositoryConfig(
         features=tuple(cfg.features),
-        routing={str(k): str(v) for k, v in cfg.routing.items()},
+        routing=cfg.routing,
         feature_service=cfg.feature_service,
         entity_keys=tuple(cfg.entity_keys),
     )
 
 
 def read_version_info(repository: Path, model: str, version: str) -> VersionInfo:
-    """Read ``<model>/<version>/treeserve.json``."""
-    meta = json.loads((repository / model / version / contract.VERSION_METADATA_FILE).read_text())
+    """Read ``<model>/<version>/treeserve.json`` (OSError when absent, RepositoryError when malformed)."""
+    meta = repo_format.load_version_metadata(repo_format.version_dir(repository, model, version))
     return VersionInfo(
         version=str(version),
-        task=str(meta.get("task", "binary")),
-        n_classes=int(meta.get("n_classes") or 2),
-        features=tuple(meta.get("features") or ()),
-        medians={str(k): float(v) for k, v in (meta.get("medians") or {}).items() if v is not None},
-        base_rate=float(meta.get("base_rate") or 0.0),
+        task=meta.task,
+        n_classes=meta.n_classes,
+        features=meta.features,
+        medians=dict(meta.medians),
+        base_rate=meta.base_rate,
     )
 
 
@@ -98,16 +106,3 @@ def skew_problem(version: VersionInfo, service_features: tuple[str, ...], featur
         f"version {version.version} was trained on features {list(version.features)} but "
         f"FeatureService {feature_service!r} now lists {list(service_features)}"
     )
-
-
-def fingerprint(repository: Path, model: str) -> tuple[float, ...]:
-    """Cheap change detector: mtimes of config.pbtxt and the version metadata files."""
-    root = repository / model
-    stamps: list[float] = []
-    try:
-        stamps.append((root / "config.pbtxt").stat().st_mtime_ns)
-        for meta in sorted(root.glob(f"*/{contract.VERSION_METADATA_FILE}")):
-            stamps.append(meta.stat().st_mtime_ns)
-    except FileNotFoundError:
-        return ()
-    return tuple(stamps)

@@ -35,6 +35,7 @@ from gateway.predlog import PredictionBatch, PredictionLog
 from gateway.settings import GatewaySettings
 from gateway.triton import InferenceClient
 from treeserve import contract, scoring
+from treeserve.errors import TreeserveError
 from treeserve.features import FeatureSource
 
 log = logging.getLogger(__name__)
@@ -218,7 +219,7 @@ class PredictionService:
                 continue
             try:
                 info = catalog.read_version_info(self._repository, name, version)
-            except (OSError, ValueError) as e:
+            except (OSError, ValueError, TreeserveError) as e:
                 versions[version] = VersionInfo(
                     version=version,
                     task="binary",

@@ -115,7 +115,7 @@ def _export_rows(
         "tolerance": settings.exporter.proba_atol
         if task != "regression"
         else f"{settings.exporter.regression_rtol:g} × output scale",
-        "parity rows": (installed.metadata.get("parity") or {}).get("rows", ""),
+        "parity rows": installed.metadata.parity.get("rows", ""),
         "ONNX KiB": round(onnx_files[0].stat().st_size / 1024, 1) if onnx_files else None,
         "flavour": installed.flavor,
     }

@@ -147,8 +147,8 @@ def _summary(values: list[float]) -> dict[str, float]:
 
 def _promote(client: Any, settings: Any, version: str, *, timeout_s: float) -> float:
     """Move champion to ``version``; seconds until it is routed and READY."""
-    from exporter.repository import read_model_config
     from exporter.sync.reconcile import triton_url
+    from treeserve.repository import read_model_config
 
     repo = settings.path(settings.exporter.repository)
     # The per-version ready endpoint answers at once; the repository index waits while Triton loads.

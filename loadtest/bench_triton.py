@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from treeserve.repository import VersionMetadata
+
 log = logging.getLogger(__name__)
 
 CONCURRENCY = (1, 8, 32)
@@ -118,26 +120,27 @@ def _venv(settings: Any) -> Path:
 
 def _prepare_models(settings: Any, repo: Path) -> tuple[str, np.ndarray, str, str]:
     """Install one version directory under both bench models; return (source, a row, output, origin)."""
-    from exporter import repository as repo_mod
-    from exporter.config import TritonModelSpec
+    from exporter.flavors import get_flavor
     from treeserve import contract
+    from treeserve import repository as repo_mod
+    from treeserve.repository import TritonModelSpec
 
     version_src, meta, origin = _champion_version(settings)
     if version_src is None:
         version_src, meta = _synthetic_version(repo.parent / "synthetic")
         origin = "synthetic demo-size classifier (7 features, 200 trees, depth 5)"
-    ref = np.load(version_src / contract.VERSION_REFERENCE_FILE)
-    finite = ref["inputs"][np.isfinite(ref["inputs"]).all(axis=1)]
-    row = (finite[0] if len(finite) else ref["inputs"][0]).astype(np.float32)
-    task = meta["task"]
+    inputs = repo_mod.load_reference(version_src).inputs
+    finite = inputs[np.isfinite(inputs).all(axis=1)]
+    row = (finite[0] if len(finite) else inputs[0]).astype(np.float32)
+    task = meta.task
     output = contract.OUTPUT_PREDICTION if task == "regression" else contract.OUTPUT_PROBABILITIES
     for batching, model in ((True, MODES["on"]), (False, MODES["off"])):
         shutil.copytree(version_src, repo / model / "1")
         spec = TritonModelSpec(
             name=model,
-            task=task,
-            features=tuple(meta["features"]),
-            n_classes=int(meta["n_classes"]),
+            task=task,  # type: ignore[arg-type]
+            features=meta.features,
+            n_classes=meta.n_classes,
             versions=(1,),
             routing={"champion": "1"},
             max_batch_size=settings.exporter.max_batch_size,
@@ -151,12 +154,12 @@ def _prepare_models(settings: Any, repo: Path) -> tuple[str, np.ndarray, str, st
             from exporter.flavors import _TEMPLATE, PYTHON_MODEL_FILE
 
             (repo / model / "1" / PYTHON_MODEL_FILE).write_text(_TEMPLATE.read_text())
-        repo_mod.write_config(repo, spec, "python-ort")
-    return f"{meta.get('model')} v{meta.get('version')}", row, output, origin
+        repo_mod.write_config(repo, spec, get_flavor("python-ort"))
+    return f"{meta.model} v{meta.version}", row, output, origin
 
 
-def _champion_version(settings: Any) -> tuple[Path | None, dict[str, Any], str]:
-    from exporter import repository as repo_mod
+def _champion_version(settings: Any) -> tuple[Path | None, VersionMetadata, str]:
+    from treeserve import repository as repo_mod
 
     repo = settings.path(settings.exporter.repository)
     name = settings.mlflow.model_name
@@ -164,23 +167,23 @@ def _champion_version(settings: Any) -> tuple[Path | None, dict[str, Any], str]:
         cfg = repo_mod.read_model_config(repo, name)
         version = cfg.version_for("champion")
         if version is None:
-            return None, {}, ""
+            return None, VersionMetadata(), ""
         meta = repo_mod.read_version_metadata(repo, name, version)
     except Exception as e:  # no world: fall back to the synthetic model
         log.info("no champion in %s (%s); using a synthetic model", repo, e)
-        return None, {}, ""
+        return None, VersionMetadata(), ""
     return repo_mod.version_dir(repo, name, version), meta, f"the demo champion ({name} v{version})"
 
 
-def _synthetic_version(work: Path) -> tuple[Path, dict[str, Any]]:
+def _synthetic_version(work: Path) -> tuple[Path, VersionMetadata]:
     """Train and export a demo-size classifier without MLflow (same conversion + parity path)."""
     import xgboost as xgb
 
-    from exporter import repository as repo_mod
     from exporter.convert import convert_to_onnx
     from exporter.flavors import VersionArtifacts, get_flavor
     from exporter.source import SourceModel
     from exporter.validate import check_parity, parity_inputs
+    from treeserve import repository as repo_mod
 
     features = [f"f{i}" for i in range(7)]
     rng = np.random.default_rng(7)
@@ -211,12 +214,12 @@ def _synthetic_version(work: Path) -> tuple[Path, dict[str, Any]]:
     report = check_parity(src, onnx_bytes, inputs, proba_atol=1e-5, regression_rtol=1e-5)
     folder = work / "1"
     folder.mkdir(parents=True)
-    from exporter.config import TritonModelSpec
+    from treeserve.repository import TritonModelSpec
 
     spec = TritonModelSpec(name=src.name, task="binary", features=tuple(features))
     get_flavor("python-ort").write_version_files(VersionArtifacts(spec=spec, onnx_model=onnx_bytes), folder)
     repo_mod.write_reference(folder, inputs, report.outputs)
-    meta = {"model": src.name, "version": "1", "task": "binary", "n_classes": 2, "features": features}
+    meta = VersionMetadata(model=src.name, version="1", task="binary", n_classes=2, features=tuple(features))
     repo_mod.write_version_metadata(folder, meta)
     return folder, meta
 

@@ -23,7 +23,7 @@ MAX_FEATURE_ROWS = 500
 
 
 def _repository_model(settings: Any, model: str) -> Any | None:
-    from exporter.repository import read_model_config
+    from treeserve.repository import read_model_config
 
     try:
         return read_model_config(settings.path(settings.exporter.repository), model)
@@ -33,11 +33,11 @@ def _repository_model(settings: Any, model: str) -> Any | None:
 
 
 def _reference_rows(settings: Any, model: str, version: str) -> list[list[float]]:
-    from exporter.repository import read_reference
+    from treeserve.repository import read_reference
 
     try:
-        inputs = read_reference(settings.path(settings.exporter.repository), model, version)["inputs"]
-    except (TreeserveError, KeyError):
+        inputs = read_reference(settings.path(settings.exporter.repository), model, version).inputs
+    except TreeserveError:
         return []
     inputs = np.asarray(inputs, dtype=np.float64)
     complete = inputs[~np.isnan(inputs).any(axis=1)]

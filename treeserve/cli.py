@@ -24,7 +24,16 @@ def _root() -> None:
     """Triton-backed serving stack for XGBoost models."""
 
 
-_PACKAGES = ("training", "exporter", "exporter.sync", "gateway", "loadtest", "drift", "treeserve.demo")
+_PACKAGES = (
+    "training",
+    "exporter",
+    "exporter.sync",
+    "gateway",
+    "loadtest",
+    "drift",
+    "treeserve.pipeline_cli",
+    "treeserve.demo",
+)
 
 for _name in _PACKAGES:
     _module = importlib.import_module(_name if _name.startswith("treeserve.") else f"{_name}.cli")

@@ -190,9 +190,9 @@ def _triton_sample(s: Any, triton: Any, model: str, version: str) -> dict[str, A
     import tritonclient.grpc as grpcclient
 
     from treeserve import contract
+    from treeserve.repository import read_reference
 
-    ref = np.load(s.path(s.exporter.repository) / model / str(version) / contract.VERSION_REFERENCE_FILE)
-    x = ref["inputs"][:1].astype(np.float32)
+    x = read_reference(s.path(s.exporter.repository), model, version).inputs[:1].astype(np.float32)
     client = grpcclient.InferenceServerClient(triton.grpc_url)
     inp = grpcclient.InferInput(contract.INPUT_TENSOR, list(x.shape), "FP32")
     inp.set_data_from_numpy(x)

@@ -1,6 +1,6 @@
 """The exporter API as the sync uses it: install a version, build a model spec, clean staging.
 
-A thin seam over ``exporter.install`` / ``exporter.repository`` so the reconcile pass reads as
+A thin seam over ``exporter.install`` / ``treeserve.repository`` so the reconcile pass reads as
 the algorithm it is, and so the one place that knows those modules' signatures is small.
 """
 
@@ -13,9 +13,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from exporter import repository as repo_mod
-from exporter.config import TritonModelSpec
+from exporter.flavors import get_flavor
+from treeserve import repository as repo_mod
 from treeserve.procs import pid_alive
+from treeserve.repository import TritonModelSpec
+from treeserve.repository import contract_mismatch as _contract_mismatch
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +44,9 @@ def installed(repo: Path, model: str) -> set[str]:
 
 def read_current(repo: Path, model: str) -> repo_mod.RepositoryModel | None:
     """The model's current config, or None when it has none yet."""
-    from exporter.errors import ModelNotInRepositoryError
-
     try:
         return repo_mod.read_model_config(repo, model)
-    except ModelNotInRepositoryError:
+    except repo_mod.ModelNotInRepositoryError:
         return None
 
 
@@ -65,20 +65,17 @@ def contract_mismatch(repo: Path, model: str, version: str, serving: str) -> str
     """Why ``version`` cannot share a Triton model with the serving version, or None."""
     if version == serving:
         return None
-    new = repo_mod.read_version_metadata(repo, model, version)
-    old = repo_mod.read_version_metadata(repo, model, serving)
-    for key in ("features", "task", "n_classes"):
-        if new.get(key) != old.get(key):
-            return (
-                f"version {version} has {key}={new.get(key)!r} but the serving version {serving} has "
-                f"{old.get(key)!r}; one Triton model serves one contract"
-            )
-    return None
+    return _contract_mismatch(
+        repo_mod.read_version_metadata(repo, model, version),
+        repo_mod.read_version_metadata(repo, model, serving),
+        version_label=f"version {version}",
+        other_label=f"the serving version {serving}",
+    )
 
 
 def write_config(settings: Any, repo: Path, spec: TritonModelSpec) -> None:
     """Write ``config.pbtxt`` atomically in the configured flavour."""
-    repo_mod.write_config(repo, spec, settings.exporter.flavor)
+    repo_mod.write_config(repo, spec, get_flavor(settings.exporter.flavor))
 
 
 def remove_version(repo: Path, model: str, version: str) -> None:

@@ -344,11 +344,11 @@ def _load(ctx: _Context, model: str) -> None:
 
 def _canary(ctx: _Context, model: str, version: str, outputs: tuple[str, ...]) -> None:
     """Triton's answer for the stored reference inputs must match the stored outputs."""
-    from exporter.repository import read_reference
+    from treeserve.repository import read_reference
 
     ref = read_reference(ctx.repo, model, version)
-    inputs = ref.pop("inputs")
-    expected = {k: v for k, v in ref.items() if k in outputs}
+    inputs = ref.inputs
+    expected = {k: v for k, v in ref.outputs.items() if k in outputs}
     chunk = max(1, min(256, ctx.settings.exporter.max_batch_size))
     parts = [
         ctx.triton.infer(model, version, inputs[i : i + chunk], list(expected))

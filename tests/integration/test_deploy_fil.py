@@ -19,11 +19,11 @@ import numpy as np
 import pytest
 
 from exporter import fil
-from exporter import repository as repo_mod
-from exporter.config import TritonModelSpec
 from exporter.flavors import VersionArtifacts, get_flavor
 from exporter.triton_server import TritonServer, infer_grpc
 from treeserve import contract
+from treeserve import repository as repo_mod
+from treeserve.repository import TritonModelSpec
 
 pytestmark = pytest.mark.integration
 
@@ -106,7 +106,7 @@ def _install_fil_version(repo: Path, model: str, *, one_column: bool) -> None:
     assert set(files) == set(fil.FILES)
     repo_mod.write_reference(folder, inputs, report.outputs)
     repo_mod.write_version_metadata(folder, {"model": model, "version": "1", "flavor": "fil", "files": files})
-    repo_mod.write_config(repo, spec, "fil")
+    repo_mod.write_config(repo, spec, get_flavor("fil"))
     assert fil.check_fil_version(folder) <= 1e-5  # the real xgboost.json reproduces the reference
 
     # FIL stand-in: same tensors and answer shape as FIL, on the Python backend of the local Triton.

@@ -21,8 +21,6 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter import repository as repo_mod
-from exporter.config import TritonModelSpec
 from exporter.flavors import VersionArtifacts, get_flavor
 from exporter.triton_server import TritonServer, infer_grpc
 from tests.unit.deploy.test_observability import (
@@ -33,7 +31,9 @@ from tests.unit.deploy.test_observability import (
     series_names,
 )
 from treeserve import contract
+from treeserve import repository as repo_mod
 from treeserve.procs import free_port, http_ok, start_background, stop_pid, wait_until
+from treeserve.repository import TritonModelSpec
 
 pytestmark = pytest.mark.integration
 
@@ -106,7 +106,7 @@ def _install_small_model(repo: Path) -> None:
     folder.mkdir(parents=True)
     get_flavor("python-ort").write_version_files(VersionArtifacts(spec=spec, onnx_model=onnx_bytes), folder)
     repo_mod.write_reference(folder, inputs, report.outputs)
-    repo_mod.write_config(repo, spec, "python-ort")
+    repo_mod.write_config(repo, spec, get_flavor("python-ort"))
 
 
 @pytest.fixture(scope="module")

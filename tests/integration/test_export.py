@@ -16,10 +16,10 @@ from typer.testing import CliRunner
 from exporter.convert import onnx_metadata, run_onnx
 from exporter.errors import ParityError, RepositoryError, UnsupportedModelError
 from exporter.install import export, install_version
-from exporter.repository import installed_versions, read_model_config, read_reference
 from tests.fixtures.triton import UserRegistry
 from treeserve import clikit, contract
 from treeserve.errors import NotFoundError
+from treeserve.repository import installed_versions, read_model_config, read_reference
 
 pytestmark = pytest.mark.integration
 
@@ -89,8 +89,8 @@ def test_exported_onnx_reproduces_xgboost_on_rows_with_nans(
 
 def test_early_stopped_model_is_exported_at_its_best_iteration(exported: dict[str, Any]) -> None:
     meta = exported["results"]["binary"].installed.metadata
-    assert meta["best_iteration"] is not None
-    assert meta["best_iteration"] < 199  # the test above compares against predict_proba (best iteration)
+    assert meta.best_iteration is not None
+    assert meta.best_iteration < 199  # the test above compares against predict_proba (best iteration)
 
 
 def test_feature_list_comes_from_the_signature_and_is_recorded_everywhere(
@@ -121,13 +121,13 @@ def test_routing_follows_registry_aliases(exported: dict[str, Any], user_registr
 
 def test_reference_is_stored_for_canary_checks(exported: dict[str, Any], user_registry: UserRegistry) -> None:
     ref = read_reference(exported["repo"], user_registry.models["multiclass"], 1)
-    assert ref["inputs"].dtype == np.float32 and ref["inputs"].shape[1] == len(user_registry.features)
-    assert np.isnan(ref["inputs"]).any(axis=1).sum() >= len(user_registry.features) + 1
-    assert ref[contract.OUTPUT_PROBABILITIES].shape == (len(ref["inputs"]), 4)
+    assert ref.inputs.dtype == np.float32 and ref.inputs.shape[1] == len(user_registry.features)
+    assert np.isnan(ref.inputs).any(axis=1).sum() >= len(user_registry.features) + 1
+    assert ref.outputs[contract.OUTPUT_PROBABILITIES].shape == (len(ref.inputs), 4)
     # no input example logged: rows were generated within the trees' ranges
     meta = exported["results"]["multiclass"].installed.metadata
-    assert meta["parity"]["reference"] == "generated"
-    assert exported["results"]["regression"].installed.metadata["parity"]["reference"] == "input_example"
+    assert meta.parity["reference"] == "generated"
+    assert exported["results"]["regression"].installed.metadata.parity["reference"] == "input_example"
 
 
 def test_second_export_of_the_same_version_reuses_it(

@@ -42,6 +42,7 @@ def test_drifted_traffic_is_caught_and_a_retrained_champion_is_served(
     from drift.pipeline import run_pipeline
     from exporter.sync.reconcile import reconcile_once
     from training.api import apply_features, generate_data, materialize, promote, train
+    from treeserve.pipeline_cli import sync_pass
 
     home = tmp_path_factory.mktemp("pipeline-e2e")
     settings = load_settings(
@@ -86,7 +87,7 @@ def test_drifted_traffic_is_caught_and_a_retrained_champion_is_served(
             assert _predict(gw.url, picks[start : start + 100]).json()["model_version"] == v1
         assert wait_until(lambda: _logged_rows(predlog) >= 900, timeout_s=20)
 
-        run = run_pipeline(settings, drift_since="1d")
+        run = run_pipeline(settings, drift_since="1d", sync=sync_pass, triton=triton_server.admin)
 
         steps = {s.name: s for s in run.steps}
         assert run.status != "failed", (run.failed_step, run.reason)

@@ -23,11 +23,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from exporter.repository import read_model_config, read_version_metadata, version_dir
 from exporter.sync.reconcile import reconcile_once
 from exporter.sync.triton import TritonControl
 from tests.fixtures.triton import private_triton
 from treeserve.procs import free_port, wait_until
+from treeserve.repository import read_model_config, read_version_metadata, version_dir
 from treeserve.settings import load_settings
 
 pytestmark = pytest.mark.integration
@@ -199,14 +199,14 @@ def test_promote_keep_rollback_and_challenger(
     # One champion history: the registry's, which `treeserve rollback` reads, names what is kept.
     history = json.loads(client.get_registered_model(model_name).tags["treeserve.champion_history"])
     assert history == [v1, v2] and second.models[model_name].retained == [v1]
-    v1_export = read_version_metadata(triton_server.repository, model_name, v1)["exported_at"]
+    v1_export = read_version_metadata(triton_server.repository, model_name, v1).exported_at
     v1_inode = (version_dir(triton_server.repository, model_name, v1) / "model.onnx").stat().st_ino
 
     client.set_registered_model_alias(model_name, "champion", v1)
     rollback = reconcile_once(settings, client=client)
     assert rollback.ok
     assert routing(settings, model_name) == {"champion": v1}
-    assert read_version_metadata(triton_server.repository, model_name, v1)["exported_at"] == v1_export
+    assert read_version_metadata(triton_server.repository, model_name, v1).exported_at == v1_export
     assert (version_dir(triton_server.repository, model_name, v1) / "model.onnx").stat().st_ino == v1_inode
 
     client.set_registered_model_alias(model_name, "challenger", v2)

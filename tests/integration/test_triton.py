@@ -19,11 +19,11 @@ from typer.testing import CliRunner
 
 from exporter.errors import ModelLoadError, TritonNotRunningError, TritonStartError
 from exporter.install import export, write_model_config
-from exporter.repository import read_model_config
 from exporter.triton_server import TritonServer
 from tests.fixtures.triton import CHECKOUT, UserRegistry
 from treeserve import clikit, contract
 from treeserve.procs import free_port
+from treeserve.repository import read_model_config
 
 pytestmark = pytest.mark.integration
 

@@ -173,8 +173,9 @@ with DAG(
         config: dict[str, Any], trained: dict[str, Any], promoted: dict[str, Any]
     ) -> dict[str, Any]:
         from drift import tasks
+        from treeserve.pipeline_cli import sync_pass, triton_admin
 
-        return tasks.wait_served(config, trained, promoted)
+        return tasks.wait_served(config, trained, promoted, sync=sync_pass, triton_for=triton_admin)
 
     @_external("batch_score", trigger_rule="none_failed_min_one_success")
     def batch_score(config: dict[str, Any]) -> dict[str, Any]:

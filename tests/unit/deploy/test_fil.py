@@ -15,10 +15,10 @@ from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from exporter import fil
-from exporter.config import TritonModelSpec, parse_config, render_config
 from exporter.errors import ParityError
 from exporter.flavors import VersionArtifacts, get_flavor
 from treeserve import contract
+from treeserve.repository import TritonModelSpec, parse_config, render_config
 
 GOLDEN = Path(__file__).resolve().parents[2] / "golden" / "fil"
 FEATURES = ("tenure_days", "orders_30d", "spend_30d", "support_tickets_90d")
@@ -61,7 +61,7 @@ def test_fil_config_matches_golden_file(task: str) -> None:
 
 @pytest.mark.parametrize("task", sorted(SPECS))
 def test_wrapper_config_matches_golden_file(task: str) -> None:
-    text = render_config(SPECS[task], "fil")
+    text = render_config(SPECS[task], get_flavor("fil"))
     assert text == _golden(f"{task}.wrapper.pbtxt", text)
 
 
@@ -95,7 +95,7 @@ def test_fil_config_is_a_fil_model_on_the_gpu(task: str) -> None:
 @pytest.mark.parametrize("task", sorted(SPECS))
 def test_wrapper_config_keeps_the_contract_and_round_trips(task: str) -> None:
     spec = SPECS[task]
-    text = render_config(spec, "fil")
+    text = render_config(spec, get_flavor("fil"))
     cfg = text_format.Parse(text, mc.ModelConfig())
     assert cfg.backend == "python"
     assert [i.name for i in cfg.input] == [contract.INPUT_TENSOR]
@@ -156,9 +156,9 @@ def _source(task: str, n_classes: int):  # type: ignore[no-untyped-def]
 
 def _install_like_the_exporter(tmp_path: Path, task: str, n_classes: int) -> tuple[Path, object]:
     """The same steps as ``exporter.install.install_version`` without MLflow: convert, parity, write."""
-    from exporter import repository as repo_mod
     from exporter.convert import convert_to_onnx
     from exporter.validate import check_parity, parity_inputs
+    from treeserve import repository as repo_mod
 
     src = _source(task, n_classes)
     onnx_bytes = convert_to_onnx(src).SerializeToString()

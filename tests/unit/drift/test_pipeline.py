@@ -24,6 +24,7 @@ from drift.scoring import ScoringResult
 from drift.steps import score_shift
 from drift.summary import ColumnDrift, DriftSummary
 from exporter.sync.errors import SyncBusyError
+from treeserve.pipeline_cli import sync_pass
 from treeserve.settings import load_settings
 
 MODEL = "churn-prediction"
@@ -72,7 +73,7 @@ class World:
     champion_age_days: float = 1.0
 
     def run(self, **kw: Any) -> Any:
-        return run_pipeline(self.settings, triton=self.triton, **kw)
+        return run_pipeline(self.settings, sync=sync_pass, triton=self.triton, **kw)
 
 
 @pytest.fixture

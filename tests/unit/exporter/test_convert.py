@@ -129,7 +129,7 @@ def test_unsupported_models_are_refused_by_name(objective: str, extra: dict, rea
 def test_flavours_write_their_version_files(tmp_path: Path) -> None:
     src = _source("binary:logistic")
     model_bytes = convert_to_onnx(src).SerializeToString()
-    from exporter.config import TritonModelSpec
+    from treeserve.repository import TritonModelSpec
 
     spec = TritonModelSpec(name="m", task="binary", features=tuple(FEATURES))
     art = VersionArtifacts(spec=spec, onnx_model=model_bytes)

@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 import xgboost as xgb
 
-from exporter.config import TritonModelSpec, build_model_config
 from exporter.convert import convert_to_onnx, run_onnx
 from exporter.flavors import VersionArtifacts, get_flavor
 from exporter.source import SourceModel
 from treeserve import contract
+from treeserve.repository import TritonModelSpec, build_model_config
 
 
 class _Tensor:
@@ -84,7 +84,7 @@ def model_py(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, byte
     from google.protobuf import json_format
 
     config = json_format.MessageToDict(
-        build_model_config(spec, "python-ort"), preserving_proto_field_name=True
+        build_model_config(spec, get_flavor("python-ort")), preserving_proto_field_name=True
     )
     model = module.TritonPythonModel()
     model.initialize(

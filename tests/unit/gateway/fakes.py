@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from exporter.config import TritonModelSpec
-from exporter.repository import write_config, write_version_metadata
+from exporter.flavors import get_flavor
 from gateway.errors import DeadlineExceededError, FeatureStoreUnavailableError, TritonUnavailableError
+from treeserve.repository import TritonModelSpec, write_config, write_version_metadata
 
 MODEL = "churn-prediction"
 SERVICE = "churn_model"
@@ -110,7 +110,7 @@ def write_repository(
         feature_service=SERVICE,
         entity_keys=("customer_id",),
     )
-    write_config(repo, spec, "python-ort")
+    write_config(repo, spec, get_flavor("python-ort"))
     for v in ("1", "2"):
         folder = repo / MODEL / v
         folder.mkdir(parents=True, exist_ok=True)

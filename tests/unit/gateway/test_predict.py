@@ -10,8 +10,8 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from exporter.repository import update_routing
 from tests.unit.gateway.fakes import BASE_RATE, FEATURES, MEDIANS, MODEL, model_probability
+from treeserve.repository import update_routing
 
 pytestmark = pytest.mark.anyio
 URL = f"/v1/models/{MODEL}/predict"

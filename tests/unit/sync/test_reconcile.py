@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from exporter import repository as repo_mod
 from exporter.errors import ParityError
 from exporter.sync import adapters, reconcile
 from exporter.sync.errors import TritonControlError
 from exporter.sync.reconcile import reconcile_once
+from treeserve import repository as repo_mod
 from treeserve.settings import load_settings
 
 MODEL = "m"
@@ -88,7 +88,7 @@ class FakeTriton:
         self._check()
         ref = repo_mod.read_reference(self.repo, model, version)
         n = len(inputs)
-        out = {k: ref[k][:n] for k in outputs}
+        out = {k: ref.outputs[k][:n] for k in outputs}
         if version in self.bad_canary:
             out["probabilities"] = out["probabilities"] + 0.1
         return out

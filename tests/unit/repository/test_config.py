@@ -12,10 +12,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from tritonclient.grpc import model_config_pb2 as mc
 
-from exporter.config import TritonModelSpec, parse_config, render_config
 from exporter.flavors import get_flavor
 from treeserve import contract
 from treeserve.errors import ConfigError
+from treeserve.repository import TritonModelSpec, parse_config, render_config
 
 GOLDEN = Path(__file__).resolve().parents[2] / "golden"
 FEATURES = ("tenure_days", "orders_30d", "spend_30d", "support_tickets_90d", "days_since_last_order")
@@ -52,28 +52,28 @@ def _golden(name: str, text: str) -> str:
 @pytest.mark.parametrize("flavor", FLAVORS)
 @pytest.mark.parametrize("task", sorted(SPECS))
 def test_config_matches_golden_file(task: str, flavor: str) -> None:
-    text = render_config(SPECS[task], flavor)
+    text = render_config(SPECS[task], get_flavor(flavor))
     assert text == _golden(f"{task}.{flavor}.pbtxt", text)
 
 
 @pytest.mark.parametrize("flavor", FLAVORS)
 @pytest.mark.parametrize("task", sorted(SPECS))
 def test_config_parses_back_to_the_same_spec(task: str, flavor: str) -> None:
-    spec, parsed_flavor = parse_config(render_config(SPECS[task], flavor))
+    spec, parsed_flavor = parse_config(render_config(SPECS[task], get_flavor(flavor)))
     assert spec == SPECS[task]
     assert parsed_flavor == flavor
 
 
 def test_python_ort_runs_on_the_python_backend_and_onnxruntime_on_its_platform() -> None:
-    py = text_format.Parse(render_config(SPECS["binary"], "python-ort"), mc.ModelConfig())
-    ort = text_format.Parse(render_config(SPECS["binary"], "onnxruntime"), mc.ModelConfig())
+    py = text_format.Parse(render_config(SPECS["binary"], get_flavor("python-ort")), mc.ModelConfig())
+    ort = text_format.Parse(render_config(SPECS["binary"], get_flavor("onnxruntime")), mc.ModelConfig())
     assert (py.backend, py.platform) == ("python", "")
     assert ort.platform == "onnxruntime_onnx"
     assert ort.default_model_filename == "model.onnx"
 
 
 def test_tensors_follow_the_contract() -> None:
-    cfg = text_format.Parse(render_config(SPECS["multiclass"], "onnxruntime"), mc.ModelConfig())
+    cfg = text_format.Parse(render_config(SPECS["multiclass"], get_flavor("onnxruntime")), mc.ModelConfig())
     assert [(i.name, i.data_type, list(i.dims)) for i in cfg.input] == [
         (contract.INPUT_TENSOR, mc.TYPE_FP32, [len(FEATURES)])
     ]
@@ -81,14 +81,14 @@ def test_tensors_follow_the_contract() -> None:
         (contract.OUTPUT_PROBABILITIES, mc.TYPE_FP32, [4]),
         (contract.OUTPUT_LABEL, mc.TYPE_INT64, [1]),
     ]
-    reg = text_format.Parse(render_config(SPECS["regression"], "onnxruntime"), mc.ModelConfig())
+    reg = text_format.Parse(render_config(SPECS["regression"], get_flavor("onnxruntime")), mc.ModelConfig())
     assert [(o.name, o.data_type, list(o.dims)) for o in reg.output] == [
         (contract.OUTPUT_PREDICTION, mc.TYPE_FP32, [1])
     ]
 
 
 def test_parameters_carry_features_routing_and_entity_keys() -> None:
-    cfg = text_format.Parse(render_config(SPECS["binary"], "python-ort"), mc.ModelConfig())
+    cfg = text_format.Parse(render_config(SPECS["binary"], get_flavor("python-ort")), mc.ModelConfig())
     params = {k: v.string_value for k, v in cfg.parameters.items()}
     assert json.loads(params[contract.PARAM_FEATURES]) == list(FEATURES)
     assert json.loads(params[contract.PARAM_ROUTING]) == {"champion": "3", "challenger": "4"}
@@ -101,9 +101,9 @@ def test_parameters_carry_features_routing_and_entity_keys() -> None:
 
 def test_dynamic_batching_off_leaves_no_batcher() -> None:
     spec = TritonModelSpec(name="m", task="binary", features=("a",), dynamic_batching=False)
-    cfg = text_format.Parse(render_config(spec, "python-ort"), mc.ModelConfig())
+    cfg = text_format.Parse(render_config(spec, get_flavor("python-ort")), mc.ModelConfig())
     assert not cfg.HasField("dynamic_batching")
-    assert parse_config(render_config(spec, "python-ort"))[0].dynamic_batching is False
+    assert parse_config(render_config(spec, get_flavor("python-ort")))[0].dynamic_batching is False
 
 
 def test_unknown_flavour_is_refused_by_name() -> None:
@@ -150,4 +150,4 @@ def test_any_spec_survives_a_round_trip(
         max_batch_size=max_batch_size,
     )
     for flavor in FLAVORS:
-        assert parse_config(render_config(spec, flavor)) == (spec, flavor)
+        assert parse_config(render_config(spec, get_flavor(flavor))) == (spec, flavor)

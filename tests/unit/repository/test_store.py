@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from exporter import repository as repo_mod
-from exporter.config import TritonModelSpec
 from exporter.errors import ModelNotInRepositoryError, RepositoryError
+from exporter.flavors import get_flavor
 from treeserve import contract
+from treeserve import repository as repo_mod
+from treeserve.repository import TritonModelSpec
 
 SPEC = TritonModelSpec(
     name="churn-prediction",
@@ -37,7 +38,7 @@ def _install(repo: Path, version: int, *, marker: str = "x") -> Path:
 
 
 def test_config_round_trip_through_the_repository(tmp_path: Path) -> None:
-    repo_mod.write_config(tmp_path, SPEC, "python-ort")
+    repo_mod.write_config(tmp_path, SPEC, get_flavor("python-ort"))
     model = repo_mod.read_model_config(tmp_path, SPEC.name)
     assert model.spec == SPEC
     assert model.flavor == "python-ort"
@@ -50,8 +51,8 @@ def test_config_round_trip_through_the_repository(tmp_path: Path) -> None:
 
 
 def test_config_write_leaves_no_temporary_files(tmp_path: Path) -> None:
-    repo_mod.write_config(tmp_path, SPEC, "python-ort")
-    repo_mod.write_config(tmp_path, SPEC.with_routing({"champion": "3"}), "onnxruntime")
+    repo_mod.write_config(tmp_path, SPEC, get_flavor("python-ort"))
+    repo_mod.write_config(tmp_path, SPEC.with_routing({"champion": "3"}), get_flavor("onnxruntime"))
     assert sorted(p.name for p in (tmp_path / SPEC.name).iterdir()) == ["config.pbtxt"]
 
 
@@ -73,9 +74,9 @@ def test_reinstall_replaces_the_version_and_cleans_staging(tmp_path: Path) -> No
     path = _install(tmp_path, 3, marker="new")
     assert (path / "model.onnx").read_text() == "new"
     assert list((tmp_path / repo_mod.STAGING_DIR).iterdir()) == []
-    assert repo_mod.read_version_metadata(tmp_path, SPEC.name, 3)["version"] == "3"
+    assert repo_mod.read_version_metadata(tmp_path, SPEC.name, 3).version == "3"
     ref = repo_mod.read_reference(tmp_path, SPEC.name, 3)
-    assert ref["inputs"].dtype == np.float32 and set(ref) == {"inputs", "probabilities"}
+    assert ref.inputs.dtype == np.float32 and set(ref.outputs) == {"probabilities"}
 
 
 def test_a_failure_in_staging_leaves_nothing_behind(tmp_path: Path) -> None:
@@ -112,7 +113,7 @@ def test_remove_version(tmp_path: Path) -> None:
 
 
 def test_update_routing_keeps_everything_else(tmp_path: Path) -> None:
-    repo_mod.write_config(tmp_path, SPEC, "onnxruntime")
+    repo_mod.write_config(tmp_path, SPEC, get_flavor("onnxruntime"))
     updated = repo_mod.update_routing(
         tmp_path, SPEC.name, {"champion": "4", "challenger": "3"}, versions=[3, 4]
     )
@@ -125,7 +126,7 @@ def test_update_routing_keeps_everything_else(tmp_path: Path) -> None:
 
 
 def test_routing_to_a_version_outside_the_policy_is_refused(tmp_path: Path) -> None:
-    repo_mod.write_config(tmp_path, SPEC, "python-ort")
+    repo_mod.write_config(tmp_path, SPEC, get_flavor("python-ort"))
     with pytest.raises(RepositoryError, match=r"version\(s\) \[9\]"):
         repo_mod.update_routing(tmp_path, SPEC.name, {"champion": "9"})
 

@@ -1,10 +1,4 @@
-"""The Triton model repository on disk: read configs, write them atomically, stage and install versions.
-
-Layout (BRIEF contract #4)::
-
-    <repo>/<model>/config.pbtxt
-    <repo>/<model>/<version>/model.onnx | model.py | treeserve.json | reference.npz
-    <repo>/.staging/                     work area on the same filesystem (Triton never reads it)
+"""The Triton model repository on disk: read and write configs, stage, install and remove versions.
 
 Every write is a rename: a version is built in ``.staging`` and moved into place with
 ``os.replace``; ``config.pbtxt`` is written to a temporary file next to it and replaced. A
@@ -14,7 +8,6 @@ version directory is complete when it holds ``treeserve.json`` (written last in 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import shutil
@@ -24,13 +17,29 @@ import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import numpy as np
+from tritonclient.grpc import model_config_pb2 as mc
 
-from exporter.config import TritonModelSpec, parse_config, render_config
-from exporter.errors import ModelNotInRepositoryError, RepositoryError
 from treeserve import contract
+from treeserve.errors import ConfigError
+from treeserve.repository.config import (
+    FlavorConfig,
+    TritonModelSpec,
+    parse_message,
+    render_config,
+    render_message,
+    routing_from_model_config,
+    spec_from_model_config,
+    with_routing_message,
+)
+from treeserve.repository.errors import ModelNotInRepositoryError, RepositoryError
+from treeserve.repository.metadata import (
+    ReferenceData,
+    VersionMetadata,
+    atomic_write_text,
+    load_reference,
+    load_version_metadata,
+)
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +86,11 @@ class RepositoryModel:
     def task(self) -> str:
         return self.spec.task
 
+    @property
+    def input_name(self) -> str:
+        """The input tensor's name as the config declares it."""
+        return self.spec.input_name
+
     def version_for(self, alias: str) -> str | None:
         """The version string an alias routes to, or None."""
         return self.spec.routing.get(alias)
@@ -92,8 +106,7 @@ def version_dir(repo: Path, model: str, version: int | str) -> Path:
     return Path(repo) / model / str(int(version))
 
 
-def read_model_config(repo: Path, model: str) -> RepositoryModel:
-    """Parse ``<repo>/<model>/config.pbtxt`` (routing, features, versions, entity keys, service)."""
+def _read_config_message(repo: Path, model: str) -> tuple[mc.ModelConfig, Path]:
     path = model_dir(repo, model) / CONFIG_FILE
     try:
         text = path.read_text()
@@ -103,8 +116,41 @@ def read_model_config(repo: Path, model: str) -> RepositoryModel:
         ) from e
     except OSError as e:
         raise RepositoryError(f"cannot read {path}: {e.strerror or e}") from e
-    spec, flavor = parse_config(text)
+    try:
+        return parse_message(text), path
+    except ConfigError as e:
+        raise RepositoryError(f"{path}: {e}") from e
+
+
+def read_model_config(repo: Path, model: str) -> RepositoryModel:
+    """Parse ``<repo>/<model>/config.pbtxt`` (routing, features, versions, entity keys, service).
+
+    ModelNotInRepositoryError when there is none; RepositoryError naming the file when it is
+    unreadable or malformed.
+    """
+    cfg, path = _read_config_message(repo, model)
+    try:
+        spec, flavor = spec_from_model_config(cfg)
+    except RepositoryError:
+        raise
+    except ConfigError as e:
+        raise RepositoryError(f"{path}: {e}") from e
     return RepositoryModel(spec=spec, flavor=flavor, path=path.parent)
+
+
+def read_routing(repo: Path, model: str) -> dict[str, str]:
+    """Alias -> version from the model's config; empty when the model has no config yet.
+
+    Only the routing parameter has to be well-formed (RepositoryError naming the file otherwise).
+    """
+    try:
+        cfg, path = _read_config_message(repo, model)
+    except ModelNotInRepositoryError:
+        return {}
+    try:
+        return routing_from_model_config(cfg)
+    except ConfigError as e:
+        raise RepositoryError(f"{path}: {e}") from e
 
 
 def list_models(repo: Path) -> list[str]:
@@ -129,13 +175,16 @@ def installed_versions(repo: Path, model: str) -> list[int]:
     )
 
 
-def write_config(repo: Path, spec: TritonModelSpec, flavor: str) -> Path:
-    """Render ``spec`` and write ``<repo>/<model>/config.pbtxt`` atomically (temp file + replace)."""
-    text = render_config(spec, flavor)
+def write_config(repo: Path, spec: TritonModelSpec, flavor: FlavorConfig) -> Path:
+    """Render ``spec`` in ``flavor`` and write ``<repo>/<model>/config.pbtxt`` atomically."""
+    return _write_config_text(repo, spec, render_config(spec, flavor))
+
+
+def _write_config_text(repo: Path, spec: TritonModelSpec, text: str) -> Path:
     target = model_dir(repo, spec.name) / CONFIG_FILE
     ensure_writable(repo)
     target.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write_text(target, text)
+    atomic_write_text(target, text)
     log.info("wrote config", extra={"model": spec.name, "versions": spec.versions, "routing": spec.routing})
     return target
 
@@ -148,30 +197,52 @@ def update_routing(
     versions: tuple[int, ...] | list[int] | None = None,
 ) -> RepositoryModel:
     """Rewrite only the routing (and optionally the loaded version list) of an existing config."""
-    current = read_model_config(repo, model)
-    new_versions = tuple(versions) if versions is not None else current.spec.versions
+    cfg, _ = _read_config_message(repo, model)
+    current, flavor = spec_from_model_config(cfg)
+    new_versions = tuple(versions) if versions is not None else current.versions
     missing = [v for v in {int(x) for x in routing.values()} if v not in new_versions]
     if missing:
         raise RepositoryError(
             f"model {model!r}: routing points at version(s) {sorted(missing)} that are not in the version policy"
         )
-    spec = current.spec.with_routing(routing, tuple(new_versions))
-    write_config(repo, spec, current.flavor)
-    return RepositoryModel(spec=spec, flavor=current.flavor, path=current.path)
+    updated = with_routing_message(cfg, routing, tuple(new_versions))
+    spec, _ = spec_from_model_config(updated)
+    path = _write_config_text(repo, spec, render_message(updated))
+    return RepositoryModel(spec=spec, flavor=flavor, path=path.parent)
 
 
-def _atomic_write_text(target: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+def read_version_metadata(repo: Path, model: str, version: int | str) -> VersionMetadata:
+    """``treeserve.json`` of an installed version (ModelNotInRepositoryError when not installed)."""
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+        return load_version_metadata(version_dir(repo, model, version))
+    except FileNotFoundError as e:
+        raise ModelNotInRepositoryError(
+            f"model {model!r} version {version} is not installed in {repo}"
+        ) from e
+
+
+def read_reference(repo: Path, model: str, version: int | str) -> ReferenceData:
+    """``reference.npz`` of an installed version (ModelNotInRepositoryError when absent)."""
+    folder = version_dir(repo, model, version)
+    try:
+        return load_reference(folder)
+    except FileNotFoundError as e:
+        raise ModelNotInRepositoryError(
+            f"model {model!r} version {version} has no {contract.VERSION_REFERENCE_FILE}"
+        ) from e
+
+
+def fingerprint(repo: Path, model: str) -> tuple[float, ...]:
+    """Cheap change detector: mtimes of ``config.pbtxt`` and the version metadata files."""
+    root = model_dir(repo, model)
+    stamps: list[float] = []
+    try:
+        stamps.append((root / CONFIG_FILE).stat().st_mtime_ns)
+        for meta in sorted(root.glob(f"*/{contract.VERSION_METADATA_FILE}")):
+            stamps.append(meta.stat().st_mtime_ns)
+    except FileNotFoundError:
+        return ()
+    return tuple(stamps)
 
 
 def ensure_writable(repo: Path) -> None:
@@ -262,56 +333,3 @@ def cleanup_staging(repo: Path, *, older_than_s: float = 0.0) -> int:
                 p.unlink(missing_ok=True)
             removed += 1
     return removed
-
-
-# ---- version metadata ------------------------------------------------------------------------
-
-
-def write_version_metadata(folder: Path, metadata: Mapping[str, Any]) -> Path:
-    """Write ``treeserve.json`` into a (staging) version folder."""
-    path = folder / contract.VERSION_METADATA_FILE
-    _atomic_write_text(
-        path, json.dumps(dict(metadata), indent=2, sort_keys=True, default=_json_default) + "\n"
-    )
-    return path
-
-
-def write_reference(folder: Path, inputs: np.ndarray, outputs: Mapping[str, np.ndarray]) -> Path:
-    """Write ``reference.npz``: ``inputs`` (float32) and one array per output tensor."""
-    path = folder / contract.VERSION_REFERENCE_FILE
-    arrays = {
-        "inputs": np.asarray(inputs, dtype=np.float32),
-        **{k: np.asarray(v) for k, v in outputs.items()},
-    }
-    with open(path, "wb") as f:
-        np.savez(f, **arrays)  # type: ignore[arg-type]
-    return path
-
-
-def read_version_metadata(repo: Path, model: str, version: int | str) -> dict[str, Any]:
-    """``treeserve.json`` of an installed version."""
-    path = version_dir(repo, model, version) / contract.VERSION_METADATA_FILE
-    try:
-        return dict(json.loads(path.read_text()))
-    except FileNotFoundError as e:
-        raise ModelNotInRepositoryError(
-            f"model {model!r} version {version} is not installed in {repo}"
-        ) from e
-
-
-def read_reference(repo: Path, model: str, version: int | str) -> dict[str, np.ndarray]:
-    """``reference.npz`` of an installed version as {name: array}."""
-    path = version_dir(repo, model, version) / contract.VERSION_REFERENCE_FILE
-    try:
-        with np.load(path) as data:
-            return {k: data[k] for k in data.files}
-    except FileNotFoundError as e:
-        raise ModelNotInRepositoryError(f"model {model!r} version {version} has no {path.name}") from e
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serializable: {type(o).__name__}")

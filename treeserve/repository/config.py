@@ -1,13 +1,14 @@
-"""One frozen description of a served model, rendered to Triton's ``config.pbtxt``.
+"""One frozen description of a served model, rendered to Triton's ``config.pbtxt`` and parsed back.
 
 ``TritonModelSpec`` says what the model is (features, task, classes), how Triton should batch
 and place it, and which registry versions it serves under which alias. ``render_config`` turns it
-into ``config.pbtxt`` text for a *flavour* (how the version directory is executed: ``python-ort``
-locally, ``onnxruntime`` in the NGC container, ``fil`` on GPU) through the protobuf
-``ModelConfig`` message, and ``parse_config`` turns that text back into the description, so the
-sync can rewrite routing without losing anything.
+into ``config.pbtxt`` text through the protobuf ``ModelConfig`` message for a *flavour* (how the
+version directory is executed: ``python-ort`` locally, ``onnxruntime`` in the NGC container,
+``fil`` on GPU); ``parse_config`` turns that text back into the description and the flavour's
+name, so the sync can rewrite routing without losing anything.
 
-Flavour-specific rendering lives in ``exporter.flavors`` (see ``Flavor``).
+The flavour contributes its backend-specific fields through ``FlavorConfig.configure``; the
+flavours themselves (and the files of a version directory) belong to the exporter.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Literal, Protocol
 
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
@@ -59,6 +60,8 @@ class TritonModelSpec:
     instance_kind: str = "KIND_CPU"
     ort_intra_op_threads: int = 1
     ort_inter_op_threads: int = 1
+    input_name: str = contract.INPUT_TENSOR
+    """Name of the input tensor (the contract's ``features``; read back from the config)."""
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -104,17 +107,21 @@ class TritonModelSpec:
         return replace(self, routing=dict(routing), versions=self.versions if versions is None else versions)
 
 
-def build_model_config(spec: TritonModelSpec, flavor: str) -> mc.ModelConfig:
-    """The protobuf ``ModelConfig`` for ``spec`` in ``flavor``."""
-    from exporter.flavors import get_flavor
+class FlavorConfig(Protocol):
+    """The part of a flavour that ``config.pbtxt`` needs: its name and its backend fields."""
 
-    fl = get_flavor(flavor)
+    name: str
+
+    def configure(self, spec: TritonModelSpec, cfg: mc.ModelConfig) -> None:
+        """Fill the flavour-specific fields of ``cfg`` (inputs, outputs and parameters are set)."""
+
+
+def build_model_config(spec: TritonModelSpec, flavor: FlavorConfig) -> mc.ModelConfig:
+    """The protobuf ``ModelConfig`` for ``spec`` in ``flavor``."""
     cfg = mc.ModelConfig(name=spec.name, max_batch_size=spec.max_batch_size)
     cfg.version_policy.specific.versions.extend(spec.versions)
 
-    cfg.input.append(
-        mc.ModelInput(name=contract.INPUT_TENSOR, data_type=mc.TYPE_FP32, dims=[spec.n_features])
-    )
+    cfg.input.append(mc.ModelInput(name=spec.input_name, data_type=mc.TYPE_FP32, dims=[spec.n_features]))
     if spec.is_classifier:
         cfg.output.append(
             mc.ModelOutput(name=contract.OUTPUT_PROBABILITIES, data_type=mc.TYPE_FP32, dims=[spec.n_classes])
@@ -137,50 +144,71 @@ def build_model_config(spec: TritonModelSpec, flavor: str) -> mc.ModelConfig:
         contract.PARAM_FEATURE_SERVICE: spec.feature_service,
         contract.PARAM_ENTITY_KEYS: json.dumps(list(spec.entity_keys)),
         PARAM_TASK: spec.task,
-        PARAM_FLAVOR: fl.name,
+        PARAM_FLAVOR: flavor.name,
         PARAM_ORT_INTRA_OP: str(spec.ort_intra_op_threads),
         PARAM_ORT_INTER_OP: str(spec.ort_inter_op_threads),
     }
     for key, value in params.items():
         cfg.parameters[key].string_value = value
 
-    fl.configure(spec, cfg)
+    flavor.configure(spec, cfg)
     return cfg
 
 
-def render_config(spec: TritonModelSpec, flavor: str) -> str:
+def render_config(spec: TritonModelSpec, flavor: FlavorConfig) -> str:
     """``config.pbtxt`` text for ``spec`` in ``flavor`` (deterministic, for golden files)."""
-    return text_format.MessageToString(build_model_config(spec, flavor))
+    return render_message(build_model_config(spec, flavor))
 
 
-def parse_config(text: str) -> tuple[TritonModelSpec, str]:
-    """Parse ``config.pbtxt`` text written by ``render_config`` back into (spec, flavour)."""
+def render_message(cfg: mc.ModelConfig) -> str:
+    """``config.pbtxt`` text of a ``ModelConfig`` message."""
+    return text_format.MessageToString(cfg)
+
+
+def parse_message(text: str) -> mc.ModelConfig:
+    """The ``ModelConfig`` message of ``config.pbtxt`` text; ConfigError when it does not parse."""
     cfg = mc.ModelConfig()
     try:
         text_format.Parse(text, cfg)
     except text_format.ParseError as e:
         raise ConfigError(f"unreadable config.pbtxt: {e}") from e
-    return spec_from_model_config(cfg)
+    return cfg
+
+
+def parse_config(text: str) -> tuple[TritonModelSpec, str]:
+    """Parse ``config.pbtxt`` text written by ``render_config`` back into (spec, flavour name)."""
+    return spec_from_model_config(parse_message(text))
+
+
+def _json_param(cfg: mc.ModelConfig, key: str, default: object) -> object:
+    param = cfg.parameters.get(key)
+    raw = param.string_value if param is not None else ""
+    if not raw:
+        return default
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"model {cfg.name!r}: parameter {key} is not JSON: {raw!r}") from e
+
+
+def routing_from_model_config(cfg: mc.ModelConfig) -> dict[str, str]:
+    """Alias -> version string from the routing parameter (empty when there is none)."""
+    routing = _json_param(cfg, contract.PARAM_ROUTING, {})
+    if not isinstance(routing, dict):
+        raise ConfigError(f"model {cfg.name!r}: parameter {contract.PARAM_ROUTING} is not a JSON object")
+    return {str(k): str(v) for k, v in routing.items()}
 
 
 def spec_from_model_config(cfg: mc.ModelConfig) -> tuple[TritonModelSpec, str]:
-    """The (spec, flavour) a ``ModelConfig`` message describes."""
+    """The (spec, flavour name) a ``ModelConfig`` message describes."""
     params = {k: v.string_value for k, v in cfg.parameters.items()}
-
-    def _json(key: str, default: object) -> object:
-        raw = params.get(key)
-        if not raw:
-            return default
-        try:
-            return json.loads(raw)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"model {cfg.name!r}: parameter {key} is not JSON: {raw!r}") from e
-
-    features = _json(contract.PARAM_FEATURES, [])
-    routing = _json(contract.PARAM_ROUTING, {})
-    entity_keys = _json(contract.PARAM_ENTITY_KEYS, [])
-    if not isinstance(features, list) or not isinstance(routing, dict) or not isinstance(entity_keys, list):
+    features = _json_param(cfg, contract.PARAM_FEATURES, [])
+    routing = routing_from_model_config(cfg)
+    entity_keys = _json_param(cfg, contract.PARAM_ENTITY_KEYS, [])
+    if not isinstance(features, list) or not isinstance(entity_keys, list):
         raise ConfigError(f"model {cfg.name!r}: malformed treeserve parameters in config.pbtxt")
+    if len(cfg.input) != 1:
+        raise ConfigError(f"model {cfg.name!r}: config.pbtxt declares {len(cfg.input)} inputs, expected one")
 
     outputs = {o.name: o for o in cfg.output}
     task = params.get(PARAM_TASK)
@@ -199,7 +227,7 @@ def spec_from_model_config(cfg: mc.ModelConfig) -> tuple[TritonModelSpec, str]:
         features=tuple(str(f) for f in features),
         n_classes=n_classes,
         versions=tuple(int(v) for v in cfg.version_policy.specific.versions),
-        routing={str(k): str(v) for k, v in routing.items()},
+        routing=routing,
         feature_service=params.get(contract.PARAM_FEATURE_SERVICE, ""),
         entity_keys=tuple(str(k) for k in entity_keys),
         max_batch_size=cfg.max_batch_size,
@@ -211,8 +239,23 @@ def spec_from_model_config(cfg: mc.ModelConfig) -> tuple[TritonModelSpec, str]:
         instance_kind=mc.ModelInstanceGroup.Kind.Name(group.kind) if group else "KIND_CPU",
         ort_intra_op_threads=int(params.get(PARAM_ORT_INTRA_OP, "1") or 1),
         ort_inter_op_threads=int(params.get(PARAM_ORT_INTER_OP, "1") or 1),
+        input_name=cfg.input[0].name,
     )
     return spec, flavor
+
+
+def with_routing_message(
+    cfg: mc.ModelConfig, routing: Mapping[str, str], versions: tuple[int, ...]
+) -> mc.ModelConfig:
+    """A copy of ``cfg`` with new routing and version policy; every other field is kept as is."""
+    out = mc.ModelConfig()
+    out.CopyFrom(cfg)
+    del out.version_policy.specific.versions[:]
+    out.version_policy.specific.versions.extend(sorted({int(v) for v in versions}))
+    out.parameters[contract.PARAM_ROUTING].string_value = json.dumps(
+        {str(k): str(v) for k, v in routing.items()}, sort_keys=True
+    )
+    return out
 
 
 def _guess_flavor(cfg: mc.ModelConfig) -> str:
