@@ -10,9 +10,10 @@ TreeserveError
 │   ├── ParityError                 ONNX output differs from XGBoost beyond tolerance
 │   └── CanaryError                 Triton's answer differs from the stored reference
 └── ServiceUnavailableError
-    ├── TritonNotRunningError       nothing answers on the configured ports
-    ├── TritonStartError            the server could not be started (port taken, venv missing)
-    └── ModelLoadError              Triton refused to load a model / version
+    ├── TritonControlError          Triton refused a repository/inference call (triton_admin.py)
+    │   ├── TritonNotRunningError   nothing answers on the configured ports
+    │   └── ModelLoadError          Triton refused to load a model / version
+    └── TritonStartError            the server could not be started (port taken, venv missing)
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ __all__ = [
     "ModelNotInRepositoryError",
     "ParityError",
     "RepositoryError",
+    "TritonControlError",
     "TritonNotRunningError",
     "TritonStartError",
     "UnsupportedModelError",
@@ -44,7 +46,11 @@ class CanaryError(ValidationFailedError):
     """Triton's answer for the reference inputs differs from the stored outputs."""
 
 
-class TritonNotRunningError(ServiceUnavailableError):
+class TritonControlError(ServiceUnavailableError):
+    """Triton could not be reached or refused a repository/inference call."""
+
+
+class TritonNotRunningError(TritonControlError):
     """Triton does not answer."""
 
 
@@ -52,5 +58,5 @@ class TritonStartError(ServiceUnavailableError):
     """Triton could not be started."""
 
 
-class ModelLoadError(ServiceUnavailableError):
+class ModelLoadError(TritonControlError):
     """Triton could not load a model or version."""

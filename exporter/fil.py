@@ -44,6 +44,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from exporter.errors import ParityError, UnsupportedModelError
 from exporter.flavors import PYTHON_MODEL_FILE, Flavor, VersionArtifacts, register_flavor
 from treeserve import contract
+from treeserve.repository import load_reference
 
 if TYPE_CHECKING:
     from treeserve.repository import TritonModelSpec
@@ -195,9 +196,9 @@ def check_fil_version(version_dir: Path, *, atol: float = 1e-5, rtol: float = 1e
     if params.get(PARAM_FIL_MODEL_TYPE) != "xgboost_json":
         raise ParityError(f"{where}: {FIL_CONFIG_FILE} must say model_type xgboost_json")
     task = "regression" if params.get(PARAM_FIL_OUTPUT_CLASS) != "true" else "classifier"
-    with np.load(version_dir / contract.VERSION_REFERENCE_FILE) as ref:
-        reference = {k: ref[k] for k in ref.files}
-    got = xgboost_file_outputs(version_dir / FIL_MODEL_FILE, task, reference["inputs"])
+    ref = load_reference(version_dir)
+    reference = dict(ref.outputs)
+    got = xgboost_file_outputs(version_dir / FIL_MODEL_FILE, task, ref.inputs)
     if task != "regression" and int(cfg.output[0].dims[0]) != got[contract.OUTPUT_PROBABILITIES].shape[1]:
         raise ParityError(
             f"{where}: FIL output dims {list(cfg.output[0].dims)} do not match the model's classes"

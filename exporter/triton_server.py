@@ -11,7 +11,8 @@ and braces), so ``model.py`` imports numpy and onnxruntime from ``.venv-triton``
 venv.
 
 One server per ``run_dir``: ``triton.pid``, ``triton.log`` and ``triton.json`` (ports, repository)
-live there, so ``status``/``stop``/``logs`` work from any process.
+live there, so ``status``/``stop``/``logs`` work from any process. Talking to the server (index,
+load, infer, canary) goes through ``admin``, the one ``TritonAdminClient``.
 """
 
 from __future__ import annotations
@@ -22,21 +23,14 @@ import logging
 import os
 import shutil
 import time
-import urllib.error
-import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from exporter.errors import (
-    CanaryError,
-    ModelLoadError,
-    TritonNotRunningError,
-    TritonStartError,
-)
+from exporter.canary import CanaryResult
+from exporter.errors import TritonControlError, TritonNotRunningError, TritonStartError
+from exporter.triton_admin import TritonAdminClient
 from treeserve import procs
 from treeserve import repository as repo_mod
 
@@ -61,16 +55,6 @@ class TritonStatus:
     repository: str
     models: list[dict[str, Any]] = field(default_factory=list)
     """Repository index entries: name, version, state, reason."""
-
-
-@dataclass(frozen=True)
-class CanaryResult:
-    """A canary inference's outcome."""
-
-    model: str
-    version: int
-    rows: int
-    max_abs_diff: float
 
 
 class TritonServer:
@@ -98,6 +82,7 @@ class TritonServer:
         self.metrics_port = metrics_port
         self.startup_timeout_s = startup_timeout_s
         self.load_timeout_s = load_timeout_s
+        self._admin: TritonAdminClient | None = None
         self._adopt_state()
 
     @classmethod
@@ -278,8 +263,8 @@ class TritonServer:
         ready = live and self.is_ready()
         models: list[dict[str, Any]] = []
         if live:
-            with contextlib.suppress(TritonNotRunningError, ModelLoadError):
-                models = self.repository_index()
+            with contextlib.suppress(TritonControlError):
+                models = self.admin.repository_index()
         return TritonStatus(
             running=pid is not None,
             pid=pid,
@@ -313,106 +298,39 @@ class TritonServer:
             return ""
         return "\n".join(data.splitlines()[-lines:])
 
-    # ---- repository API -----------------------------------------------------------------
-    def repository_index(self) -> list[dict[str, Any]]:
-        """``POST /v2/repository/index``: every model/version Triton knows with its state."""
-        result = self._request("POST", "/v2/repository/index", {}, what="repository index")
-        return list(result or [])
+    # ---- talking to the server ------------------------------------------------------------
+    @property
+    def admin(self) -> TritonAdminClient:
+        """The admin client for this server (index, load/unload, readiness, infer, stats, canary)."""
+        if self._admin is None or self._admin.url != f"{self.host}:{self.http_port}":
+            self._admin = TritonAdminClient(self.http_url, timeout_s=self.load_timeout_s)
+        return self._admin
 
     def load_model(self, model: str, *, timeout_s: float | None = None) -> list[int]:
-        """(Re)load ``model`` from the repository and wait until its policy's versions are READY.
+        """(Re)load ``model`` and wait until the versions its ``config.pbtxt`` lists are READY.
 
-        Returns the ready versions. ModelLoadError names Triton's reason when a load fails.
+        Returns the ready versions. RepositoryError names a config this server's repository cannot
+        parse; ModelLoadError names Triton's reason when a load fails.
         """
-        try:
-            wanted = repo_mod.read_model_config(self.repository, model).versions
-        except Exception:
-            wanted = []
-        self._request("POST", f"/v2/repository/models/{model}/load", {}, what=f"load of {model!r}")
-        for v in wanted:
-            self.wait_version_ready(model, v, timeout_s=timeout_s)
-        return [v for v in wanted if self.version_ready(model, v)]
-
-    def unload_model(self, model: str) -> None:
-        """Unload every version of ``model``."""
-        self._request("POST", f"/v2/repository/models/{model}/unload", {}, what=f"unload of {model!r}")
-
-    def version_ready(self, model: str, version: int | str) -> bool:
-        """``GET /v2/models/<m>/versions/<v>/ready`` answers 200."""
-        return procs.http_ok(
-            f"{self.http_url}/v2/models/{model}/versions/{int(version)}/ready", timeout_s=2.0
-        )
-
-    def wait_version_ready(self, model: str, version: int | str, *, timeout_s: float | None = None) -> None:
-        """Block until ``model`` ``version`` is READY; ModelLoadError with Triton's reason otherwise."""
-        deadline = timeout_s if timeout_s is not None else self.load_timeout_s
-        if procs.wait_until(lambda: self.version_ready(model, version), timeout_s=deadline, interval_s=0.1):
-            return
-        reason = ""
-        with contextlib.suppress(TritonNotRunningError, ModelLoadError):
-            for entry in self.repository_index():
-                if entry.get("name") == model and str(entry.get("version")) == str(version):
-                    reason = f"{entry.get('state')}: {entry.get('reason', '')}"
-        raise ModelLoadError(
-            f"model {model!r} version {version} is not ready in Triton ({reason or 'unknown'})"
-        )
-
-    def model_stats(self, model: str) -> dict[str, Any]:
-        """``GET /v2/models/<m>/stats`` (inference and execution counts, batch sizes)."""
-        return dict(self._request("GET", f"/v2/models/{model}/stats", None, what=f"stats of {model!r}") or {})
+        wanted = repo_mod.read_model_config(self.repository, model).versions
+        self.admin.load(model, wait_for=wanted, timeout_s=timeout_s)
+        return sorted(int(v) for v in self.admin.ready_versions(model))
 
     def canary(
         self, model: str, version: int | str, *, atol: float = 1e-5, rtol: float = 1e-5
     ) -> CanaryResult:
-        """Send the version's ``reference.npz`` inputs over gRPC; CanaryError when outputs differ."""
-        reference = repo_mod.read_reference(self.repository, model, version)
-        inputs, ref = reference.inputs, dict(reference.outputs)
+        """Send the version's ``reference.npz`` inputs to Triton; CanaryError when the outputs differ."""
         cfg = repo_mod.read_model_config(self.repository, model)
-        step = max(1, cfg.spec.max_batch_size)
-        got: dict[str, list[np.ndarray]] = {name: [] for name in ref}
-        for start in range(0, len(inputs), step):
-            part = infer_grpc(self.grpc_url, model, version, inputs[start : start + step], list(ref))
-            for name in ref:
-                got[name].append(part[name])
-        worst = 0.0
-        for name, want in ref.items():
-            have = np.concatenate(got[name]).reshape(want.shape)
-            if want.dtype.kind in "iub":
-                bad = int(np.sum(have != want))
-                if bad:
-                    raise CanaryError(
-                        f"model {model!r} version {version}: {bad} {name} values differ from the reference"
-                    )
-                continue
-            scale = max(1.0, float(np.max(np.abs(want)))) if want.size else 1.0
-            diff = float(np.max(np.abs(have.astype(np.float64) - want))) if want.size else 0.0
-            worst = max(worst, diff)
-            if not diff <= atol + rtol * scale:
-                raise CanaryError(
-                    f"model {model!r} version {version}: Triton's {name} differ from the reference by {diff:.3g}"
-                )
-        return CanaryResult(model=model, version=int(version), rows=len(inputs), max_abs_diff=worst)
+        return self.admin.canary(
+            model,
+            version,
+            repo_mod.read_reference(self.repository, model, version),
+            batch_rows=cfg.spec.max_batch_size,
+            atol=atol,
+            rtol=rtol,
+        )
 
     # ---- internals ----------------------------------------------------------------------
-    def _request(self, method: str, path: str, body: Any, *, what: str) -> Any:
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(f"{self.http_url}{path}", data=data, method=method)
-        if data is not None:
-            req.add_header("Content-Type", "application/json")
-        try:
-            with urllib.request.urlopen(req, timeout=self.load_timeout_s) as r:
-                raw = r.read()
-        except urllib.error.HTTPError as e:
-            detail = e.read().decode("utf-8", errors="replace")
-            with contextlib.suppress(ValueError, AttributeError):
-                detail = json.loads(detail).get("error", detail)
-            raise ModelLoadError(f"Triton refused the {what}: {detail}") from e
-        except (urllib.error.URLError, OSError) as e:
-            raise TritonNotRunningError(
-                f"Triton is not running at {self.http_url} ({what}); start it with `treeserve triton start`"
-            ) from e
-        return json.loads(raw) if raw else None
-
     def _prepare(self) -> dict[str, Path]:
         """Check the venv and lay out backends/caches/stub under run_dir (once per nvidia-pytriton build)."""
         site = _site_packages(self.venv)
@@ -482,41 +400,6 @@ class TritonServer:
             for p in shm.glob(f"{shm_prefix}*"):
                 with contextlib.suppress(OSError):
                     p.unlink()
-
-
-def infer_grpc(
-    grpc_url: str,
-    model: str,
-    version: int | str,
-    inputs: np.ndarray,
-    outputs: list[str],
-    *,
-    timeout_s: float = 30.0,
-) -> dict[str, np.ndarray]:
-    """One gRPC inference of float32 ``inputs`` [n, n_features]; returns {output: array}."""
-    import tritonclient.grpc as grpcclient
-    from tritonclient.utils import InferenceServerException
-
-    x = np.ascontiguousarray(inputs, dtype=np.float32)
-    client = grpcclient.InferenceServerClient(url=grpc_url)
-    try:
-        inp = grpcclient.InferInput("features", list(x.shape), "FP32")
-        inp.set_data_from_numpy(x)
-        result = client.infer(
-            model,
-            [inp],
-            model_version=str(int(version)),
-            outputs=[grpcclient.InferRequestedOutput(n) for n in outputs],
-            client_timeout=timeout_s,
-        )
-    except InferenceServerException as e:
-        status = str(e.status() or "")
-        if "UNAVAILABLE" in status:
-            raise TritonNotRunningError(f"Triton is not running at {grpc_url}: {e.message()}") from e
-        raise ModelLoadError(f"inference on {model!r} version {version} failed: {e.message()}") from e
-    finally:
-        client.close()
-    return {n: result.as_numpy(n) for n in outputs}
 
 
 def resolve_venv(resolved: Path, configured: Path) -> Path:

@@ -312,7 +312,7 @@ def _tree_cpu_s(pid: int | None) -> float:
 
 
 def _stats(server: Any, model: str) -> dict[str, int]:
-    s = server.model_stats(model)["model_stats"][0]
+    s = server.admin.model_stats(model)["model_stats"][0]
     inf = s.get("inference_stats", {})
     return {
         "inferences": int(s.get("inference_count", 0)),

@@ -52,7 +52,7 @@ class BenchWorld:
             server.start()
             self.triton = server
             server.load_model(self.model)
-            server.wait_version_ready(self.model, self.version)
+            server.admin.wait_version_ready(self.model, self.version)
             self.timings_s["triton_start"] = round(time.perf_counter() - t0, 2)
         return self.triton
 

@@ -185,20 +185,15 @@ def run_demo(
 
 
 def _triton_sample(s: Any, triton: Any, model: str, version: str) -> dict[str, Any]:
-    """One row of the version's reference inputs through Triton gRPC."""
+    """One row of the version's reference inputs through Triton (the admin client)."""
     import numpy as np
-    import tritonclient.grpc as grpcclient
 
-    from treeserve import contract
     from treeserve.repository import read_reference
 
-    x = read_reference(s.path(s.exporter.repository), model, version).inputs[:1].astype(np.float32)
-    client = grpcclient.InferenceServerClient(triton.grpc_url)
-    inp = grpcclient.InferInput(contract.INPUT_TENSOR, list(x.shape), "FP32")
-    inp.set_data_from_numpy(x)
-    res = client.infer(model, [inp], model_version=str(version))
-    out = res.get_response().outputs
-    return {o.name: res.as_numpy(o.name).tolist() for o in out}
+    ref = read_reference(s.path(s.exporter.repository), model, version)
+    x = ref.inputs[:1].astype(np.float32)
+    out = triton.admin.infer(model, version, x, sorted(ref.outputs))
+    return {name: value.tolist() for name, value in out.items()}
 
 
 def _start_gateway(s: Any) -> Any:

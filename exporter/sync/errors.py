@@ -2,26 +2,18 @@
 
 TreeserveError
 ├── SyncBusyError (ServiceUnavailableError)   another sync holds the lock
-├── TritonControlError (ServiceUnavailableError)  Triton's repository/inference API failed
-├── CanaryMismatchError (ValidationFailedError)   Triton's answer differs from reference.npz
-└── WebhookRejectedError                          a delivery failed signature/age checks (401)
+└── WebhookRejectedError                      a delivery failed signature/age checks (401)
+
+Triton and canary failures are ``exporter.errors.TritonControlError`` and ``CanaryError``.
 """
 
 from __future__ import annotations
 
-from treeserve.errors import ServiceUnavailableError, TreeserveError, ValidationFailedError
+from treeserve.errors import ServiceUnavailableError, TreeserveError
 
 
 class SyncBusyError(ServiceUnavailableError):
     """Another sync process holds the lock."""
-
-
-class TritonControlError(ServiceUnavailableError):
-    """Triton could not be reached or refused a repository/inference call."""
-
-
-class CanaryMismatchError(ValidationFailedError):
-    """A freshly loaded version answered differently from its stored reference outputs."""
 
 
 class WebhookRejectedError(TreeserveError):

@@ -24,19 +24,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from exporter.canary import run_canary
+from exporter.errors import CanaryError, TritonControlError
 from exporter.sync import adapters
 from exporter.sync.decide import choose_routing, explain
 from exporter.sync.desired import compute_desired
-from exporter.sync.errors import CanaryMismatchError, TritonControlError
 from exporter.sync.lock import sync_lock
 from exporter.sync.metrics import SyncMetrics
 from exporter.sync.status import ModelStatus, SyncStatus, VersionFailure, read_status, write_status
-from exporter.sync.triton import TritonControl, compare_outputs
+from exporter.triton_admin import TritonAdminClient
 from treeserve import contract
 from treeserve.errors import NotFoundError, ServiceUnavailableError, TreeserveError, ValidationFailedError
 from treeserve.registry import mlflow_client, read_model_state, record_champion
+from treeserve.repository import read_reference
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class PassResult:
 class _Context:
     settings: Any
     client: Any
-    triton: TritonControl
+    triton: TritonAdminClient
     repo: Path
     metrics: SyncMetrics | None
     alias_hints: Mapping[str, float]
@@ -105,7 +105,7 @@ def _pass(
     repo = settings.path(settings.exporter.repository)
     if client is None:
         client = mlflow_client(settings.mlflow_tracking_uri)
-    triton = TritonControl(triton_url(settings), timeout_s=settings.triton.load_timeout_s)
+    triton = TritonAdminClient(triton_url(settings), timeout_s=settings.triton.load_timeout_s)
     ctx = _Context(settings, client, triton, repo, metrics, alias_hints)
     models: dict[str, ModelStatus] = {}
     errors: list[str] = []
@@ -223,7 +223,7 @@ def _reconcile_model(ctx: _Context, model: str, st: ModelStatus) -> None:
         elif v not in ready_before:
             try:
                 _canary(ctx, model, v, spec.output_names)
-            except CanaryMismatchError as e:
+            except CanaryError as e:
                 _fail(ctx, st, model, v, "canary", str(e))
 
     # 6. switch routing.
@@ -344,22 +344,17 @@ def _load(ctx: _Context, model: str) -> None:
 
 def _canary(ctx: _Context, model: str, version: str, outputs: tuple[str, ...]) -> None:
     """Triton's answer for the stored reference inputs must match the stored outputs."""
-    from treeserve.repository import read_reference
-
-    ref = read_reference(ctx.repo, model, version)
-    inputs = ref.inputs
-    expected = {k: v for k, v in ref.outputs.items() if k in outputs}
-    chunk = max(1, min(256, ctx.settings.exporter.max_batch_size))
-    parts = [
-        ctx.triton.infer(model, version, inputs[i : i + chunk], list(expected))
-        for i in range(0, len(inputs), chunk)
-    ]
-    got = {k: np.concatenate([p[k] for p in parts]) for k in expected}
     ex = ctx.settings.exporter
-    miss = compare_outputs(got, expected, atol=ex.proba_atol, rtol=ex.regression_rtol)
-    if miss:
-        raise CanaryMismatchError(f"canary on version {version}: {miss}")
-    log.info("decision=canary-ok model=%s version=%s rows=%d", model, version, len(inputs))
+    run_canary(
+        lambda x, names: ctx.triton.infer(model, version, x, names),
+        read_reference(ctx.repo, model, version),
+        model=model,
+        version=version,
+        outputs=outputs,
+        batch_rows=min(256, ex.max_batch_size),
+        atol=ex.proba_atol,
+        rtol=ex.regression_rtol,
+    )
 
 
 def _abort_reason(e: TreeserveError) -> str:

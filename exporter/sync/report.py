@@ -8,7 +8,7 @@ from typing import Any
 from exporter.sync import adapters
 from exporter.sync.reconcile import triton_url
 from exporter.sync.status import read_status
-from exporter.sync.triton import TritonControl
+from exporter.triton_admin import TritonAdminClient
 from treeserve.errors import TreeserveError
 from treeserve.registry import mlflow_client, read_model_state
 
@@ -31,7 +31,7 @@ def build_report(settings: Any, *, live: bool = True) -> dict[str, Any]:
     client = triton = None
     if live:
         client = mlflow_client(settings.mlflow_tracking_uri)
-        triton = TritonControl(triton_url(settings), timeout_s=5.0)
+        triton = TritonAdminClient(triton_url(settings), timeout_s=5.0)
     try:
         for model in settings.sync.models:
             st = status.models.get(model)
@@ -56,7 +56,7 @@ def build_report(settings: Any, *, live: bool = True) -> dict[str, Any]:
     return report
 
 
-def _live(client: Any, triton: TritonControl | None, repo: Any, model: str) -> dict[str, Any]:
+def _live(client: Any, triton: TritonAdminClient | None, repo: Any, model: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     try:
         out["registry_aliases"] = read_model_state(client, model).aliases

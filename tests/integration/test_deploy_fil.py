@@ -20,7 +20,7 @@ import pytest
 
 from exporter import fil
 from exporter.flavors import VersionArtifacts, get_flavor
-from exporter.triton_server import TritonServer, infer_grpc
+from exporter.triton_server import TritonServer
 from treeserve import contract
 from treeserve import repository as repo_mod
 from treeserve.repository import TritonModelSpec
@@ -129,12 +129,12 @@ def test_fil_wrapper_serves_the_contract_through_triton(
     model = f"deploy-fil-{'one' if one_column else 'two'}"
     _install_fil_version(triton_server.repository, model, one_column=one_column)
     triton_server.load_model(model)
-    triton_server.wait_version_ready(model, 1)
+    triton_server.admin.wait_version_ready(model, 1)
 
     # The wrapper loaded its FIL model through the model-loading API, named after the version
     # (override files: it is served, but not part of the repository index).
     companion = fil.fil_model_name(model, 1)
-    assert triton_server.version_ready(companion, 1)
+    assert triton_server.admin.version_ready(companion, 1)
     # ... with the batch limit of the wrapper's config, not the default the version was written with.
     with urllib.request.urlopen(f"{triton_server.http_url}/v2/models/{companion}/config", timeout=10) as r:
         assert json.loads(r.read())["max_batch_size"] == 64
@@ -145,9 +145,7 @@ def test_fil_wrapper_serves_the_contract_through_triton(
 
     # Contract tensors and shapes, with NaN (missing) inputs.
     rows = np.array([[1.0, np.nan, -0.5, 0.0], [np.nan] * 4], dtype=np.float32)
-    out = infer_grpc(
-        triton_server.grpc_url, model, 1, rows, [contract.OUTPUT_PROBABILITIES, contract.OUTPUT_LABEL]
-    )
+    out = triton_server.admin.infer(model, 1, rows, [contract.OUTPUT_PROBABILITIES, contract.OUTPUT_LABEL])
     proba, label = out[contract.OUTPUT_PROBABILITIES], out[contract.OUTPUT_LABEL]
     assert proba.shape == (2, 2) and proba.dtype == np.float32
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-6)

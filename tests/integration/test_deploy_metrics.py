@@ -22,7 +22,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.flavors import VersionArtifacts, get_flavor
-from exporter.triton_server import TritonServer, infer_grpc
+from exporter.triton_server import TritonServer
 from tests.unit.deploy.test_observability import (
     DASHBOARD,
     TRITON_METRICS,
@@ -114,10 +114,10 @@ def triton_with_traffic(triton_server: TritonServer) -> TritonServer:
     """The session Triton with ``MODEL`` loaded and a few batched inferences served."""
     _install_small_model(triton_server.repository)
     triton_server.load_model(MODEL)
-    triton_server.wait_version_ready(MODEL, 1)
+    triton_server.admin.wait_version_ready(MODEL, 1)
     rows = np.random.default_rng(2).normal(size=(8, len(FEATURES))).astype(np.float32)
     for n in (1, 3, 8):
-        out = infer_grpc(triton_server.grpc_url, MODEL, 1, rows[:n], [contract.OUTPUT_PROBABILITIES])
+        out = triton_server.admin.infer(MODEL, 1, rows[:n], [contract.OUTPUT_PROBABILITIES])
         assert out[contract.OUTPUT_PROBABILITIES].shape == (n, 2)
     return triton_server
 

@@ -262,7 +262,7 @@ def test_triton_down_gives_503_then_recovers(
     finally:
         gateway_stack.triton.start()
         gateway_stack.triton.load_model(gateway_stack.model)
-        gateway_stack.triton.wait_version_ready(gateway_stack.model, gateway_stack.version)
+        gateway_stack.triton.admin.wait_version_ready(gateway_stack.model, gateway_stack.version)
     assert wait_until(
         lambda: predict(sqlite_gateway.url, ids).status_code == 200, timeout_s=30, interval_s=0.2
     )

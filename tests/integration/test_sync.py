@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from exporter.sync.reconcile import reconcile_once
-from exporter.sync.triton import TritonControl
+from exporter.triton_admin import TritonAdminClient
 from tests.fixtures.triton import private_triton
 from treeserve.procs import free_port, wait_until
 from treeserve.repository import read_model_config, read_version_metadata, version_dir
@@ -115,19 +115,13 @@ def routing(settings: Any, model: str) -> dict[str, str]:
 
 
 def ready(triton: Any, model: str) -> set[str]:
-    control = TritonControl(triton.http_url)
-    try:
-        return control.ready_versions(model)
-    finally:
-        control.close()
+    with TritonAdminClient(triton.http_url) as admin:
+        return admin.ready_versions(model)
 
 
 def score(triton: Any, model: str, version: str, x: np.ndarray) -> np.ndarray:
-    control = TritonControl(triton.http_url)
-    try:
-        return control.infer(model, version, x, ["probabilities"])["probabilities"]
-    finally:
-        control.close()
+    with TritonAdminClient(triton.http_url) as admin:
+        return admin.infer(model, version, x, ["probabilities"])["probabilities"]
 
 
 def env_for(settings: Any, model: str) -> dict[str, str]:

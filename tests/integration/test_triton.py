@@ -114,7 +114,7 @@ def test_concurrent_single_row_requests_are_batched(
     triton_server: TritonServer, served: dict[str, Any], user_registry: UserRegistry
 ) -> None:
     name = user_registry.models["binary"]
-    before = triton_server.model_stats(name)["model_stats"][0]
+    before = triton_server.admin.model_stats(name)["model_stats"][0]
     X = _rows(user_registry, 256)
     done = threading.Semaphore(0)
     errors: list[Exception] = []
@@ -133,7 +133,7 @@ def test_concurrent_single_row_requests_are_batched(
         assert done.acquire(timeout=60)
     client.close()
     assert not errors
-    after = triton_server.model_stats(name)["model_stats"][0]
+    after = triton_server.admin.model_stats(name)["model_stats"][0]
     inferences = int(after["inference_count"]) - int(before["inference_count"])
     executions = int(after["execution_count"]) - int(before["execution_count"])
     assert inferences == len(X)
@@ -181,7 +181,7 @@ def test_a_broken_version_is_refused_and_the_server_stays_ready(
     with pytest.raises(ModelLoadError, match="broken-regressor"):
         triton_server.load_model(broken, timeout_s=30)
     assert triton_server.is_ready()
-    assert triton_server.version_ready(source, 1)
+    assert triton_server.admin.version_ready(source, 1)
 
 
 def test_start_refuses_a_taken_port_and_a_missing_venv(triton_server: TritonServer, tmp_path: Path) -> None:

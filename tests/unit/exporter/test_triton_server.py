@@ -77,7 +77,7 @@ def test_nothing_running_means_clear_answers(tmp_path: Path) -> None:
     assert not server.status().running
     assert not server.stop()
     with pytest.raises(TritonNotRunningError, match="treeserve triton start"):
-        server.repository_index()
+        server.admin.repository_index()
 
 
 def test_a_stale_pid_file_is_ignored(tmp_path: Path) -> None:

@@ -15,9 +15,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from exporter.errors import ParityError
+from exporter.errors import ParityError, TritonControlError
 from exporter.sync import adapters, reconcile
-from exporter.sync.errors import TritonControlError
 from exporter.sync.reconcile import reconcile_once
 from treeserve import repository as repo_mod
 from treeserve.settings import load_settings
@@ -62,6 +61,8 @@ class FakeTriton:
     ready: set[str] = field(default_factory=set)
     loads: int = 0
     bad_canary: set[str] = field(default_factory=set)
+    broken_outputs: dict[str, float] = field(default_factory=dict)
+    """version -> the value (NaN, inf) its first probability comes back as."""
     seen: list[tuple[dict[str, str], set[str]]] = field(default_factory=list)
 
     def _check(self) -> None:
@@ -91,6 +92,9 @@ class FakeTriton:
         out = {k: ref.outputs[k][:n] for k in outputs}
         if version in self.bad_canary:
             out["probabilities"] = out["probabilities"] + 0.1
+        if version in self.broken_outputs:
+            out["probabilities"] = out["probabilities"].copy()
+            out["probabilities"][0, 0] = self.broken_outputs[version]
         return out
 
     def close(self) -> None:
@@ -131,7 +135,7 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
             repo_mod.install_staged(stage, repo_path, model, version)
 
     monkeypatch.setattr(adapters, "install", fake_install)
-    monkeypatch.setattr(reconcile, "TritonControl", lambda url, timeout_s: triton)
+    monkeypatch.setattr(reconcile, "TritonAdminClient", lambda url, timeout_s: triton)
     settings = load_settings(
         home=tmp_path, exporter={"repository": str(repo)}, sync={"models": [MODEL], "unload_grace_s": 0}
     )
@@ -234,6 +238,18 @@ def test_parity_and_canary_failures_keep_the_champion(world: Any) -> None:
     assert _routing(world) == {"champion": "1"} and world.triton.ready == {"1"}
     assert not repo_mod.version_dir(world.repo, MODEL, 3).exists()
     _routed_always_ready(world)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_a_version_answering_nan_or_inf_fails_the_canary_and_is_not_served(world: Any, value: float) -> None:
+    world.registry.aliases = {"champion": "1"}
+    assert world.run().ok
+    world.triton.broken_outputs["2"] = value
+    world.registry.aliases = {"champion": "2"}
+    result = world.run()
+    failure = result.models[MODEL].failures["2"]
+    assert failure.reason == "canary" and "NaN or infinite" in failure.message
+    assert _routing(world) == {"champion": "1"}
 
 
 def test_triton_down_aborts_without_touching_routing(world: Any) -> None:

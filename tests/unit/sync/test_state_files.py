@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from exporter.canary import compare_outputs
 from exporter.sync.adapters import cleanup_staging
 from exporter.sync.decide import choose_routing
 from exporter.sync.errors import SyncBusyError
 from exporter.sync.lock import sync_lock
 from exporter.sync.status import ModelStatus, SyncStatus, VersionFailure, read_status, write_status
-from exporter.sync.triton import compare_outputs
 
 
 def test_status_round_trip_and_unreadable_file(tmp_path: Path) -> None:
@@ -69,10 +69,10 @@ def test_cleanup_removes_dead_owners_only(tmp_path: Path) -> None:
 
 def test_compare_outputs() -> None:
     want = {"probabilities": np.array([[0.2, 0.8]], np.float32), "label": np.array([[1]], np.int64)}
-    assert compare_outputs(want, want, atol=1e-5, rtol=0) is None
+    assert compare_outputs(want, want, atol=1e-5, rtol=0)[0] is None
     off = {"probabilities": np.array([[0.3, 0.7]], np.float32), "label": np.array([[1]], np.int64)}
-    assert "probabilities" in (compare_outputs(off, want, atol=1e-5, rtol=0) or "")
-    assert "label" in (compare_outputs({**want, "label": np.array([[0]])}, want, atol=1e-5, rtol=0) or "")
+    assert "probabilities" in (compare_outputs(off, want, atol=1e-5, rtol=0)[0] or "")
+    assert "label" in (compare_outputs({**want, "label": np.array([[0]])}, want, atol=1e-5, rtol=0)[0] or "")
 
 
 def test_routing_never_switches_to_a_failed_version() -> None:

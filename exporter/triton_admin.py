@@ -1,0 +1,228 @@
+"""The one administrative client of a Triton server: health, repository index, load/unload, infer, canary.
+
+Used by ``treeserve export --load``, ``treeserve triton``, the sync and the demo (the gateway's
+hot-path inference client, ``gateway.triton``, is separate). It speaks Triton's HTTP API through
+``tritonclient.http`` (explicit model control). Errors from ``tritonclient`` and the network are
+mapped here, where they enter::
+
+    ServiceUnavailableError
+    └── TritonControlError          Triton refused a repository/inference call
+        ├── TritonNotRunningError   nothing answers at the URL
+        └── ModelLoadError          a load failed, or a version did not become READY
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+import numpy as np
+
+from exporter.canary import CanaryResult, run_canary
+from exporter.errors import ModelLoadError, TritonControlError, TritonNotRunningError
+from treeserve.repository import ReferenceData
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class TritonAdminClient:
+    """Administrative calls against one Triton server (HTTP API)."""
+
+    def __init__(self, url: str, *, timeout_s: float = 60.0, client: Any | None = None) -> None:
+        """``url``: ``http://host:port`` or ``host:port``; ``client`` replaces the tritonclient (tests)."""
+        self.url = url.split("://", 1)[-1].rstrip("/")  # tritonclient wants host:port
+        self.timeout_s = timeout_s
+        if client is None:
+            import tritonclient.http as httpclient
+
+            client = httpclient.InferenceServerClient(
+                url=self.url, connection_timeout=min(timeout_s, 5.0), network_timeout=timeout_s
+            )
+        self._client = client
+        self._input_names: dict[str, str] = {}
+
+    def close(self) -> None:
+        """Release the HTTP connection pool."""
+        self._client.close()
+
+    def __enter__(self) -> TritonAdminClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- error mapping ------------------------------------------------------------------
+    def _call(self, what: str, fn: Callable[..., T], *args: Any, load: bool = False, **kwargs: Any) -> T:
+        from tritonclient.utils import InferenceServerException
+
+        try:
+            return fn(*args, **kwargs)
+        except InferenceServerException as e:
+            message = e.message() or str(e)
+            if load:
+                raise ModelLoadError(f"Triton refused the {what}: {message}") from e
+            raise TritonControlError(f"Triton at {self.url}: {what} failed: {message}") from e
+        except (OSError, ConnectionError) as e:
+            raise self._not_running(what, e) from e
+        except Exception as e:  # gevent/geventhttpclient raise their own socket errors
+            if type(e).__module__.startswith(("gevent", "geventhttpclient", "socket")):
+                raise self._not_running(what, e) from e
+            raise
+
+    def _not_running(self, what: str, e: BaseException) -> TritonNotRunningError:
+        return TritonNotRunningError(
+            f"Triton is not running at {self.url} ({what}: {e}); start it with `treeserve triton start`"
+        )
+
+    # ---- health and index ---------------------------------------------------------------
+    def live(self) -> bool:
+        """True when the server answers its liveness probe."""
+        try:
+            return bool(self._call("health", self._client.is_server_live))
+        except TritonControlError:
+            return False
+
+    def ready(self) -> bool:
+        """True when the server answers its readiness probe with ready."""
+        try:
+            return bool(self._call("health", self._client.is_server_ready))
+        except TritonControlError:
+            return False
+
+    def repository_index(self) -> list[dict[str, Any]]:
+        """Every model/version Triton knows with its state (and reason when not READY)."""
+        return list(self._call("repository index", self._client.get_model_repository_index) or [])
+
+    def ready_versions(self, model: str) -> set[str]:
+        """Versions of ``model`` that are READY (empty when not loaded)."""
+        return {
+            str(e["version"])
+            for e in self.repository_index()
+            if e.get("name") == model and e.get("state") == "READY" and e.get("version")
+        }
+
+    def version_ready(self, model: str, version: int | str) -> bool:
+        """``model`` ``version`` is READY."""
+        try:
+            return bool(
+                self._call(
+                    f"readiness of {model!r} v{version}",
+                    self._client.is_model_ready,
+                    model,
+                    str(int(version)),
+                )
+            )
+        except TritonNotRunningError:
+            raise
+        except TritonControlError:
+            return False
+
+    def model_stats(self, model: str) -> dict[str, Any]:
+        """``/v2/models/<m>/stats`` (inference and execution counts, batch sizes)."""
+        return dict(self._call(f"stats of {model!r}", self._client.get_inference_statistics, model) or {})
+
+    def model_config(self, model: str) -> dict[str, Any]:
+        """The config Triton serves for ``model`` (JSON form)."""
+        return dict(self._call(f"config of {model!r}", self._client.get_model_config, model) or {})
+
+    def input_name(self, model: str) -> str:
+        """The name of ``model``'s single input tensor, as its served config declares it."""
+        if model not in self._input_names:
+            inputs = self.model_config(model).get("input") or []
+            if len(inputs) != 1:
+                raise TritonControlError(
+                    f"Triton at {self.url}: model {model!r} declares {len(inputs)} inputs, expected one"
+                )
+            self._input_names[model] = str(inputs[0]["name"])
+        return self._input_names[model]
+
+    # ---- load / unload ------------------------------------------------------------------
+    def load(self, model: str, *, wait_for: Iterable[int | str] = (), timeout_s: float | None = None) -> None:
+        """(Re)load ``model`` from the repository, then wait until the ``wait_for`` versions are READY.
+
+        ModelLoadError with Triton's reason when the load fails or a version does not come up.
+        """
+        self._input_names.pop(model, None)
+        self._call(f"load of {model!r}", self._client.load_model, model, load=True)
+        for version in wait_for:
+            self.wait_version_ready(model, version, timeout_s=timeout_s)
+
+    def unload(self, model: str) -> None:
+        """Unload every version of ``model``."""
+        self._input_names.pop(model, None)
+        self._call(f"unload of {model!r}", self._client.unload_model, model)
+
+    def wait_version_ready(self, model: str, version: int | str, *, timeout_s: float | None = None) -> None:
+        """Block until ``model`` ``version`` is READY; ModelLoadError with Triton's reason otherwise."""
+        deadline = time.monotonic() + (self.timeout_s if timeout_s is None else timeout_s)
+        while True:
+            if self.version_ready(model, version):
+                return
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(0.1)
+        reason = ""
+        for entry in self.repository_index():
+            if entry.get("name") == model and str(entry.get("version")) == str(version):
+                reason = f"{entry.get('state')}: {entry.get('reason', '')}"
+        raise ModelLoadError(
+            f"model {model!r} version {version} is not ready in Triton ({reason or 'unknown'})"
+        )
+
+    # ---- inference ----------------------------------------------------------------------
+    def infer(
+        self,
+        model: str,
+        version: int | str,
+        inputs: np.ndarray,
+        outputs: Sequence[str],
+        *,
+        input_name: str | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Run float32 ``inputs`` [n, n_features] through one version; output name -> array.
+
+        The input tensor's name comes from the model's served config unless given.
+        """
+        import tritonclient.http as httpclient
+
+        name = input_name or self.input_name(model)
+        x = np.ascontiguousarray(inputs, dtype=np.float32)
+        inp = httpclient.InferInput(name, list(x.shape), "FP32")
+        inp.set_data_from_numpy(x, binary_data=True)
+        req = [httpclient.InferRequestedOutput(o, binary_data=True) for o in outputs]
+        result = self._call(
+            f"inference on {model!r} v{version}",
+            self._client.infer,
+            model,
+            [inp],
+            model_version=str(int(version)),
+            outputs=req,
+        )
+        return {o: result.as_numpy(o) for o in outputs}
+
+    def canary(
+        self,
+        model: str,
+        version: int | str,
+        reference: ReferenceData,
+        *,
+        outputs: Sequence[str] | None = None,
+        batch_rows: int = 256,
+        atol: float = 1e-5,
+        rtol: float = 1e-5,
+    ) -> CanaryResult:
+        """Send ``reference``'s inputs to ``model`` ``version``; CanaryError when the outputs differ."""
+        return run_canary(
+            lambda x, names: self.infer(model, version, x, names),
+            reference,
+            model=model,
+            version=version,
+            outputs=outputs,
+            batch_rows=batch_rows,
+            atol=atol,
+            rtol=rtol,
+        )
