@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from exporter.errors import UnsupportedModelError
+from exporter.trees import finite_thresholds
 from treeserve import contract
 
 if TYPE_CHECKING:
@@ -32,7 +33,9 @@ def convert_to_onnx(src: SourceModel) -> onnx.ModelProto:
     import onnxmltools
     from onnxmltools.convert.common.data_types import FloatTensorType
 
-    booster = src.booster.copy()
+    where = f"model {src.name!r} version {src.version}"
+    booster, rewritten = finite_thresholds(src.booster, where=where)
+    booster = booster.copy()
     booster.feature_names = None
     booster.feature_types = None
     try:
@@ -43,11 +46,9 @@ def convert_to_onnx(src: SourceModel) -> onnx.ModelProto:
             target_opset=TARGET_OPSET,
         )
     except (RuntimeError, ValueError, NotImplementedError, AttributeError, KeyError) as e:
-        raise UnsupportedModelError(
-            f"model {src.name!r} version {src.version} ({src.objective}): ONNX conversion failed: {e}"
-        ) from e
+        raise UnsupportedModelError(f"{where} ({src.objective}): ONNX conversion failed: {e}") from e
     _map_outputs(model, src)
-    _embed_metadata(model, src)
+    _embed_metadata(model, src, rewritten_thresholds=rewritten)
     return model
 
 
@@ -102,7 +103,7 @@ def _output_order(task: str) -> tuple[str, ...]:
     return (contract.OUTPUT_PROBABILITIES, contract.OUTPUT_LABEL)
 
 
-def _embed_metadata(model: onnx.ModelProto, src: SourceModel) -> None:
+def _embed_metadata(model: onnx.ModelProto, src: SourceModel, *, rewritten_thresholds: int) -> None:
     meta = {
         contract.TAG_FEATURES: json.dumps(src.features),
         "treeserve.task": src.task,
@@ -113,6 +114,7 @@ def _embed_metadata(model: onnx.ModelProto, src: SourceModel) -> None:
         "mlflow.model_version": str(src.version),
         "mlflow.run_id": src.run_id,
         "source_sha256": src.source_sha256,
+        "treeserve.rewritten_inf_thresholds": str(rewritten_thresholds),
     }
     del model.metadata_props[:]
     for key, value in meta.items():

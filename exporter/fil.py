@@ -43,6 +43,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from exporter.errors import ParityError, UnsupportedModelError
 from exporter.flavors import PYTHON_MODEL_FILE, Flavor, VersionArtifacts, register_flavor
+from exporter.trees import split_ranges
 from treeserve import contract
 from treeserve.repository import load_reference
 
@@ -226,24 +227,11 @@ def check_against_onnx(version_dir: Path, artifacts: VersionArtifacts, *, atol: 
 def probe_rows(model_file: Path, n_features: int, *, rows: int = 256, seed: int = 0) -> np.ndarray:
     """float32 rows spanning each feature's split thresholds (± 10 %), with NaN rows appended."""
     rng = np.random.default_rng(seed)
-    lo = np.zeros(n_features)
-    hi = np.ones(n_features)
     try:
-        learner = json.loads(model_file.read_text())["learner"]
-        trees = learner["gradient_booster"]["model"]["trees"]
-        seen: dict[int, list[float]] = {}
-        for tree in trees:
-            left = tree["left_children"]
-            for node, (feat, cond) in enumerate(
-                zip(tree["split_indices"], tree["split_conditions"], strict=True)
-            ):
-                if left[node] != -1:
-                    seen.setdefault(int(feat), []).append(float(cond))
-        for feat, values in seen.items():
-            if 0 <= feat < n_features:
-                lo[feat], hi[feat] = min(values), max(values)
+        lo, hi = split_ranges(json.loads(model_file.read_text()), n_features)
     except (KeyError, ValueError, TypeError) as e:  # an unexpected layout: sample [0, 1]
         log.info("fil probe: split ranges unavailable (%s)", e)
+        lo, hi = np.zeros(n_features), np.ones(n_features)
     span = np.maximum(hi - lo, 1e-3)
     base = rng.uniform(lo - 0.1 * span, hi + 0.1 * span, size=(rows, n_features))
     nan_rows = base[: max(8, rows // 8)].copy()

@@ -312,7 +312,10 @@ class TritonServer:
         Returns the ready versions. RepositoryError names a config this server's repository cannot
         parse; ModelLoadError names Triton's reason when a load fails.
         """
-        wanted = repo_mod.read_model_config(self.repository, model).versions
+        try:
+            wanted = repo_mod.read_model_config(self.repository, model).versions
+        except repo_mod.ModelNotInRepositoryError:
+            wanted = []  # Triton names what is missing (or that it is not running)
         self.admin.load(model, wait_for=wanted, timeout_s=timeout_s)
         return sorted(int(v) for v in self.admin.ready_versions(model))
 

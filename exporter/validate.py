@@ -16,6 +16,7 @@ import numpy as np
 
 from exporter.convert import run_onnx
 from exporter.errors import ParityError, UnsupportedModelError
+from exporter.trees import booster_json, split_ranges
 from treeserve import contract
 
 if TYPE_CHECKING:
@@ -75,21 +76,11 @@ def generated_rows(src: SourceModel, *, rows: int, seed: int = 0) -> np.ndarray:
     """Rows drawn uniformly within each feature's split-threshold range (± 10 %), for models without data."""
     rng = np.random.default_rng(seed)
     n_features = len(src.features)
-    lo = np.zeros(n_features)
-    hi = np.ones(n_features)
     try:
-        trees = src.booster.trees_to_dataframe()
-        splits = trees[trees["Feature"] != "Leaf"]
-        names = src.booster.feature_names or [f"f{i}" for i in range(n_features)]
-        index = {n: i for i, n in enumerate(names)}
-        for feat, grp in splits.groupby("Feature"):
-            i = index.get(str(feat))
-            if i is None:
-                continue
-            values = grp["Split"].astype(float).to_numpy()
-            lo[i], hi[i] = float(np.min(values)), float(np.max(values))
-    except Exception as e:  # odd dumps: fall back to [0, 1]
+        lo, hi = split_ranges(booster_json(src.booster), n_features)
+    except (KeyError, ValueError, TypeError) as e:  # an unexpected layout: sample [0, 1]
         log.info("split ranges unavailable (%s); sampling in [0, 1]", e)
+        lo, hi = np.zeros(n_features), np.ones(n_features)
     span = np.maximum(hi - lo, 1e-3)
     return rng.uniform(lo - 0.1 * span, hi + 0.1 * span, size=(rows, n_features))
 

@@ -22,6 +22,7 @@ from exporter.install import export, write_model_config
 from exporter.triton_server import TritonServer
 from tests.fixtures.triton import CHECKOUT, UserRegistry
 from treeserve import clikit, contract
+from treeserve.errors import TreeserveError
 from treeserve.procs import free_port
 from treeserve.repository import read_model_config
 
@@ -182,6 +183,45 @@ def test_a_broken_version_is_refused_and_the_server_stays_ready(
         triton_server.load_model(broken, timeout_s=30)
     assert triton_server.is_ready()
     assert triton_server.admin.version_ready(source, 1)
+
+
+def _copy_model(repo: Path, source: str, target: str) -> Path:
+    shutil.rmtree(repo / target, ignore_errors=True)
+    shutil.copytree(repo / source, repo / target)
+    config = repo / target / "config.pbtxt"
+    config.write_text(config.read_text().replace(f'name: "{source}"', f'name: "{target}"', 1))
+    return config
+
+
+def test_the_canary_sends_the_input_name_the_config_declares(
+    triton_server: TritonServer, served: dict[str, Any], user_registry: UserRegistry
+) -> None:
+    repo = triton_server.repository
+    name = "renamed-input"
+    config = _copy_model(repo, user_registry.models["binary"], name)
+    config.write_text(config.read_text().replace(f'name: "{contract.INPUT_TENSOR}"', 'name: "x"', 1))
+    model_py = repo / name / "1" / "model.py"
+    model_py.write_text(
+        model_py.read_text().replace("get_input_tensor_by_name(r, INPUT)", 'get_input_tensor_by_name(r, "x")')
+    )
+    assert triton_server.load_model(name) == [1]
+    result = triton_server.canary(name, 1)
+    assert result.rows > 0 and result.max_abs_diff <= 1e-5
+
+
+def test_a_config_treeserve_cannot_read_is_reported_as_such(
+    triton_server: TritonServer, served: dict[str, Any], user_registry: UserRegistry
+) -> None:
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    name = "no-feature-list"
+    config = _copy_model(triton_server.repository, user_registry.models["binary"], name)
+    cfg = text_format.Parse(config.read_text(), mc.ModelConfig())
+    del cfg.parameters[contract.PARAM_FEATURES]
+    config.write_text(text_format.MessageToString(cfg))
+    with pytest.raises(TreeserveError, match=r"no-feature-list/config.pbtxt.*empty feature list"):
+        triton_server.load_model(name)
 
 
 def test_start_refuses_a_taken_port_and_a_missing_venv(triton_server: TritonServer, tmp_path: Path) -> None:

@@ -144,3 +144,41 @@ def test_flavours_write_their_version_files(tmp_path: Path) -> None:
         2,
         1,
     )
+
+
+def _with_infinite_thresholds(src: SourceModel) -> SourceModel:
+    """``src`` with one split threshold of each tree pair set to -inf and +inf (as GPU ``hist`` can)."""
+    import dataclasses
+
+    model = json.loads(bytes(src.booster.save_raw("json")))
+    trees = model["learner"]["gradient_booster"]["model"]["trees"]
+    for i, tree in enumerate(trees[:4]):
+        tree["split_conditions"][0] = float("-inf") if i % 2 == 0 else float("inf")  # node 0 is a split
+    booster = xgb.Booster()
+    booster.load_model(bytearray(json.dumps(model).encode()))
+    return dataclasses.replace(src, booster=booster)
+
+
+@pytest.mark.parametrize(
+    ("objective", "extra", "with_reference"),
+    [
+        ("binary:logistic", {}, True),
+        ("binary:logistic", {}, False),
+        ("multi:softprob", {"num_class": 3}, True),
+        ("reg:squarederror", {}, True),
+    ],
+)
+def test_infinite_split_thresholds_export_with_parity(objective: str, extra: dict, with_reference: bool) -> None:
+    src = _with_infinite_thresholds(_source(objective, extra=extra, with_reference=with_reference))
+    assert "-inf" in src.booster.get_dump(dump_format="json")[0]  # the dump onnxmltools cannot parse
+    model_bytes = convert_to_onnx(src).SerializeToString()
+    check_onnx(model_bytes, name="m")
+    inputs = parity_inputs(src, rows=64)
+    assert np.isfinite(inputs[~np.isnan(inputs)]).all()
+    report = check_parity(src, model_bytes, inputs, proba_atol=1e-5, regression_rtol=1e-5)
+    assert report.nan_rows >= len(FEATURES) + 1
+    assert onnx_metadata(model_bytes)["treeserve.rewritten_inf_thresholds"] == "4"
+    # every present value goes the same way as in XGBoost, however extreme
+    big = np.float32(3e38)
+    extreme = np.array([[-big] * 4, [big] * 4, [0.0] * 4], dtype=np.float32)
+    check_parity(src, model_bytes, extreme, proba_atol=1e-5, regression_rtol=1e-5)
