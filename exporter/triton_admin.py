@@ -75,7 +75,8 @@ class TritonAdminClient:
 
     def _not_running(self, what: str, e: BaseException) -> TritonNotRunningError:
         return TritonNotRunningError(
-            f"Triton is not running at {self.url} ({what}: {e}); start it with `treeserve triton start`"
+            f"Triton at {self.url} is unreachable ({what}: {e}); "
+            "if it is not running, start it with `treeserve triton start`"
         )
 
     # ---- health and index ---------------------------------------------------------------
