@@ -168,7 +168,9 @@ def _with_infinite_thresholds(src: SourceModel) -> SourceModel:
         ("reg:squarederror", {}, True),
     ],
 )
-def test_infinite_split_thresholds_export_with_parity(objective: str, extra: dict, with_reference: bool) -> None:
+def test_infinite_split_thresholds_export_with_parity(
+    objective: str, extra: dict, with_reference: bool
+) -> None:
     src = _with_infinite_thresholds(_source(objective, extra=extra, with_reference=with_reference))
     assert "-inf" in src.booster.get_dump(dump_format="json")[0]  # the dump onnxmltools cannot parse
     model_bytes = convert_to_onnx(src).SerializeToString()
