@@ -68,9 +68,8 @@ def sync_pass(settings: Any, *, trigger: str, lock_timeout_s: float | None) -> A
 
 def triton_admin(settings: Any) -> Any:
     """The Triton admin client the sync talks to (``exporter.triton_admin.TritonAdminClient``)."""
-    from exporter.triton_admin import TritonAdminClient
-
     from exporter.sync.reconcile import triton_url
+    from exporter.triton_admin import TritonAdminClient
 
     return TritonAdminClient(triton_url(settings), timeout_s=5.0)
 
