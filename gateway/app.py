@@ -11,19 +11,19 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
-import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway import metrics
+from gateway import codec, metrics
 from gateway.docs_ui import mount_docs
-from gateway.errors import GatewayError, InvalidRequestError, PayloadTooLargeError
+from gateway.errors import GatewayError, InvalidRequestError
 from gateway.features import MeteredFeatureSource
 from gateway.predlog import DurablePredictionLog, NullPredictionLog, PredictionLog
-from gateway.routes import _REQUEST_ID_RE, check_api_key, predict_payload, router, v1
+from gateway.routes import PREDICT_PATH, predict_docs, router, v1
 from gateway.service import PredictionService
 from gateway.triton import InferenceClient
 from treeserve.features import FeatureSource
@@ -34,13 +34,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def _error(status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> Response:
-    return Response(
-        orjson.dumps({"error": kind, "message": message}),
-        status_code=status,
-        media_type="application/json",
-        headers=headers,
-    )
+def _error(status: int, body: bytes, headers: dict[str, str] | None = None) -> Response:
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
 
 
 def build_predlog(settings: Settings) -> PredictionLog:
@@ -138,25 +133,35 @@ def create_app(
 
     @app.exception_handler(GatewayError)
     async def _gateway_error(request: Request, exc: GatewayError) -> Response:
-        headers = {"retry-after": str(gw.retry_after_s)} if exc.status_code == 503 else None
-        if exc.status_code == 401:
-            headers = {"www-authenticate": "Bearer"}
-        return _error(exc.status_code, exc.kind, str(exc), headers)
+        return _error(*codec.http_error(exc, gw.retry_after_s))
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(x) for x in first.get("loc", ()))
-        return _error(422, "invalid_request", f"{where}: {first.get('msg', 'invalid')}")
+        return _error(*codec.http_error(InvalidRequestError(f"{where}: {first.get('msg', 'invalid')}"), 0))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        return _error(exc.status_code, "http_error", str(exc.detail), dict(exc.headers or {}))
+        body = codec.error_json("http_error", str(exc.detail))
+        return _error(exc.status_code, body, dict(exc.headers or {}))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unexpected error on %s", request.url.path)
-        return _error(500, "internal_error", "internal error (see the gateway log)")
+        return _error(500, codec.error_json("internal_error", codec.INTERNAL_ERROR))
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:  # the served routes plus the predict path the middleware serves
+            app.openapi_schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=[*app.routes, *predict_docs.routes],
+            )
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     app.add_middleware(
         GatewayMiddleware,
@@ -168,16 +173,16 @@ def create_app(
     return app
 
 
-_PREDICT_RE = re.compile(r"^/v1/models/([^/]+)/predict$")
-_PREDICT_ENDPOINT = "/v1/models/{model}/predict"
+_PREDICT_RE = re.compile("^" + re.escape(PREDICT_PATH).replace(re.escape("{model}"), "([^/]+)") + "$")
 
 
 class GatewayMiddleware:
     """Metrics for every HTTP request, and the predict hot path without the framework's layers.
 
-    ``POST /v1/models/{model}/predict`` is answered here directly (API key, body limit, the same
-    ``routes.predict_payload`` and error rendering as the documented FastAPI route): FastAPI's
-    routing and dependency resolution cost more than the rest of the request at this size.
+    ``POST /v1/models/{model}/predict`` (``routes.PREDICT_PATH``, described in the OpenAPI
+    document by ``routes.predict_docs``) is answered here, through ``codec`` like the gRPC
+    transport: FastAPI's routing and dependency resolution cost more than the rest of the request
+    at this size.
     """
 
     def __init__(
@@ -193,7 +198,7 @@ class GatewayMiddleware:
         self._served = frozenset(served)
         self._keys = api_keys
         self._limit = max_body_bytes
-        self._retry_after = str(retry_after_s)
+        self._retry_after_s = retry_after_s
         self.service: PredictionService | None = None
         self._children: dict[tuple[str, int, str, str], tuple[Any, Any]] = {}
 
@@ -210,7 +215,7 @@ class GatewayMiddleware:
         try:
             match = _PREDICT_RE.match(scope["path"]) if scope["method"] == "POST" else None
             if match is not None and self.service is not None:
-                endpoint = _PREDICT_ENDPOINT
+                endpoint = PREDICT_PATH
                 model = unquote(match.group(1))
                 status, version = await self._predict(scope, receive, send, model)
             else:
@@ -247,51 +252,20 @@ class GatewayMiddleware:
         assert self.service is not None
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         try:
-            check_api_key(self._keys, headers.get("authorization"))
-            body = await _read_body(receive, headers.get("content-length"), self._limit)
-            rid = headers.get("x-request-id")
-            rid = rid if rid and _REQUEST_ID_RE.match(rid) else None
-            payload, result = await predict_payload(self.service, model, body, rid)
+            codec.check_api_key(self._keys, headers.get("authorization"))
+            body = await codec.read_body(receive, headers.get("content-length"), self._limit)
+            rid = codec.request_id(headers.get("x-request-id"))
+            payload, result = await codec.predict(self.service, model, body, rid)
         except GatewayError as e:
-            extra: list[tuple[bytes, bytes]] = []
-            if e.status_code == 503:
-                extra.append((b"retry-after", self._retry_after.encode()))
-            elif e.status_code == 401:
-                extra.append((b"www-authenticate", b"Bearer"))
-            await _send_json(send, e.status_code, orjson.dumps({"error": e.kind, "message": str(e)}), extra)
-            return e.status_code, ""
+            status, body, extra = codec.http_error(e, self._retry_after_s)
+            await _send_json(send, status, body, [(k.encode(), v.encode()) for k, v in extra.items()])
+            return status, ""
         except Exception:
             log.exception("unexpected error on %s", scope["path"])
-            body = orjson.dumps(
-                {"error": "internal_error", "message": "internal error (see the gateway log)"}
-            )
-            await _send_json(send, 500, body, [])
+            await _send_json(send, 500, codec.error_json("internal_error", codec.INTERNAL_ERROR), [])
             return 500, ""
         await _send_json(send, 200, payload, [(b"x-request-id", result.request_id.encode())])
         return 200, result.model_version
-
-
-async def _read_body(receive: Receive, declared: str | None, limit: int) -> bytes:
-    if declared is not None:
-        try:
-            size = int(declared)
-        except ValueError as e:
-            raise InvalidRequestError("invalid Content-Length") from e
-        if size > limit:
-            raise PayloadTooLargeError(f"request body over {limit} bytes")
-    chunks: list[bytes] = []
-    total = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise InvalidRequestError("client disconnected")
-        chunk = message.get("body", b"")
-        total += len(chunk)
-        if total > limit:
-            raise PayloadTooLargeError(f"request body over {limit} bytes")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 async def _send_json(send: Send, status: int, body: bytes, extra: list[tuple[bytes, bytes]]) -> None:

@@ -4,13 +4,13 @@
 ``customer_id``, shape ``[n]`` or ``[n, 1]``) — or a ``features`` FP32/FP64 tensor ``[n,
 n_features]`` — and answers ``score`` (FP64 ``[n]``), ``risk_tier``, ``model_version``,
 ``fallback_reason`` and ``imputed_features`` (BYTES ``[n]``). Any Triton/KServe v2 client
-(``tritonclient.grpc``) can call it. The servicer only translates; the flow is the service's.
+(``tritonclient.grpc``) can call it. The servicer only translates; the flow is the service's,
+and the API key and error mapping are ``codec``'s (the same as HTTP's).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import struct
 import time
@@ -20,21 +20,13 @@ import grpc
 import numpy as np
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from gateway import metrics
-from gateway.errors import GatewayError, InvalidRequestError, UnauthorizedError
+from gateway import codec, metrics
+from gateway.errors import GatewayError, InvalidRequestError
 from gateway.service import PredictionResult, PredictionService
 from treeserve import contract
 
 log = logging.getLogger(__name__)
 
-_STATUS = {
-    401: grpc.StatusCode.UNAUTHENTICATED,
-    404: grpc.StatusCode.NOT_FOUND,
-    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    422: grpc.StatusCode.INVALID_ARGUMENT,
-    503: grpc.StatusCode.UNAVAILABLE,
-    504: grpc.StatusCode.DEADLINE_EXCEEDED,
-}
 OUTPUTS = ("score", "risk_tier", "model_version", "fallback_reason", "imputed_features")
 
 
@@ -70,13 +62,8 @@ class KServeServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ig
         if not self._keys:
             return
         md = dict(context.invocation_metadata() or ())
-        value = str(md.get("authorization", ""))
-        token = (value[7:] if value.lower().startswith("bearer ") else "").encode()
-        ok = False
-        for key in self._keys:
-            ok |= hmac.compare_digest(token, key)
-        if not ok:
-            raise UnauthorizedError("missing or invalid API key (metadata authorization: Bearer <key>)")
+        value = md.get("authorization")
+        codec.check_api_key(self._keys, value if isinstance(value, str) else None)
 
     async def ServerLive(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         return service_pb2.ServerLiveResponse(live=True)
@@ -134,10 +121,10 @@ class KServeServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ig
         except asyncio.CancelledError:
             status = 499  # the client went away
             raise
-        except Exception as e:  # never a stack trace to the caller
+        except Exception:  # never a stack trace to the caller
             status = 500
             log.exception("ModelInfer failed")
-            await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(e).__name__}")
+            await context.abort(grpc.StatusCode.INTERNAL, codec.INTERNAL_ERROR)
             raise
         finally:
             if model not in {m.name for m in self._service.models()}:
@@ -225,8 +212,7 @@ def _response(request: Any, result: PredictionResult) -> Any:
 
 
 async def _abort(context: grpc.aio.ServicerContext, e: GatewayError) -> None:
-    code = _STATUS.get(e.status_code, grpc.StatusCode.INTERNAL)
-    await context.abort(code, str(e))
+    await context.abort(*codec.grpc_error(e))
 
 
 async def start_grpc_server(service: PredictionService, *, host: str, port: int) -> grpc.aio.Server:

@@ -1,21 +1,21 @@
-"""HTTP routes: parse, call the service, render. Nothing here knows Feast or Triton."""
+"""HTTP routes: parse, call the service, render. Nothing here knows Feast or Triton.
+
+``POST /v1/models/{model}/predict`` is declared in ``predict_docs`` for the OpenAPI document and
+served by ``app.GatewayMiddleware`` through ``codec``; the other routes are plain FastAPI.
+"""
 
 from __future__ import annotations
 
-import hmac
-import re
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from gateway import metrics, schemas
+from gateway import codec, metrics, schemas
 from gateway.catalog import ModelView
-from gateway.errors import InvalidRequestError, PayloadTooLargeError, UnauthorizedError
-from gateway.service import PredictionResult, PredictionService
+from gateway.service import PredictionService
 
-_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
 _bearer = HTTPBearer(auto_error=False, description="API key (only when gateway.api_keys is set).")
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -35,84 +35,24 @@ def _service(request: Request) -> PredictionService:
     return request.app.state.service  # type: ignore[no-any-return]
 
 
-def check_api_key(keys: list[bytes], authorization: str | None) -> None:
-    """401 unless ``Authorization: Bearer <key>`` names a configured key (constant-time compare)."""
-    if not keys:
-        return
-    value = authorization or ""
-    token = (value[7:] if value[:7].lower() == "bearer " else "").strip().encode()
-    ok = False
-    for key in keys:  # compare with every key: the time does not tell which one matched
-        ok |= hmac.compare_digest(token, key)
-    if not ok:
-        raise UnauthorizedError("missing or invalid API key (Authorization: Bearer <key>)")
-
-
 async def require_api_key(
     request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)
 ) -> None:
-    """FastAPI dependency form of ``check_api_key`` (also documents the scheme in OpenAPI)."""
-    check_api_key(request.app.state.api_keys, request.headers.get("authorization"))
+    """FastAPI dependency form of ``codec.check_api_key`` (also documents the scheme in OpenAPI)."""
+    codec.check_api_key(request.app.state.api_keys, request.headers.get("authorization"))
 
 
 router = APIRouter()
 v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)], responses=_ERRORS)
 
-
-def request_id_of(request: Request) -> str | None:
-    """The caller's X-Request-ID when it is safe to echo, else None (the service makes one)."""
-    rid = request.headers.get("x-request-id")
-    return rid if rid and _REQUEST_ID_RE.match(rid) else None
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 beyond ``limit`` bytes (also without Content-Length)."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        try:
-            if int(declared) > limit:
-                raise PayloadTooLargeError(f"request body over {limit} bytes")
-        except ValueError as e:
-            raise InvalidRequestError("invalid Content-Length") from e
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLargeError(f"request body over {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+PREDICT_PATH = "/v1/models/{model}/predict"
+"""Served by ``app.GatewayMiddleware`` (no framework routing on the hot path), described here."""
+predict_docs = APIRouter(dependencies=[Depends(_bearer)], responses=_ERRORS)
+"""Routes that only describe a path for the OpenAPI document; ``app`` never mounts them."""
 
 
-def render_result(result: PredictionResult, entities: list[Any] | None) -> dict[str, Any]:
-    """The JSON shape of PredictResponse (built directly: no per-row model validation)."""
-    preds = []
-    for i, p in enumerate(result.predictions):
-        preds.append(
-            {
-                "entity": entities[i] if entities is not None else None,
-                "score": p.score,
-                "risk_tier": p.risk_tier,
-                "label": p.label,
-                "model_version": p.model_version,
-                "route": p.route,
-                "imputed": bool(p.imputed),
-                "imputed_features": list(p.imputed),
-                "fallback": bool(p.fallback),
-                "fallback_reason": p.fallback or None,
-            }
-        )
-    return {
-        "request_id": result.request_id,
-        "model": result.model,
-        "model_version": result.model_version,
-        "latency_ms": round(result.latency_ms, 3),
-        "predictions": preds,
-    }
-
-
-@v1.post(
-    "/models/{model}/predict",
+@predict_docs.post(
+    PREDICT_PATH,
     response_model=schemas.PredictResponse,
     summary="Score entities (ids) or instances (features)",
     openapi_extra={
@@ -122,40 +62,9 @@ def render_result(result: PredictionResult, entities: list[Any] | None) -> dict[
         }
     },
 )
-async def predict(model: str, request: Request) -> Response:
+async def predict(model: str) -> None:
     """Score 1..max_entities entities by id, or instances that already carry their features."""
-    service = _service(request)
-    body = await read_body(request, service.settings.max_body_bytes)
-    payload, result = await predict_payload(service, model, body, request_id_of(request))
-    request.state.model_version = result.model_version
-    return Response(payload, media_type="application/json", headers={"x-request-id": result.request_id})
-
-
-async def predict_payload(
-    service: PredictionService, model: str, body: bytes, request_id: str | None
-) -> tuple[bytes, PredictionResult]:
-    """Parse a predict body, run the service, render the JSON answer (shared by the fast path)."""
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError as e:
-        raise InvalidRequestError(f"body is not valid JSON: {e.msg}") from e
-    if not isinstance(payload, dict):
-        raise InvalidRequestError('body must be an object with "entities" or "instances"')
-    entities = payload.get("entities")
-    instances = payload.get("instances")
-    if len(payload) > 1 or (entities is None) == (instances is None):
-        extra = sorted(set(payload) - {"entities", "instances"})[:5]
-        hint = f" (unknown fields {extra})" if extra else ""
-        raise InvalidRequestError(f'send exactly one of "entities" or "instances"{hint}')
-    if entities is not None:
-        if not isinstance(entities, list):
-            raise InvalidRequestError('"entities" must be a list')
-        result = await service.predict_entities(model, entities, request_id=request_id)
-    else:
-        if not isinstance(instances, list):
-            raise InvalidRequestError('"instances" must be a list')
-        result = await service.predict_instances(model, instances, request_id=request_id)
-    return orjson.dumps(render_result(result, entities)), result
+    raise NotImplementedError("documentation only: GatewayMiddleware serves this path")
 
 
 def model_info(view: ModelView) -> dict[str, Any]:
