@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI
 
 from treeserve import procs
-from treeserve.errors import ServiceUnavailableError
+from treeserve.errors import ConfigError, ServiceUnavailableError
 
 if TYPE_CHECKING:
     import subprocess
@@ -28,13 +28,29 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+SETTINGS_ENV = "TREESERVE_SETTINGS_JSON"
+"""The whole settings tree given to ``run``, as JSON, for its worker processes."""
+
+
+def worker_settings() -> Settings:
+    """The settings ``run`` exported for its workers; else settings from the environment."""
+    from treeserve.settings import Settings, load_settings
+
+    raw = os.environ.get(SETTINGS_ENV)
+    if not raw:
+        return load_settings()
+    try:
+        return Settings.model_validate_json(raw)
+    except ValueError as e:
+        raise ConfigError(f"{SETTINGS_ENV} does not hold valid settings: {str(e).splitlines()[0]}") from e
+
+
 def app_from_env() -> FastAPI:
-    """uvicorn factory: settings from the environment (each worker builds its own app)."""
+    """uvicorn factory: each worker builds its own app with the settings ``run`` was given."""
     from gateway.app import create_app
     from treeserve.logs import setup_logging
-    from treeserve.settings import load_settings
 
-    settings = load_settings()
+    settings = worker_settings()
     # Worker processes do not inherit the CLI's logging set-up.
     setup_logging(settings.log_level, json_lines=settings.log_json)
     return create_app(settings)
@@ -45,11 +61,8 @@ def run(settings: Settings) -> None:
     import uvicorn
 
     gw = settings.gateway
-    # Workers are fresh interpreters that read settings from the environment.
-    os.environ["TREESERVE_HOME"] = str(settings.home)
-    os.environ["TREESERVE_GATEWAY__HOST"] = gw.host
-    os.environ["TREESERVE_GATEWAY__PORT"] = str(gw.port)
-    os.environ["TREESERVE_GATEWAY__GRPC_PORT"] = str(gw.grpc_port)
+    # Workers are fresh interpreters: they get the whole tree, programmatic overrides included.
+    os.environ[SETTINGS_ENV] = settings.model_dump_json()
     prom: Path | None = None
     if gw.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         prom = settings.var_dir / "gateway" / f"prometheus-{os.getpid()}"
