@@ -13,7 +13,9 @@ from fastapi import FastAPI
 from treeserve.settings import Settings, load_settings
 
 
-def test_workers_get_every_programmatic_override(monkeypatch: pytest.MonkeyPatch, treeserve_home: Path) -> None:
+def test_workers_get_every_programmatic_override(
+    monkeypatch: pytest.MonkeyPatch, treeserve_home: Path
+) -> None:
     import uvicorn
 
     import gateway.app
