@@ -57,8 +57,9 @@ class GatewaySettings(BaseModel):
     """Deadline for one (coalesced) online-store read; past it the requests are answered 503 (a
     Redis that went away makes its client retry for seconds)."""
     feature_reader: Literal["direct", "sdk"] = "direct"
-    """direct: the online store's own ``online_read`` (Redis: one raw HMGET pipeline), proven equal to
-    the SDK by the integration tests; sdk: ``FeatureStore.get_online_features``."""
+    """direct: the online store's own ``online_read`` (Redis: one raw HMGET pipeline), checked against
+    the SDK on stored entities at start-up (a mismatch stops the start, naming it); sdk:
+    ``FeatureStore.get_online_features``."""
     coalesce_window_us: int = Field(default=500, ge=0, le=1000)
     """How long the first request of a batch waits for others (online read and Triton call)."""
     coalesce_max_batch: int = Field(default=512, ge=1)
