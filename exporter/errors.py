@@ -3,6 +3,7 @@
 TreeserveError
 ├── ConfigError
 │   └── RepositoryError             (treeserve.repository) the repository cannot be used
+│       └── ServedVersionError      the command would modify a served version in place (refused first)
 ├── NotFoundError
 │   └── ModelNotInRepositoryError   (treeserve.repository) no config.pbtxt / version directory
 ├── ValidationFailedError
@@ -27,6 +28,7 @@ __all__ = [
     "ModelNotInRepositoryError",
     "ParityError",
     "RepositoryError",
+    "ServedVersionError",
     "TritonControlError",
     "TritonNotRunningError",
     "TritonStartError",
@@ -60,3 +62,7 @@ class TritonStartError(ServiceUnavailableError):
 
 class ModelLoadError(TritonControlError):
     """Triton could not load a model or version."""
+
+
+class ServedVersionError(RepositoryError):
+    """The command would modify a served version (routed or kept for rollback) in place."""

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from exporter.convert import convert_to_onnx
-from exporter.errors import ModelNotInRepositoryError, RepositoryError
+from exporter.errors import ModelNotInRepositoryError, RepositoryError, ServedVersionError
 from exporter.flavors import VersionArtifacts, get_flavor
 from exporter.source import SourceModel, load_source_model, resolve_version
 from exporter.validate import check_onnx, check_parity, parity_inputs
@@ -83,12 +83,16 @@ def install_version(
     fl = get_flavor(flavor)
     repo_mod.ensure_writable(repo)
     started = time.monotonic()
+    served = _served_config(repo, model)
+    if force or _installed_flavor(repo, model, version) not in (None, flavor):
+        refuse_served_in_place(served, repo, model, version, flavor)
 
     src = load_source_model(client, model, version)
     existing = _existing(repo, model, src, flavor)
     if existing is not None and not force:
         log.info("version already installed", extra={"model": model, "version": src.version})
         return existing
+    refuse_served_in_place(served, repo, model, src.version, flavor)  # another build of a served version
 
     onnx_model = convert_to_onnx(src)
     onnx_bytes = onnx_model.SerializeToString()
@@ -212,6 +216,7 @@ def export(
     repo = Path(repository) if repository is not None else settings.path(settings.exporter.repository)
     flavor = flavor or settings.exporter.flavor
     number = resolve_version(client, model, alias=alias, version=version)
+    refuse_flavor_switch(_served_config(repo, model), repo, model, number, flavor)
     installed = install_version(settings, client, model, number, repository=repo, flavor=flavor, force=force)
 
     try:
@@ -229,6 +234,64 @@ def export(
         routing[a] = str(installed.version)
     written = write_model_config(settings, repo, model, versions=versions, routing=routing, flavor=flavor)
     return ExportResult(installed=installed, model=written, config_path=written.path / repo_mod.CONFIG_FILE)
+
+
+# ---- what serves is never modified in place ---------------------------------------------------
+
+
+def _served_config(repo: Path, model: str) -> repo_mod.RepositoryModel | None:
+    try:
+        return repo_mod.read_model_config(repo, model)
+    except ModelNotInRepositoryError:
+        return None
+
+
+def _installed_flavor(repo: Path, model: str, version: str | int) -> str | None:
+    try:
+        return repo_mod.read_version_metadata(repo, model, version).flavor or None
+    except (OSError, ValueError, RepositoryError, ModelNotInRepositoryError):
+        return None  # not installed (or unreadable): nothing to protect
+
+
+def _role(current: repo_mod.RepositoryModel, version: int) -> str:
+    aliases = sorted(a for a, v in current.spec.routing.items() if int(v) == version)
+    return "routed as " + ", ".join(aliases) if aliases else "kept for rollback"
+
+
+def refuse_served_in_place(
+    current: repo_mod.RepositoryModel | None, repo: Path, model: str, version: str | int, flavor: str
+) -> None:
+    """ServedVersionError when installing ``version`` would replace a served version's files."""
+    v = int(version)
+    if current is None or v not in current.spec.versions or v not in repo_mod.installed_versions(repo, model):
+        return
+    raise ServedVersionError(
+        f"model {model!r} version {v} is served ({_role(current, v)}, {_installed_flavor(repo, model, v)}); "
+        f"exporting it again as {flavor} would replace its files in place, so nothing was written: "
+        "register and promote a new version instead, or stop serving this one first"
+    )
+
+
+def refuse_flavor_switch(
+    current: repo_mod.RepositoryModel | None, repo: Path, model: str, version: str | int, flavor: str
+) -> None:
+    """ServedVersionError when a config in ``flavor`` could not run the other served versions."""
+    if current is None or current.flavor == flavor:
+        return
+    on_disk = set(repo_mod.installed_versions(repo, model))
+    others = [
+        v
+        for v in current.spec.versions
+        if v != int(version)
+        and v in on_disk
+        and not _files_fit(repo_mod.read_version_metadata(repo, model, v), flavor)
+    ]
+    if others:
+        raise ServedVersionError(
+            f"model {model!r} is served as {current.flavor} (versions {', '.join(map(str, others))}); "
+            f"a {flavor} config could not run them, so nothing was written: export in {current.flavor} "
+            "or stop serving those versions first"
+        )
 
 
 # ---- helpers --------------------------------------------------------------------------------
