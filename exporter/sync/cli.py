@@ -53,7 +53,7 @@ def status(
     as_json: bool = typer.Option(False, "--json", help="Print the status as JSON."),
     live: bool = typer.Option(True, "--live/--no-live", help="Also ask the registry and Triton now."),
 ) -> None:
-    """What is desired, what is served, and why they differ."""
+    """What is desired, what is served, and why they differ; exit 1 when a model is not in sync."""
     from exporter.sync.report import build_report, render_report
 
     report = build_report(clikit.settings(), live=live)
@@ -61,6 +61,9 @@ def status(
         typer.echo(json.dumps(report, indent=2, sort_keys=True))
     else:
         render_report(report)
+    behind = {m: e["message"] for m, e in report["models"].items() if not e["in_sync"]}
+    if behind:
+        clikit.fail("not in sync: " + "; ".join(f"{m}: {why}" for m, why in sorted(behind.items())))
 
 
 @sync_app.command("register-webhook")

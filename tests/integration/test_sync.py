@@ -140,8 +140,8 @@ def env_for(settings: Any, model: str) -> dict[str, str]:
     return env
 
 
-def cli(monkeypatch: pytest.MonkeyPatch, settings: Any, model: str, *args: str) -> str:
-    """Run ``treeserve ARGS`` in-process with settings from the environment; its stdout (exit 0)."""
+def cli(monkeypatch: pytest.MonkeyPatch, settings: Any, model: str, *args: str, exit_code: int = 0) -> str:
+    """Run ``treeserve ARGS`` in-process with settings from the environment; its stdout (``exit_code``)."""
     from typer.testing import CliRunner
 
     from treeserve import clikit
@@ -152,7 +152,7 @@ def cli(monkeypatch: pytest.MonkeyPatch, settings: Any, model: str, *args: str) 
             monkeypatch.setenv(key, value)
     monkeypatch.setattr(clikit, "_settings", None)
     result = CliRunner().invoke(app, list(args))
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == exit_code, result.output
     return result.stdout
 
 
@@ -244,11 +244,12 @@ def test_failed_parity_never_replaces_the_champion(
     failure = result.models[model_name].failures[v2]
     assert failure.reason == "validation" and "differ from XGBoost" in failure.message
 
-    text = " ".join(cli(monkeypatch, settings, model_name, "sync", "status").split())
+    # degraded: status reports it and exits 1
+    text = " ".join(cli(monkeypatch, settings, model_name, "sync", "status", exit_code=1).split())
     assert f"champion -> {v2} is not served (validation" in text
     assert f"still serving {v1}" in text
 
-    as_json = json.loads(cli(monkeypatch, settings, model_name, "sync", "status", "--json"))
+    as_json = json.loads(cli(monkeypatch, settings, model_name, "sync", "status", "--json", exit_code=1))
     entry = as_json["models"][model_name]
     assert entry["live"]["registry_aliases"]["champion"] == v2
     assert entry["live"]["repository_routing"]["champion"] == v1

@@ -35,11 +35,26 @@ def test_once_and_watch_are_exclusive(run) -> None:
     assert r.exit_code == 1 and "choose one of --once and --watch" in r.output
 
 
-def test_status_before_any_pass(run) -> None:
+def test_status_before_any_pass_reports_and_exits_1(run) -> None:
     r = run("sync", "status", "--no-live", "--json")
-    assert r.exit_code == 0, r.output
+    assert r.exit_code == 1, r.output  # out of sync: scripts and probes must see it
     report = json.loads(r.stdout)
     assert report["last_pass"]["result"] == "never"
     assert report["models"]["churn-prediction"]["message"] == "no sync pass recorded yet"
+    assert "not in sync: churn-prediction: no sync pass recorded yet" in r.stderr
     text = run("sync", "status", "--no-live")
-    assert text.exit_code == 0 and "never" in text.stdout
+    assert text.exit_code == 1 and "never" in text.stdout
+
+
+def test_status_exits_0_only_when_every_model_is_in_sync(run, treeserve_home: Path) -> None:
+    from exporter.sync.status import ModelStatus, SyncStatus, write_status
+    from treeserve.settings import load_settings
+
+    path = load_settings(home=treeserve_home).path(load_settings(home=treeserve_home).sync.status_file)
+    served = ModelStatus(routing={"champion": "3"}, served_versions=["3"], in_sync=True, message="serving")
+    write_status(path, SyncStatus(result="ok", models={"churn-prediction": served}))
+    assert run("sync", "status", "--no-live").exit_code == 0
+    behind = ModelStatus(routing={"champion": "3"}, in_sync=False, message="version 4 failed its canary")
+    write_status(path, SyncStatus(result="degraded", models={"churn-prediction": behind}))
+    r = run("sync", "status", "--no-live")
+    assert r.exit_code == 1 and "version 4 failed its canary" in r.stderr
