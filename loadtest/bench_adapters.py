@@ -86,6 +86,20 @@ def gateway(raw: dict[str, Any]) -> dict[str, Any]:
                         + (p.get("failed") or 0),
                     }
                 )
+        for server, p in (raw.get("grpc_latency_c1") or {}).items():
+            rows.append(
+                {
+                    "server": "Triton alone" if server == "triton" else server,
+                    "transport": "gRPC",
+                    "load generator": "grpc.aio client",
+                    "concurrency": p.get("concurrency", 1),
+                    "req/s": p.get("rps"),
+                    "p50 ms": p.get("p50_ms"),
+                    "p99 ms": p.get("p99_ms"),
+                    "mean ms": p.get("mean_ms"),
+                    "errors": p.get("failed") or 0,
+                }
+            )
         feats = raw.get("feature_reads_entities_per_s") or {}
         for k, v in feats.items():
             rows.append(
@@ -109,7 +123,8 @@ def gateway(raw: dict[str, Any]) -> dict[str, Any]:
     notes.append(
         f"gateway workers {raw.get('gateway_workers')}, baseline workers {raw.get('baseline_workers')} "
         f"(OMP_NUM_THREADS=1), online store {raw.get('online_store')}, {raw.get('duration_s')} s per point "
-        f"after a {raw.get('warmup_s')} s warm-up; h2load reports no percentiles (p99 only for HTTP)."
+        f"after a {raw.get('warmup_s')} s warm-up; h2load reports no percentiles: the gRPC percentiles "
+        "at concurrency 1 come from a small grpc.aio client run against both servers."
     )
     figures = [
         f"`{k}` {fmt(v)}"

@@ -27,10 +27,12 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from loadtest.bench_latency import CpuMeter, cpu_us_per_request, grpc_latency
+from loadtest.bench_triton import tree_cpu_s
 from treeserve import procs
 
 log = logging.getLogger(__name__)
@@ -73,18 +75,27 @@ def parse_wrk(text: str) -> dict[str, Any]:
 
 
 def run_wrk(
-    url: str, script: Path, *, connections: int, duration_s: float, warmup_s: float
+    url: str,
+    script: Path,
+    *,
+    connections: int,
+    duration_s: float,
+    warmup_s: float,
+    cpu_of: Callable[[], float] | None = None,
 ) -> dict[str, Any]:
-    """Warm up, then measure one wrk run at ``connections``."""
+    """Warm up, then measure one wrk run at ``connections`` (and ``cpu_of()``'s CPU seconds in it)."""
     threads = max(1, min(2, connections))
     base = ["wrk", f"-t{threads}", f"-c{connections}", "--latency", "-s", str(script), "--timeout", "5s"]
     if warmup_s > 0:
         subprocess.run([*base, f"-d{max(1, round(warmup_s))}s", url], capture_output=True, check=False)
+    meter = CpuMeter(cpu_of).start() if cpu_of else None
     res = subprocess.run(
         [*base, f"-d{max(1, round(duration_s))}s", url], capture_output=True, text=True, check=False
     )
     parsed = parse_wrk(res.stdout)
     parsed["connections"] = connections
+    if meter is not None:
+        parsed["cpu_s"] = meter.stop()
     return parsed
 
 
@@ -114,9 +125,19 @@ def parse_h2load(text: str) -> dict[str, Any]:
 
 
 def run_h2load(
-    url: str, body: Path, *, concurrency: int, duration_s: float, warmup_s: float
+    url: str,
+    body: Path,
+    *,
+    concurrency: int,
+    duration_s: float,
+    warmup_s: float,
+    cpu_of: Callable[[], float] | None = None,
 ) -> dict[str, Any]:
-    """gRPC load: ``concurrency`` connections with one stream each, replaying ``body``."""
+    """gRPC load: ``concurrency`` connections with one stream each, replaying ``body``.
+
+    With ``cpu_of`` (CPU seconds of a process tree so far), ``cpu_s`` is what it spent after the
+    warm-up, i.e. while the counted requests were answered.
+    """
     clients = max(1, concurrency)
     cmd = [
         "h2load",
@@ -135,9 +156,12 @@ def run_h2load(
         "te: trailers",
         url,
     ]
+    meter = CpuMeter(cpu_of).start(after_s=max(0, round(warmup_s))) if cpu_of else None
     res = subprocess.run(cmd, capture_output=True, text=True, check=False)
     parsed = parse_h2load(res.stdout)
     parsed["concurrency"] = concurrency
+    if meter is not None:
+        parsed["cpu_s"] = meter.stop()
     return parsed
 
 
@@ -274,6 +298,28 @@ async def _feature_rates(
     return rates
 
 
+def overhead_figures(results: dict[str, Any], top: str) -> dict[str, float | None]:
+    """What the gateway adds to Triton alone: p50 at concurrency 1, CPU per request at ``top``."""
+    lat = results.get("grpc_latency_c1") or {}
+    tp50, gp50 = (lat.get("triton") or {}).get("p50_ms"), (lat.get("gateway") or {}).get("p50_ms")
+    grpc_top = {k: (results.get("grpc") or {}).get(k, {}).get(top) or {} for k in ("triton", "gateway")}
+    http_top = (results.get("http") or {}).get("gateway", {}).get(top) or {}
+    return {
+        "gateway_added_latency_p50_ms_c1": round(gp50 - tp50, 3)
+        if tp50 is not None and gp50 is not None
+        else None,
+        f"gateway_cpu_us_per_request_c{top}": cpu_us_per_request(
+            grpc_top["gateway"].get("cpu_s"), grpc_top["gateway"].get("requests")
+        ),
+        f"gateway_http_cpu_us_per_request_c{top}": cpu_us_per_request(
+            http_top.get("cpu_s"), http_top.get("requests")
+        ),
+        f"triton_cpu_us_per_request_c{top}": cpu_us_per_request(
+            grpc_top["triton"].get("cpu_s"), grpc_top["triton"].get("requests")
+        ),
+    }
+
+
 # ---- the benchmark ----------------------------------------------------------------------------
 def _entity_ids(settings: Any, n: int = 1000) -> list[str]:
     import pandas as pd
@@ -334,6 +380,14 @@ def run_gateway_bench(
         gw = world.start_gateway(workers=gateway_workers)
         ids = _entity_ids(settings)
         model = world.model
+        triton = world.start_triton()
+
+        def gw_cpu() -> float:
+            return tree_cpu_s(gw.proc.pid if gw.proc else None)
+
+        def triton_cpu() -> float:
+            return tree_cpu_s(triton.pid())
+
         env = world.env_for_children()
         bport = procs.free_port()
         baseline = start_baseline(
@@ -353,7 +407,7 @@ def run_gateway_bench(
         http: dict[str, dict[str, Any]] = {"gateway": {}, "baseline": {}}
         for c in concurrencies:
             http["gateway"][str(c)] = run_wrk(
-                gw.url, gw_script, connections=c, duration_s=duration_s, warmup_s=warmup_s
+                gw.url, gw_script, connections=c, duration_s=duration_s, warmup_s=warmup_s, cpu_of=gw_cpu
             )
             http["baseline"][str(c)] = run_wrk(
                 f"http://127.0.0.1:{bport}",
@@ -388,15 +442,31 @@ def run_gateway_bench(
         grpc_res: dict[str, dict[str, Any]] = {"triton": {}, "gateway": {}}
         for c in concurrencies:
             grpc_res["triton"][str(c)] = run_h2load(
-                triton_url, tbody, concurrency=c, duration_s=duration_s, warmup_s=warmup_s
+                triton_url, tbody, concurrency=c, duration_s=duration_s, warmup_s=warmup_s, cpu_of=triton_cpu
             )
             grpc_res["gateway"][str(c)] = run_h2load(
-                gateway_grpc_url, gbody, concurrency=c, duration_s=duration_s, warmup_s=warmup_s
+                gateway_grpc_url,
+                gbody,
+                concurrency=c,
+                duration_s=duration_s,
+                warmup_s=warmup_s,
+                cpu_of=gw_cpu,
             )
             log.info(
                 "c=%d grpc triton %s gateway %s", c, grpc_res["triton"][str(c)], grpc_res["gateway"][str(c)]
             )
         results["grpc"] = grpc_res
+        # Percentiles at concurrency 1, same client and transport for both (h2load has none).
+        results["grpc_latency_c1"] = {
+            name: grpc_latency(
+                target, body.read_bytes(), concurrency=1, duration_s=duration_s, warmup_s=warmup_s
+            )
+            for name, target, body in (
+                ("triton", settings.gateway.triton.grpc_url, tbody),
+                ("gateway", gw.grpc_url, gbody),
+            )
+        }
+        log.info("grpc latency c=1 %s", results["grpc_latency_c1"])
 
         rates = asyncio.run(
             _feature_rates(store, settings.feast.feature_service, ids, concurrency=64, total=6400)
@@ -427,9 +497,10 @@ def run_gateway_bench(
     results[f"triton_grpc_rps_c{top}"] = tg["rps"]
     results[f"gateway_grpc_rps_c{top}"] = gg["rps"]
     results[f"gateway_vs_triton_rps_ratio_c{top}"] = round(gg["rps"] / tg["rps"], 3) if tg["rps"] else None
-    results[f"gateway_http_vs_triton_grpc_rps_ratio_c{top}"] = (
+    results[f"gateway_http_vs_triton_rps_ratio_c{top}"] = (
         round(g["rps"] / tg["rps"], 3) if tg["rps"] else None
     )
+    results.update(overhead_figures(results, top))
     (out_dir / "bench_gateway.json").write_text(json.dumps(results, indent=2))
     return results
 

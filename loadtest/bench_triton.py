@@ -84,11 +84,11 @@ def run_triton_batching_bench(
                 for mode in ("on", "off") if rep % 2 == 0 else ("off", "on"):
                     _h2load(url, bodies[mode], concurrency=c, duration_s=1.0, log_file=None)  # warm-up
                     before = _stats(server, MODES[mode])
-                    cpu_before = _tree_cpu_s(server.pid())
+                    cpu_before = tree_cpu_s(server.pid())
                     run = _h2load(
                         url, bodies[mode], concurrency=c, duration_s=duration, log_file=work / "lat.tsv"
                     )
-                    run["triton_cpu_s"] = _tree_cpu_s(server.pid()) - cpu_before
+                    run["triton_cpu_s"] = tree_cpu_s(server.pid()) - cpu_before
                     after = _stats(server, MODES[mode])
                     run["executions"] = after["executions"] - before["executions"]
                     run["inferences"] = after["inferences"] - before["inferences"]
@@ -290,7 +290,7 @@ def _h2load(
     return out
 
 
-def _tree_cpu_s(pid: int | None) -> float:
+def tree_cpu_s(pid: int | None) -> float:
     """User + system CPU seconds of tritonserver and its Python-backend stubs so far."""
     import psutil
 
