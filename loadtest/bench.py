@@ -285,6 +285,7 @@ def write_outputs(
     """Charts under ``docs/bench/``, BENCHMARKS.json and BENCHMARKS.md in ``out_dir``."""
     from loadtest.charts import render_section_charts
 
+    out_dir.mkdir(parents=True, exist_ok=True)
     chart_dir = out_dir / "docs" / "bench"
     charts = render_section_charts(sections, chart_dir)
     links = {n: [str(p.relative_to(out_dir)) for p in ps] for n, ps in charts.items()}

@@ -168,6 +168,9 @@ def test_charts_and_reports_are_written(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "BENCHMARKS.json").read_text())["charts"] == ["docs/bench/gateway.png"]
     assert "docs/bench/gateway.png" in (tmp_path / "BENCHMARKS.md").read_text()
     assert doc["machine"]["usable_cores"] >= 1
+    # --out-dir need not exist yet: the run's figures are written, not lost to a traceback.
+    write_outputs(sections, out_dir=tmp_path / "new" / "dir", command="make bench", wall_time_s=1.0)
+    assert (tmp_path / "new" / "dir" / "BENCHMARKS.json").exists()
 
 
 def test_gateway_results_become_rows_and_curves() -> None:
