@@ -176,6 +176,13 @@ ROUTING_CHANGES = Counter(
     "Routing (alias -> version) changes observed in the model repository.",
     ["model"],
 )
+ROUTING_GENERATION = Gauge(
+    PREFIX + "routing_generation",
+    "Unix time of the config.pbtxt write that set the routing this gateway serves: gateways showing "
+    "different values answer with different versions.",
+    ["model"],
+    multiprocess_mode="min",
+)
 READY = Gauge(
     PREFIX + "ready",
     "1 when /readyz is OK (Triton, model version, online store, contract).",
@@ -240,6 +247,7 @@ ALL_METRIC_NAMES: tuple[str, ...] = tuple(
             SKEW_GUARD_REJECTIONS,
             VERSION_SERVABLE,
             ROUTING_CHANGES,
+            ROUTING_GENERATION,
             READY,
             PREDLOG_QUEUE_DEPTH,
             PREDLOG_ENQUEUE_WAIT,

@@ -127,7 +127,7 @@ async def readyz(request: Request) -> Response:
     ready = all(v == "ok" for v in checks.values())
     headers = {} if ready else {"retry-after": str(service.settings.retry_after_s)}
     return Response(
-        orjson.dumps({"ready": ready, "checks": checks}),
+        orjson.dumps({"ready": ready, "checks": checks, "degraded": service.degraded()}),
         status_code=200 if ready else 503,
         media_type="application/json",
         headers=headers,

@@ -90,6 +90,8 @@ class Readiness(BaseModel):
 
     ready: bool
     checks: dict[str, str]
+    degraded: dict[str, str] = {}
+    """Triton servers that do not serve the routed version right now -> why (traffic avoids them)."""
 
 
 class ErrorBody(BaseModel):

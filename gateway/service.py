@@ -184,6 +184,8 @@ class PredictionService:
             if old is not None and old.routing != view.routing:
                 metrics.ROUTING_CHANGES.labels(name).inc()
                 log.info("routing of %s changed: %s -> %s", name, old.routing, view.routing)
+            if stamp and (old is None or old.routing != view.routing):
+                metrics.ROUTING_GENERATION.labels(name).set(stamp[0] / 1e9)
             self._models[name] = view
             self._fingerprints[name] = stamp
 
@@ -274,11 +276,15 @@ class PredictionService:
             raise ModelNotServableError(f"model {view.name!r} champion version {v} is not served: {problem}")
         return info
 
+    def degraded(self) -> dict[str, str]:
+        """Triton servers not serving the routed version -> why (the others carry the traffic)."""
+        return self._triton.degraded()
+
     async def readiness(self) -> dict[str, str]:
-        """Each readiness check -> 'ok' or the reason it fails."""
+        """Each readiness check -> 'ok' or the reason it fails (one ready Triton server is enough)."""
         checks: dict[str, str] = {}
         triton_up = await self._triton.server_ready()
-        checks["triton"] = "ok" if triton_up else "Triton is not ready"
+        checks["triton"] = "ok" if triton_up else "no Triton server is ready"
         for view in self.models():
             try:
                 champion = self._champion(view)
@@ -289,7 +295,9 @@ class PredictionService:
             if triton_up:
                 ready = await self._triton.model_ready(view.name, champion.version)
                 checks[f"model:{view.name}"] = (
-                    "ok" if ready else f"version {champion.version} of {view.name!r} is not ready in Triton"
+                    "ok"
+                    if ready
+                    else f"version {champion.version} of {view.name!r} is not ready on any Triton server"
                 )
             try:
                 await self._features.check(view.feature_service)

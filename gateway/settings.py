@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from treeserve.endpoints import parse_endpoint, parse_endpoints
 from treeserve.fieldtypes import Port, PortOrOff
 
 
@@ -16,7 +17,15 @@ class GatewayTritonSettings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     grpc_url: str = "127.0.0.1:8001"
-    """Triton gRPC endpoint."""
+    """Triton gRPC endpoint (one server; see ``grpc_urls`` and ``grpc_dns`` for several)."""
+    grpc_urls: list[str] | None = None
+    """Several Triton gRPC endpoints (JSON list): one channel each, least-outstanding-requests
+    balancing, a breaker per server, an UNAVAILABLE call retried on another server. Unset: ``grpc_url``."""
+    grpc_dns: str = ""
+    """``host:port`` resolving to every Triton (e.g. a Kubernetes headless Service), re-resolved every
+    ``dns_refresh_s``; takes precedence over ``grpc_urls`` and ``grpc_url``."""
+    dns_refresh_s: float = Field(default=5.0, gt=0)
+    """How often ``grpc_dns`` is resolved again (servers added and removed)."""
     timeout_s: float = 0.5
     """Deadline for one inference call (retries included)."""
     max_retries: int = Field(default=3, ge=0)
@@ -29,6 +38,20 @@ class GatewayTritonSettings(BaseModel):
     """How long the breaker stays open before one probe call is let through."""
     max_batch_size: int = Field(default=1024, ge=1)
     """Largest batch sent in one Triton call (Triton rejects batches over its max_batch_size)."""
+
+    @field_validator("grpc_url", "grpc_dns")
+    @classmethod
+    def _one_endpoint(cls, value: str) -> str:
+        return parse_endpoint(value) if value else value
+
+    @field_validator("grpc_urls")
+    @classmethod
+    def _endpoints(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else parse_endpoints(value)
+
+    def endpoints(self) -> list[str]:
+        """The configured gRPC endpoints (``grpc_dns`` is resolved by the client, not here)."""
+        return list(self.grpc_urls) if self.grpc_urls is not None else [self.grpc_url]
 
 
 class GatewaySettings(BaseModel):

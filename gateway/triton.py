@@ -1,25 +1,32 @@
-"""Inference adapter: Triton over gRPC (``tritonclient.grpc.aio``).
+"""Inference adapter: one or many Triton servers over gRPC (``tritonclient.grpc.aio``).
 
-One persistent channel; every call has a deadline; UNAVAILABLE is retried a bounded number of
-times with jittered exponential backoff while the deadline allows; a circuit breaker stops
-calling a Triton that keeps failing (503 at once) and lets one probe through after a pause. The
+One persistent channel per server (``grpc_url``, ``grpc_urls``, or every address of ``grpc_dns``,
+re-resolved while the gateway runs). Each call goes to the server with the fewest outstanding
+requests among those whose breaker is closed (ties in turn); every call has a deadline; an
+UNAVAILABLE or not-found answer is retried on another server (bounded, jittered backoff once every
+server was tried) while the deadline allows. A breaker per server stops calling one that keeps
+failing; it closes again only when a readiness probe finds the routed version READY there. The
 model version is always explicit (pinned from the routing).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import numpy as np
 
 from gateway import metrics
+from gateway.breaker import CircuitBreaker
 from gateway.errors import CircuitOpenError, DeadlineExceededError, TritonUnavailableError
 from gateway.settings import GatewayTritonSettings
 from treeserve import contract
+from treeserve.endpoints import resolve
 
 log = logging.getLogger(__name__)
 
@@ -39,101 +46,99 @@ class InferenceClient(Protocol):
         """True when ``model`` version ``version`` is loaded and ready."""
         ...
 
+    def degraded(self) -> dict[str, str]:
+        """Servers that are not serving the routed version -> why (empty when all are)."""
+        ...
+
     async def aclose(self) -> None:
         """Close the channel."""
         ...
 
 
-class CircuitBreaker:
-    """Closed -> open after ``failures`` consecutive failures -> half-open after ``reset_s``.
-
-    Half-open lets one probe through; the client closes the breaker only when the probe finds
-    the routed version READY (an answering Triton that has not loaded it yet stays open).
-    """
-
-    CLOSED, HALF_OPEN, OPEN = 0, 1, 2
-
-    def __init__(self, *, failures: int, reset_s: float, target: str) -> None:
-        self._threshold = failures
-        self._reset_s = reset_s
-        self._failures = 0
-        self._opened_at = 0.0
-        self._probe_in_flight = False
-        self.state = self.CLOSED
-        self._gauge = metrics.CIRCUIT_STATE.labels(target)
-        self._gauge.set(self.CLOSED)
-
-    def allow(self) -> bool:
-        """May a call go out now?"""
-        return self.admit() is not None
-
-    def admit(self) -> bool | None:
-        """None: no call now; False: a normal call; True: this call is the half-open probe."""
-        if self.state == self.CLOSED:
-            return False
-        if self.state == self.OPEN and time.monotonic() - self._opened_at >= self._reset_s:
-            self._set(self.HALF_OPEN)
-        if self.state == self.HALF_OPEN and not self._probe_in_flight:
-            self._probe_in_flight = True
-            return True
-        return None
-
-    def success(self) -> None:
-        """A call succeeded: close."""
-        self._failures = 0
-        self._probe_in_flight = False
-        if self.state != self.CLOSED:
-            self._set(self.CLOSED)
-
-    def probe_done(self) -> None:
-        """The probe ended without a verdict (cancelled, or refused before reaching Triton): reopen."""
-        if self._probe_in_flight:
-            self.failure()
-
-    def failure(self) -> None:
-        """A call failed (unavailable or timeout)."""
-        self._failures += 1
-        self._probe_in_flight = False
-        if self.state == self.HALF_OPEN or self._failures >= self._threshold:
-            self._opened_at = time.monotonic()
-            self._set(self.OPEN)
-
-    def _set(self, state: int) -> None:
-        if state != self.state:
-            log.warning("circuit breaker towards Triton: %s", ("closed", "half-open", "open")[state])
-        self.state = state
-        self._gauge.set(state)
-
-
-_RETRYABLE = {"StatusCode.UNAVAILABLE"}
+_RETRYABLE = {"StatusCode.UNAVAILABLE", "StatusCode.NOT_FOUND"}
+"""Another server may answer: this one is down, restarting, or has not loaded the version."""
 _TIMEOUT = {"StatusCode.DEADLINE_EXCEEDED"}
+_ROUTED_TTL_S = 30.0
+"""A version called within this long counts as routed for the readiness probes."""
+
+
+def grpc_channel(url: str) -> Any:
+    """A ``tritonclient.grpc.aio`` client for one server (reconnects quickly after a restart)."""
+    from tritonclient.grpc import aio as grpcclient
+
+    return grpcclient.InferenceServerClient(
+        url=url,
+        channel_args=[
+            # Reconnect quickly after a Triton restart (the default backoff grows to 120 s).
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.min_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 1000),
+            ("grpc.keepalive_time_ms", 30_000),
+            ("grpc.max_send_message_length", 64 * 1024 * 1024),
+            ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+        ],
+    )
+
+
+class TritonServerChannel:
+    """One Triton server: its channel, its breaker, the calls in flight and its last verdict."""
+
+    def __init__(self, url: str, settings: GatewayTritonSettings, client: Any) -> None:
+        self.url = url
+        self.client = client
+        self.breaker = CircuitBreaker(
+            failures=settings.breaker_failures, reset_s=settings.breaker_reset_s, target=url
+        )
+        self.outstanding = 0
+        self.problem = ""
+        """Why this server does not serve (empty when it does), from the last probe or call."""
+
+
+class _Retryable(Exception):
+    def __init__(self, error: TritonUnavailableError) -> None:
+        self.error = error
 
 
 class GrpcTritonClient:
-    """``InferenceClient`` for Triton's gRPC endpoint."""
+    """``InferenceClient`` over one or many Triton gRPC endpoints."""
 
-    def __init__(self, settings: GatewayTritonSettings) -> None:
-        from tritonclient.grpc import aio as grpcclient
-
+    def __init__(
+        self, settings: GatewayTritonSettings, *, channel_factory: Callable[[str], Any] | None = None
+    ) -> None:
+        """``channel_factory(url)`` replaces the gRPC client of each server (tests: no network)."""
         self._settings = settings
-        self._client = grpcclient.InferenceServerClient(
-            url=settings.grpc_url,
-            channel_args=[
-                # Reconnect quickly after a Triton restart (the default backoff grows to 120 s).
-                ("grpc.initial_reconnect_backoff_ms", 100),
-                ("grpc.min_reconnect_backoff_ms", 100),
-                ("grpc.max_reconnect_backoff_ms", 1000),
-                ("grpc.keepalive_time_ms", 30_000),
-                ("grpc.max_send_message_length", 64 * 1024 * 1024),
-                ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-            ],
-        )
-        self.breaker = CircuitBreaker(
-            failures=settings.breaker_failures, reset_s=settings.breaker_reset_s, target=settings.grpc_url
-        )
+        self._factory = channel_factory or grpc_channel
+        self._servers: dict[str, TritonServerChannel] = {}
+        self._routed: dict[tuple[str, str], float] = {}
+        self._turn = 0
+        self._task: asyncio.Task[None] | None = None
+        self._closing: set[asyncio.Task[Any]] = set()
+        self._set_servers(resolve(settings.grpc_dns) if settings.grpc_dns else settings.endpoints())
 
+    @property
+    def servers(self) -> list[TritonServerChannel]:
+        """The servers in use."""
+        return list(self._servers.values())
+
+    def _set_servers(self, urls: list[str]) -> None:
+        for url in urls:
+            if url not in self._servers:
+                log.info("Triton server added: %s", url)
+                self._servers[url] = TritonServerChannel(url, self._settings, self._factory(url))
+        for url in [u for u in self._servers if u not in urls]:
+            log.info("Triton server removed: %s", url)
+            gone = self._servers.pop(url)
+            gone.breaker.forget()
+            with contextlib.suppress(RuntimeError):  # no loop (construction in a test): nothing to close
+                task = asyncio.get_running_loop().create_task(gone.client.close())
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
+
+    # ---- inference ------------------------------------------------------------------------
     async def infer(self, model: str, version: str, features: np.ndarray, *, output: str) -> np.ndarray:
         """One inference call (split into chunks of ``max_batch_size`` rows)."""
+        self._start_watch()
+        self._routed[(model, version)] = time.monotonic()
         n = features.shape[0]
         step = self._settings.max_batch_size
         if n <= step:
@@ -143,109 +148,207 @@ class GrpcTritonClient:
         ]
         return np.concatenate(parts, axis=0)
 
-    async def _infer_one(self, model: str, version: str, features: np.ndarray, output: str) -> np.ndarray:
-        probe = self.breaker.admit()
-        if probe is None:
-            metrics.TRITON_ERRORS.labels(model, version, "circuit_open").inc()
-            raise CircuitOpenError(
-                f"Triton at {self._settings.grpc_url} failed repeatedly; not calling it for "
-                f"{self._settings.breaker_reset_s:g} s (model {model!r} version {version})"
-            )
-        if not probe:
-            return await self._call(model, version, features, output)
-        try:
-            if not await self.model_ready(model, version):
-                metrics.TRITON_ERRORS.labels(model, version, "unavailable").inc()
-                raise TritonUnavailableError(
-                    f"model {model!r} version {version} is not ready in Triton at {self._settings.grpc_url}"
-                )
-            return await self._call(model, version, features, output)
-        finally:
-            self.breaker.probe_done()
+    def _pick(self, exclude: set[str]) -> tuple[TritonServerChannel, bool] | None:
+        """(server, is the half-open probe) with the fewest calls in flight, or None."""
+        servers = [s for s in self._servers.values() if s.url not in exclude]
+        closed = [s for s in servers if s.breaker.state == CircuitBreaker.CLOSED]
+        if closed:
+            fewest = min(s.outstanding for s in closed)
+            ties = [s for s in closed if s.outstanding == fewest]
+            self._turn += 1
+            return ties[self._turn % len(ties)], False
+        for s in sorted(servers, key=lambda s: s.outstanding):
+            probe = s.breaker.admit()
+            if probe is not None:
+                return s, probe
+        return None
 
-    async def _call(self, model: str, version: str, features: np.ndarray, output: str) -> np.ndarray:
+    async def _infer_one(self, model: str, version: str, features: np.ndarray, output: str) -> np.ndarray:
         from tritonclient.grpc import aio as grpcclient
-        from tritonclient.utils import InferenceServerException
 
         x = np.ascontiguousarray(features, dtype=np.float32)
         inp = grpcclient.InferInput(contract.INPUT_TENSOR, list(x.shape), "FP32")
         inp.set_data_from_numpy(x)
-        outputs = [grpcclient.InferRequestedOutput(output)]
         t0 = time.monotonic()
         deadline = t0 + self._settings.timeout_s
+        tried: set[str] = set()
         attempt = 0
+        last: TritonUnavailableError | None = None
         while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                self.breaker.failure()
-                metrics.TRITON_ERRORS.labels(model, version, "timeout").inc()
-                raise DeadlineExceededError(
-                    f"Triton did not answer within {self._settings.timeout_s:g} s (model {model!r} version {version})"
-                )
-            try:
-                result = await self._client.infer(
-                    model,
-                    [inp],
-                    model_version=version,
-                    outputs=outputs,
-                    client_timeout=remaining,
-                )
-            except InferenceServerException as e:
-                status = str(e.status())
-                if status in _RETRYABLE and attempt < self._settings.max_retries:
-                    attempt += 1
-                    metrics.TRITON_RETRIES.labels(model, version).inc()
-                    backoff = self._settings.retry_backoff_s * (2 ** (attempt - 1))
-                    await asyncio.sleep(min(random.uniform(0, backoff), max(deadline - time.monotonic(), 0)))
-                    continue
-                if status in _TIMEOUT:
-                    self.breaker.failure()
-                    metrics.TRITON_ERRORS.labels(model, version, "timeout").inc()
-                    raise DeadlineExceededError(
-                        f"Triton did not answer within {self._settings.timeout_s:g} s "
+            picked = self._pick(tried)
+            if picked is None:
+                if last is None:
+                    metrics.TRITON_ERRORS.labels(model, version, "circuit_open").inc()
+                    raise CircuitOpenError(
+                        f"every Triton server ({', '.join(self._servers) or 'none resolved'}) failed "
+                        f"repeatedly; not calling them for {self._settings.breaker_reset_s:g} s "
                         f"(model {model!r} version {version})"
-                    ) from e
-                if status in _RETRYABLE:
-                    self.breaker.failure()
+                    )
+                metrics.TRITON_ERRORS.labels(model, version, "unavailable").inc()
+                raise last
+            server, probe = picked
+            try:
+                out = await self._call(server, probe, model, version, inp, output, deadline)
+            except _Retryable as e:
+                last = e.error
+                tried.add(server.url)
+                attempt += 1
+                left = deadline - time.monotonic()
+                if attempt > self._settings.max_retries or left <= 0:
                     metrics.TRITON_ERRORS.labels(model, version, "unavailable").inc()
-                    raise TritonUnavailableError(
-                        f"Triton at {self._settings.grpc_url} is unavailable (model {model!r} version "
-                        f"{version}): {e.message()}"
-                    ) from e
-                # The server answered but refused the call (e.g. the version is not loaded): the
-                # routed version does not serve, which is what the breaker tracks.
-                self.breaker.failure()
-                metrics.TRITON_ERRORS.labels(model, version, "error").inc()
-                raise TritonUnavailableError(
-                    f"Triton refused model {model!r} version {version}: {e.message()}"
-                ) from e
-            self.breaker.success()
+                    raise e.error from None
+                metrics.TRITON_RETRIES.labels(model, version).inc()
+                if len(tried) >= len(self._servers):  # every server failed once: pause, then again
+                    tried.clear()
+                    backoff = self._settings.retry_backoff_s * (2 ** (attempt - 1))
+                    await asyncio.sleep(min(random.uniform(0, backoff), max(left, 0)))
+                continue
             metrics.TRITON_DURATION.labels(model, version).observe(time.monotonic() - t0)
-            out = result.as_numpy(output)
-            if out is None:
-                raise TritonUnavailableError(f"Triton returned no {output!r} output for model {model!r}")
             return out.reshape(x.shape[0], -1)
 
-    async def server_ready(self) -> bool:
-        """Triton's ``ServerReady``."""
-        try:
-            return bool(await self._client.is_server_ready(client_timeout=self._settings.timeout_s))
-        except Exception:
-            return False
+    async def _call(
+        self,
+        server: TritonServerChannel,
+        probe: bool,
+        model: str,
+        version: str,
+        inp: Any,
+        output: str,
+        deadline: float,
+    ) -> np.ndarray:
+        """One attempt on one server; _Retryable when another server may answer."""
+        from tritonclient.grpc import aio as grpcclient
+        from tritonclient.utils import InferenceServerException
 
-    async def model_ready(self, model: str, version: str) -> bool:
-        """Triton's ``ModelReady`` for the pinned version (READY closes an open breaker: the
-        readiness probe and the breaker never disagree about a routed version)."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            if probe:
+                server.breaker.probe_done()
+            metrics.TRITON_ERRORS.labels(model, version, "timeout").inc()
+            raise DeadlineExceededError(
+                f"Triton did not answer within {self._settings.timeout_s:g} s (model {model!r} version {version})"
+            )
+        server.outstanding += 1
+        try:
+            if probe and not await self._probe(server, model, version):
+                server.breaker.probe_done()
+                raise _Retryable(
+                    TritonUnavailableError(
+                        f"model {model!r} version {version} is not ready in Triton at {server.url}"
+                    )
+                )
+            result = await server.client.infer(
+                model,
+                [inp],
+                model_version=version,
+                outputs=[grpcclient.InferRequestedOutput(output)],
+                client_timeout=remaining,
+            )
+        except InferenceServerException as e:
+            # Refused calls count too: the breaker tracks whether the routed version serves there.
+            server.breaker.failure()
+            status = str(e.status())
+            if status in _TIMEOUT:
+                metrics.TRITON_ERRORS.labels(model, version, "timeout").inc()
+                raise DeadlineExceededError(
+                    f"Triton at {server.url} did not answer within {self._settings.timeout_s:g} s "
+                    f"(model {model!r} version {version})"
+                ) from e
+            server.problem = f"{status.rsplit('.', 1)[-1].lower()}: {e.message()}"
+            error = TritonUnavailableError(
+                f"Triton at {server.url} is unavailable or refused model {model!r} version {version}: "
+                f"{e.message()}"
+            )
+            if status in _RETRYABLE:
+                raise _Retryable(error) from e
+            metrics.TRITON_ERRORS.labels(model, version, "error").inc()
+            raise error from e
+        except BaseException:
+            if probe:
+                server.breaker.probe_done()
+            raise
+        finally:
+            server.outstanding -= 1
+        server.breaker.success()
+        server.problem = ""
+        out = result.as_numpy(output)
+        if out is None:
+            raise TritonUnavailableError(f"Triton returned no {output!r} output for model {model!r}")
+        return np.asarray(out)
+
+    # ---- health -----------------------------------------------------------------------------
+    async def _probe(self, server: TritonServerChannel, model: str, version: str) -> bool:
+        """Is ``version`` READY on ``server``? READY closes its breaker (probe and breaker agree)."""
         try:
             ready = bool(
-                await self._client.is_model_ready(model, version, client_timeout=self._settings.timeout_s)
+                await server.client.is_model_ready(model, version, client_timeout=self._settings.timeout_s)
             )
-        except Exception:
-            ready = False
-        if ready and self.breaker.state != CircuitBreaker.CLOSED:
-            self.breaker.success()
+            why = "" if ready else f"version {version} of {model!r} is not ready"
+        except Exception as e:
+            ready, why = False, f"unreachable: {e}"
+        server.problem = why
+        if ready and server.breaker.state != CircuitBreaker.CLOSED:
+            server.breaker.success()
         return ready
 
+    async def server_ready(self) -> bool:
+        """At least one server answers ``ServerReady``."""
+
+        async def one(server: TritonServerChannel) -> bool:
+            try:
+                up = bool(await server.client.is_server_ready(client_timeout=self._settings.timeout_s))
+            except Exception:
+                up = False
+            if not up:
+                server.problem = "not ready (unreachable or starting)"
+            return up
+
+        return any(await asyncio.gather(*(one(s) for s in self.servers)))
+
+    async def model_ready(self, model: str, version: str) -> bool:
+        """``version`` is READY on at least one server (each server's verdict is kept for ``degraded``)."""
+        return any(await asyncio.gather(*(self._probe(s, model, version) for s in self.servers)))
+
+    def degraded(self) -> dict[str, str]:
+        """Servers not serving -> why: a failed probe or call, or a breaker that is not closed."""
+        if not self._servers:
+            return {self._settings.grpc_dns or "triton": "no Triton server resolved"}
+        out: dict[str, str] = {}
+        for s in self._servers.values():
+            if s.problem or s.breaker.state != CircuitBreaker.CLOSED:
+                out[s.url] = s.problem or "circuit breaker open"
+        return out
+
+    def _start_watch(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._watch(), name="triton-watch")
+
+    async def _watch(self) -> None:
+        """Re-resolve ``grpc_dns``; probe servers whose breaker is open for the routed versions."""
+        settings = self._settings
+        interval_s = max(0.05, min(settings.breaker_reset_s, 1.0))
+        next_dns = time.monotonic() + settings.dns_refresh_s
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                if settings.grpc_dns and time.monotonic() >= next_dns:
+                    next_dns = time.monotonic() + settings.dns_refresh_s
+                    urls = await asyncio.to_thread(resolve, settings.grpc_dns)
+                    if urls:  # no answer at all: keep the servers we know (they fail over anyway)
+                        self._set_servers(urls)
+                cutoff = time.monotonic() - _ROUTED_TTL_S
+                self._routed = {k: t for k, t in self._routed.items() if t >= cutoff}
+                for server in self.servers:
+                    if server.breaker.probe_due() and self._routed:
+                        checks = [self._probe(server, m, v) for m, v in self._routed]
+                        if all(await asyncio.gather(*checks)):
+                            server.breaker.success()
+            except Exception:
+                log.exception("Triton watch failed; retrying")
+
     async def aclose(self) -> None:
-        """Close the gRPC channel."""
-        await self._client.close()
+        """Close every channel."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await asyncio.gather(*(s.client.close() for s in self.servers), *self._closing, return_exceptions=True)

@@ -89,6 +89,9 @@ class FakeTriton:
     async def model_ready(self, model: str, version: str) -> bool:
         return self.mode == "up"
 
+    def degraded(self) -> dict[str, str]:
+        return {} if self.mode == "up" else {"fake:1": f"fake Triton is {self.mode}"}
+
     async def aclose(self) -> None:
         pass
 

@@ -59,11 +59,11 @@ class FakeChannel:
 
 
 def client() -> tuple[GrpcTritonClient, FakeChannel]:
-    c = GrpcTritonClient(
-        GatewayTritonSettings(grpc_url="fake:1", breaker_failures=2, breaker_reset_s=0.0, max_retries=0)
-    )
     fake = FakeChannel()
-    c._client = fake  # the transport seam: no network
+    c = GrpcTritonClient(
+        GatewayTritonSettings(grpc_url="fake:1", breaker_failures=2, breaker_reset_s=0.0, max_retries=0),
+        channel_factory=lambda url: fake,  # the transport seam: no network
+    )
     return c, fake
 
 
@@ -80,16 +80,16 @@ async def test_an_answering_triton_without_the_version_keeps_the_breaker_open() 
     for _ in range(2):
         with pytest.raises(TritonUnavailableError):
             await infer(c)
-    assert c.breaker.state == CircuitBreaker.OPEN
+    assert c.servers[0].breaker.state == CircuitBreaker.OPEN
     fake.state = "empty"  # restarted, answers, has not loaded the routed version yet
     for _ in range(3):
         with pytest.raises(TritonUnavailableError, match="not ready"):
             await infer(c)  # each probe checks readiness first, and the breaker reopens
-        assert c.breaker.state == CircuitBreaker.OPEN
-    assert not await c.model_ready("m", "1") and c.breaker.state == CircuitBreaker.OPEN
+        assert c.servers[0].breaker.state == CircuitBreaker.OPEN
+    assert not await c.model_ready("m", "1") and c.servers[0].breaker.state == CircuitBreaker.OPEN
     fake.state = "serving"
     assert (await infer(c)).shape == (3, 2)
-    assert c.breaker.state == CircuitBreaker.CLOSED
+    assert c.servers[0].breaker.state == CircuitBreaker.CLOSED
 
 
 async def test_refused_calls_open_the_breaker_and_readiness_closes_it() -> None:
@@ -98,15 +98,15 @@ async def test_refused_calls_open_the_breaker_and_readiness_closes_it() -> None:
     for _ in range(2):
         with pytest.raises(TritonUnavailableError, match="not found"):
             await infer(c)
-    assert c.breaker.state == CircuitBreaker.OPEN
+    assert c.servers[0].breaker.state == CircuitBreaker.OPEN
     fake.state = "serving"
     assert await c.model_ready("m", "1")  # /readyz sees READY: the breaker agrees at once
-    assert c.breaker.state == CircuitBreaker.CLOSED
+    assert c.servers[0].breaker.state == CircuitBreaker.CLOSED
 
 
 async def test_a_cancelled_probe_does_not_wedge_the_breaker() -> None:
     c = GrpcTritonClient(GatewayTritonSettings(grpc_url="fake:1", breaker_failures=1, breaker_reset_s=3600))
-    c.breaker.failure()
+    c.servers[0].breaker.failure()
     with pytest.raises(CircuitOpenError):
         await infer(c)
     b = CircuitBreaker(failures=1, reset_s=0.0, target="t")
