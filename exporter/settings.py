@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from treeserve.endpoints import parse_endpoint, parse_endpoints
 from treeserve.fieldtypes import Port
 
 
@@ -87,7 +88,26 @@ class SyncSettings(BaseModel):
     """How long a pass waits for another sync to finish (0: fail at once, -1: wait forever)."""
     triton_url: str = ""
     """Triton HTTP endpoint for load/unload/canary. Empty: ``<triton.host>:<triton.http_port>``."""
+    triton_urls: list[str] | None = None
+    """Several Triton HTTP endpoints sharing the repository (JSON list): each version is loaded and
+    canaried on every server that answers, and routed only once READY on all of them. Unset: ``triton_url``."""
+    triton_dns: str = ""
+    """``host:port`` resolving to every Triton (e.g. a Kubernetes headless Service), resolved again
+    every pass; takes precedence over ``triton_urls`` and ``triton_url``."""
+    health_interval_s: float = Field(default=1.0, gt=0)
+    """How often ``sync --watch`` checks that every server is up and has the routed versions READY; a
+    server back or restarted empty starts a pass at once (no wait for ``poll_interval_s``)."""
     unload_grace_s: float = Field(default=1.0, ge=0.0)
     """Pause between a routing switch and unloading the versions it retired (gateways re-read routing)."""
     retry_failed_after_s: float = Field(default=600.0, ge=0.0)
     """A version that failed validation or canary is not re-exported before this long."""
+
+    @field_validator("triton_url", "triton_dns")
+    @classmethod
+    def _one_endpoint(cls, value: str) -> str:
+        return parse_endpoint(value) if value else value
+
+    @field_validator("triton_urls")
+    @classmethod
+    def _endpoints(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else parse_endpoints(value)

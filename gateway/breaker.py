@@ -82,6 +82,10 @@ class CircuitBreaker:
 
     def _set(self, state: int) -> None:
         if state != self.state:
-            log.warning("circuit breaker towards Triton at %s: %s", self.target, ("closed", "half-open", "open")[state])
+            log.warning(
+                "circuit breaker towards Triton at %s: %s",
+                self.target,
+                ("closed", "half-open", "open")[state],
+            )
         self.state = state
         self._gauge.set(state)

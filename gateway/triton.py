@@ -351,4 +351,6 @@ class GrpcTritonClient:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        await asyncio.gather(*(s.client.close() for s in self.servers), *self._closing, return_exceptions=True)
+        await asyncio.gather(
+            *(s.client.close() for s in self.servers), *self._closing, return_exceptions=True
+        )

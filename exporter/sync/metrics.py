@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS_S = (0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 45, 60, 120, 300)
@@ -53,9 +56,34 @@ class SyncMetrics:
         self.failures = Counter(
             "treeserve_sync_failures", "Failures by reason.", ["model", "reason"], registry=r
         )
+        self.server_up = Gauge(
+            "treeserve_sync_server_up",
+            "1 when the Triton server answered the last pass (0: down, left out of the routing switch).",
+            ["server"],
+            registry=r,
+        )
+        self.server_versions_ready = Gauge(
+            "treeserve_sync_server_versions_ready",
+            "Versions READY on each Triton server after the last pass.",
+            ["server", "model"],
+            registry=r,
+        )
+        self.health_wakeups = Counter(
+            "treeserve_sync_health_wakeups",
+            "Passes started because a Triton server came back or lost a routed version.",
+            ["server"],
+            registry=r,
+        )
         self.webhooks = Counter(
             "treeserve_sync_webhook_deliveries", "Webhook deliveries by outcome.", ["outcome"], registry=r
         )
+
+    def record_servers(self, servers: Mapping[str, Mapping[str, Any]]) -> None:
+        """Per-server verdicts of the last pass: up, and READY versions per model."""
+        for url, st in servers.items():
+            self.server_up.labels(server=url).set(1.0 if st.get("up") else 0.0)
+            for model, versions in (st.get("ready") or {}).items():
+                self.server_versions_ready.labels(server=url, model=model).set(len(versions))
 
     def record_pass(self, result: str, trigger: str, duration_s: float, ended_at: float) -> None:
         """Record the outcome of one pass."""

@@ -29,6 +29,7 @@ from exporter.errors import CanaryError, TritonControlError
 from exporter.sync import adapters
 from exporter.sync.decide import choose_routing, explain
 from exporter.sync.desired import compute_desired
+from exporter.sync.fleet import TritonFleet, triton_endpoints
 from exporter.sync.lock import sync_lock
 from exporter.sync.metrics import SyncMetrics
 from exporter.sync.status import ModelStatus, SyncStatus, VersionFailure, read_status, write_status
@@ -65,15 +66,25 @@ class PassResult:
 class _Context:
     settings: Any
     client: Any
-    triton: TritonAdminClient
+    triton: TritonFleet
     repo: Path
     metrics: SyncMetrics | None
     alias_hints: Mapping[str, float]
 
 
 def triton_url(settings: Any) -> str:
-    """The Triton HTTP endpoint the sync talks to."""
-    return settings.sync.triton_url or f"{settings.triton.host}:{settings.triton.http_port}"
+    """The first Triton HTTP endpoint of the settings (callers that watch one server)."""
+    urls = triton_endpoints(settings)
+    return urls[0] if urls else settings.sync.triton_dns
+
+
+def open_fleet(settings: Any, *, timeout_s: float) -> TritonFleet:
+    """Admin clients for every Triton server of the settings (``triton_dns`` resolved now)."""
+    return TritonFleet(
+        triton_endpoints(settings),
+        client_factory=lambda url: TritonAdminClient(url, timeout_s=timeout_s),
+        source=settings.sync.triton_dns,
+    )
 
 
 def reconcile_once(
@@ -105,7 +116,8 @@ def _pass(
     repo = settings.path(settings.exporter.repository)
     if client is None:
         client = mlflow_client(settings.mlflow_tracking_uri)
-    triton = TritonAdminClient(triton_url(settings), timeout_s=settings.triton.load_timeout_s)
+    triton = open_fleet(settings, timeout_s=settings.triton.load_timeout_s)
+    triton.check()
     ctx = _Context(settings, client, triton, repo, metrics, alias_hints)
     models: dict[str, ModelStatus] = {}
     errors: list[str] = []
@@ -125,24 +137,34 @@ def _pass(
             models[model] = mstatus
     finally:
         triton.close()
+    servers = triton.report()
     ended = time.time()
+    down = {u: v["error"] for u, v in servers.items() if not v["up"]}
     if errors:
         result = "failed"
-    elif all(m.in_sync for m in models.values()):
+    elif all(m.in_sync for m in models.values()) and not down:
         result = "ok"
     else:
         result = "degraded"
+    if down and not errors:
+        # Served by the others; the first pass that finds a server back brings it in line.
+        errors_text = "; ".join(f"Triton {u} is down ({e})" for u, e in down.items())
+        log.warning("decision=degraded servers_down=%s", ",".join(down))
+    else:
+        errors_text = ""
     status = SyncStatus(
         updated_at=ended,
         trigger=trigger,
         result=result,
-        error="; ".join(errors),
+        error="; ".join(errors) or errors_text,
         duration_s=round(ended - started, 3),
         models=models,
+        servers=servers,
     )
     write_status(status_path, status)
     if metrics is not None:
         metrics.record_pass(result, trigger, ended - started, ended)
+        metrics.record_servers(servers)
     log.info("decision=pass-done result=%s trigger=%s duration_s=%.2f", result, trigger, ended - started)
     return PassResult(
         result=result, trigger=trigger, duration_s=ended - started, models=models, error=status.error
@@ -211,9 +233,10 @@ def _reconcile_model(ctx: _Context, model: str, st: ModelStatus) -> None:
         or staged_routing != old_routing
     ):
         adapters.write_config(ctx.settings, ctx.repo, spec)
-    if not set(load_set) <= ready_before or set(ready_before) - set(load_set):
+    per_server = ctx.triton.ready_by_server(model)
+    if any(ready_on != set(load_set) for ready_on in per_server.values()):
         log.info("decision=load model=%s versions=%s", model, ",".join(load_set))
-        _load(ctx, model)
+        _load(ctx, model, unless_ready=set(load_set))
     ready = ctx.triton.ready_versions(model)
 
     # 5. canary what was (re)loaded.
@@ -331,9 +354,9 @@ def _count_failure(ctx: _Context, model: str, reason: str) -> None:
         ctx.metrics.failures.labels(model=model, reason=reason).inc()
 
 
-def _load(ctx: _Context, model: str) -> None:
+def _load(ctx: _Context, model: str, *, unless_ready: set[str] | None = None) -> None:
     try:
-        ctx.triton.load(model)
+        ctx.triton.load(model, unless_ready=unless_ready)
     except TritonControlError as e:
         # A version that fails to load makes the whole load call fail; what did come up is read
         # back afterwards, so only Triton being unreachable aborts the pass.
@@ -345,16 +368,21 @@ def _load(ctx: _Context, model: str) -> None:
 def _canary(ctx: _Context, model: str, version: str, outputs: tuple[str, ...]) -> None:
     """Triton's answer for the stored reference inputs must match the stored outputs."""
     ex = ctx.settings.exporter
-    run_canary(
-        lambda x, names: ctx.triton.infer(model, version, x, names),
-        read_reference(ctx.repo, model, version),
-        model=model,
-        version=version,
-        outputs=outputs,
-        batch_rows=min(256, ex.max_batch_size),
-        atol=ex.proba_atol,
-        rtol=ex.regression_rtol,
-    )
+    reference = read_reference(ctx.repo, model, version)
+    for url, server in ctx.triton.each():  # every server answers the same, or the version is refused
+        try:
+            run_canary(
+                lambda x, names, server=server: server.infer(model, version, x, names),
+                reference,
+                model=model,
+                version=version,
+                outputs=outputs,
+                batch_rows=min(256, ex.max_batch_size),
+                atol=ex.proba_atol,
+                rtol=ex.regression_rtol,
+            )
+        except CanaryError as e:
+            raise CanaryError(f"on Triton {url}: {e}") from e
 
 
 def _abort_reason(e: TreeserveError) -> str:

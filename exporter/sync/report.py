@@ -26,6 +26,7 @@ def build_report(settings: Any, *, live: bool = True) -> dict[str, Any]:
             "duration_s": status.duration_s,
         },
         "models": {},
+        "servers": _servers(settings, status.servers, live=live),
     }
     repo = settings.path(settings.exporter.repository)
     client = triton = None
@@ -54,6 +55,32 @@ def build_report(settings: Any, *, live: bool = True) -> dict[str, Any]:
         if triton is not None:
             triton.close()
     return report
+
+
+def _servers(settings: Any, last: dict[str, dict[str, Any]], *, live: bool) -> dict[str, dict[str, Any]]:
+    """Each Triton server: what the last pass found, and (live) whether it answers now."""
+    out: dict[str, dict[str, Any]] = {url: {"last_pass": dict(v)} for url, v in last.items()}
+    if not live:
+        return out
+    from exporter.sync.reconcile import open_fleet
+
+    fleet = open_fleet(settings, timeout_s=5.0)
+    try:
+        for url, client in fleet.clients.items():
+            entry = out.setdefault(url, {})
+            entry["up"] = client.live()
+            if entry["up"]:
+                try:
+                    entry["ready"] = {
+                        m: sorted(client.ready_versions(m), key=int) for m in settings.sync.models
+                    }
+                except TreeserveError as e:
+                    entry["error"] = str(e)
+        if not fleet.clients:
+            out[settings.sync.triton_dns] = {"up": False, "error": "the name resolves to no address"}
+    finally:
+        fleet.close()
+    return out
 
 
 def _live(client: Any, triton: TritonAdminClient | None, repo: Any, model: str) -> dict[str, Any]:
@@ -93,6 +120,12 @@ def render_report(report: dict[str, Any]) -> None:
         f"last pass: [bold]{lp['result']}[/] ({lp['trigger'] or '-'}, {age})"
         + (f" — {lp['error']}" if lp["error"] else "")
     )
+    for url, srv in report.get("servers", {}).items():
+        last = srv.get("last_pass", {})
+        up = srv.get("up", last.get("up"))
+        state = "[green]up[/]" if up else "[red]down[/]"
+        why = srv.get("error") or ("" if up else last.get("error", ""))
+        console.print(f"Triton {url}: {state}" + (f" — {why}" if why else ""))
     for model, m in report["models"].items():
         table = Table(title=model, show_header=True)
         table.add_column("alias")

@@ -1,7 +1,8 @@
 """``treeserve sync --watch``: the reconcile loop plus the webhook receiver in one process.
 
-The loop (main thread) runs a pass when a verified alias webhook arrives or when the poll
-interval has passed, whichever comes first. The receiver (uvicorn in a thread) serves
+The loop (main thread) runs a pass when a verified alias webhook arrives, when a Triton server is
+found without a routed version (restarted, new, or back: checked every ``health_interval_s``), or
+when the poll interval has passed, whichever comes first. The receiver (uvicorn in a thread) serves
 ``POST /webhooks/mlflow``, ``GET /healthz``, ``GET /metrics`` and ``GET /status``.
 """
 
@@ -40,6 +41,7 @@ class SyncService:
         self._wake = threading.Event()
         self._lock = threading.Lock()
         self._hints: dict[str, float] = {}
+        self._health_seen: dict[str, float] = {}
         self.last_result: PassResult | None = None
 
     # ---- receiver side ---------------------------------------------------------------------
@@ -109,18 +111,70 @@ class SyncService:
                 self.run_pass(trigger)
             except Exception:  # keep serving: the next pass retries
                 log.exception("decision=pass-crashed")
-            woke = self._wait(stop)
-            trigger = "webhook" if woke else "poll"
+            trigger = self._wait(stop)
 
-    def _wait(self, stop: threading.Event) -> bool:
-        deadline = time.monotonic() + self.settings.sync.poll_interval_s
+    def _wait(self, stop: threading.Event) -> str:
+        """Block until the next pass is due; its trigger: webhook, health or poll."""
+        sync = self.settings.sync
+        deadline = time.monotonic() + sync.poll_interval_s
+        next_health = time.monotonic() + sync.health_interval_s
         while not stop.is_set():
-            left = deadline - time.monotonic()
+            now = time.monotonic()
+            left = deadline - now
             if left <= 0:
-                return False
-            if self._wake.wait(timeout=min(left, 0.5)):
-                return True
-        return False
+                return "poll"
+            if now >= next_health:
+                next_health = now + sync.health_interval_s
+                if self.needs_pass() is not None:
+                    return "health"
+            if self._wake.wait(timeout=max(0.01, min(left, next_health - time.monotonic(), 0.5))):
+                return "webhook"
+        return "poll"
+
+    def needs_pass(self) -> str | None:
+        """Why a pass is needed now: an up server lacks a version the routing names (restarted,
+        started empty, new behind the DNS name, back after an outage); None when all are in line.
+
+        The same reason does not trigger again within ``poll_interval_s`` (a server that refuses a
+        load is retried by the poll, not every second).
+        """
+        from exporter.sync import adapters
+        from exporter.sync.reconcile import open_fleet
+
+        sync = self.settings.sync
+        repo = self.settings.path(self.settings.exporter.repository)
+        routed: dict[str, set[str]] = {}
+        for model in sync.models:
+            try:
+                current = adapters.read_current(repo, model)
+            except Exception:  # an unreadable config is the pass's to report
+                continue
+            if current is not None and current.routing:
+                routed[model] = set(current.routing.values())
+        if not routed:
+            return None
+        fleet = open_fleet(self.settings, timeout_s=max(1.0, min(5.0, sync.health_interval_s * 2)))
+        try:
+            for url, client in fleet.clients.items():
+                if not client.live():
+                    continue
+                for model, versions in routed.items():
+                    try:
+                        missing = versions - client.ready_versions(model)
+                    except Exception:
+                        continue
+                    if missing:
+                        reason = f"{url} lacks {model} {','.join(sorted(missing, key=int))}"
+                        now = time.monotonic()
+                        if now - self._health_seen.get(reason, -1e9) < sync.poll_interval_s:
+                            continue
+                        self._health_seen[reason] = now
+                        self.metrics.health_wakeups.labels(server=url).inc()
+                        log.info("decision=wake reason=health server=%s detail=%s", url, reason)
+                        return reason
+        finally:
+            fleet.close()
+        return None
 
 
 def create_app(service: SyncService) -> Starlette:

@@ -67,6 +67,8 @@ class SyncStatus:
     error: str = ""
     duration_s: float = 0.0
     models: dict[str, ModelStatus] = field(default_factory=dict)
+    servers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Triton server -> {"up", "error", "ready": {model: [versions]}} as the pass found it."""
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready dict."""

@@ -285,3 +285,57 @@ def test_a_version_with_another_feature_contract_is_refused(world: Any) -> None:
     failure = result.models[MODEL].failures["2"]
     assert failure.reason == "contract" and "one Triton model serves one contract" in failure.message
     assert _routing(world) == {"champion": "1"} and world.triton.ready == {"1"}
+
+
+def test_many_servers_route_only_what_every_up_server_serves(
+    world: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two servers on one repository: installed once, loaded on both; a down one is reported and
+    left out of the switch, and the first pass that finds it back (empty) brings it in line."""
+    servers = {"a:8000": world.triton, "b:8000": FakeTriton(world.repo)}
+    monkeypatch.setattr(reconcile, "TritonAdminClient", lambda url, timeout_s: servers[url])
+    settings = world.settings.model_copy(
+        update={"sync": world.settings.sync.model_copy(update={"triton_urls": list(servers)})}
+    )
+
+    def run() -> Any:
+        return reconcile_once(settings, client=world.registry)
+
+    world.registry.aliases = {"champion": "1"}
+    assert run().ok
+    assert servers["a:8000"].ready == servers["b:8000"].ready == {"1"}
+    assert world.exports == ["1"]  # installed once for both
+
+    servers["b:8000"].up = False
+    world.registry.aliases = {"champion": "2"}
+    down = run()
+    assert down.result == "degraded" and "b:8000" in down.error
+    assert _routing(world) == {"champion": "2"}  # every *up* server has it READY
+    status = json.loads(settings.path(settings.sync.status_file).read_text())
+    assert status["servers"]["b:8000"]["up"] is False and status["servers"]["a:8000"]["up"] is True
+
+    servers["b:8000"].up, servers["b:8000"].ready = True, set()  # restarted empty
+    assert run().ok
+    assert servers["b:8000"].ready == servers["a:8000"].ready == {"1", "2"}
+    assert world.exports == ["1", "2"]
+    for fake in servers.values():
+        for routing, ready in fake.seen:
+            if fake.up:
+                assert set(routing.values()) <= ready or not ready, (routing, ready)
+
+
+def test_a_version_not_ready_on_every_server_is_not_routed(
+    world: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    servers = {"a:8000": world.triton, "b:8000": FakeTriton(world.repo)}
+    monkeypatch.setattr(reconcile, "TritonAdminClient", lambda url, timeout_s: servers[url])
+    settings = world.settings.model_copy(
+        update={"sync": world.settings.sync.model_copy(update={"triton_urls": list(servers)})}
+    )
+    world.registry.aliases = {"champion": "1"}
+    assert reconcile_once(settings, client=world.registry).ok
+    servers["b:8000"].bad_canary.add("2")  # b answers differently for version 2
+    world.registry.aliases = {"champion": "2"}
+    result = reconcile_once(settings, client=world.registry)
+    assert not result.ok and _routing(world) == {"champion": "1"}
+    assert "b:8000" in result.models[MODEL].failures["2"].message
