@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -370,9 +371,10 @@ def _canary(ctx: _Context, model: str, version: str, outputs: tuple[str, ...]) -
     ex = ctx.settings.exporter
     reference = read_reference(ctx.repo, model, version)
     for url, server in ctx.triton.each():  # every server answers the same, or the version is refused
+        infer: Callable[[Any, Any], Any] = partial(server.infer, model, version)
         try:
             run_canary(
-                lambda x, names, server=server: server.infer(model, version, x, names),
+                infer,
                 reference,
                 model=model,
                 version=version,
