@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,13 +111,9 @@ class TritonFleet:
         """
         refused: list[str] = []
         per = self.ready_by_server(model) if unless_ready is not None else {}
-        for url in self.up:
-            if (
-                unless_ready is not None
-                and unless_ready <= per.get(url, set())
-                and not (per.get(url, set()) - unless_ready)
-            ):
-                continue
+        targets = [u for u in self.up if unless_ready is None or per.get(u, set()) != unless_ready]
+
+        def load_one(url: str) -> None:
             try:
                 self.clients[url].load(model)
             except TritonControlError as e:
@@ -124,6 +121,10 @@ class TritonFleet:
                     refused.append(str(e))
                 else:
                     self._down(url, e)
+
+        # In parallel: a promotion waits for the slowest server, not for the sum of them.
+        with ThreadPoolExecutor(max_workers=max(1, min(8, len(targets)))) as pool:
+            list(pool.map(load_one, targets))
         self.require_one()
         if refused:
             raise TritonControlError("; ".join(refused))

@@ -193,6 +193,8 @@ def test_three_tritons_two_gateways_one_sync_under_load(
         assert v1 in ready_on(a.http_url, model) and v1 in ready_on(b.http_url, model)
 
         # An unreachable server in the list: the sync runs degraded and names it.
+        status_file = tmp_path / "home" / "var" / "sync" / "status.json"
+        assert procs.wait_until(status_file.exists, timeout_s=120, alive=lambda: sync.poll() is None)
         out = subprocess.run(
             [exe, "sync", "status", "--json", "--no-live"], env=sync_env, capture_output=True, text=True
         )
@@ -204,6 +206,8 @@ def test_three_tritons_two_gateways_one_sync_under_load(
             **env,
             "TREESERVE_GATEWAY__TRITON__GRPC_URLS": json.dumps([s.grpc_url for s in tritons]),
             "TREESERVE_GATEWAY__TRITON__BREAKER_RESET_S": "0.5",
+            # A deadline for a shared 2-core machine that also loads models on three servers.
+            "TREESERVE_GATEWAY__TRITON__TIMEOUT_S": "2",
             "TREESERVE_GATEWAY__ROUTING_POLL_INTERVAL_S": "0.5",
         }
         for k in range(2):
