@@ -45,6 +45,15 @@ def sync(
     typer.echo(f"sync pass {result.result} in {result.duration_s:.1f}s")
     if result.result == "failed":
         clikit.fail(result.error or "sync pass failed")
+    unserved = [
+        f"{model} {alias} (version {st.routing.get(alias, '-')} not ready)"
+        for model, st in result.models.items()
+        for alias in sorted(set(st.desired_aliases) | set(st.routing))
+        if st.routing.get(alias) not in st.served_versions
+        and (alias in st.desired_aliases or alias == "champion")
+    ]
+    if unserved:
+        clikit.fail("the pass left aliases unserved: " + "; ".join(unserved))
 
 
 @sync_app.command("status")

@@ -39,7 +39,12 @@ def explain(st: ModelStatus, desired: Mapping[str, str]) -> tuple[bool, str]:
     reasons: list[str] = []
     for alias, v in desired.items():
         served = st.routing.get(alias)
+        if served == v and v in st.served_versions and v not in st.failures:
+            continue
         if served == v:
+            why = st.failures.get(v)
+            cause = f"{why.reason}: {why.message}" if why else "not ready in Triton"
+            reasons.append(f"{alias} -> {v} is routed but not served ({cause}); its files are kept")
             continue
         why = st.failures.get(v)
         cause = f"{why.reason}: {why.message}" if why else "not installed/ready yet"

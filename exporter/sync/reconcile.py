@@ -252,6 +252,13 @@ def _reconcile_model(ctx: _Context, model: str, st: ModelStatus) -> None:
 
     # 6. switch routing.
     new_routing = choose_routing(desired.aliases, old_routing, ready, st.failures)
+    for alias, had in old_routing.items():
+        # The last version serving an alias is never dropped (nor deleted below): failing to load
+        # it now (a restarted Triton, a canary) leaves the alias unserved until a pass succeeds.
+        wanted = alias in desired.aliases or alias == contract.ALIAS_CHAMPION
+        if wanted and alias not in new_routing and had in installed:
+            log.error("decision=keep-unserved model=%s alias=%s version=%s", model, alias, had)
+            new_routing[alias] = had
     if new_routing != staged_routing:
         spec = spec.with_routing(new_routing)
         adapters.write_config(ctx.settings, ctx.repo, spec)

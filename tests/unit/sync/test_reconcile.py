@@ -339,3 +339,15 @@ def test_a_version_not_ready_on_every_server_is_not_routed(
     result = reconcile_once(settings, client=world.registry)
     assert not result.ok and _routing(world) == {"champion": "1"}
     assert "b:8000" in result.models[MODEL].failures["2"].message
+
+
+def test_a_pass_never_deletes_the_last_version_serving_an_alias(world: Any) -> None:
+    world.registry.aliases = {"champion": "1"}
+    assert world.run().ok
+    world.triton.ready = set()  # Triton restarted empty, and version 1 now fails its canary
+    world.triton.bad_canary.add("1")
+    result = world.run()
+    assert not result.ok
+    assert _routing(world) == {"champion": "1"}  # still routed: serving resumes once it loads
+    assert repo_mod.version_dir(world.repo, MODEL, 1).exists()
+    assert "champion -> 1 is routed but not served (canary" in result.models[MODEL].message
