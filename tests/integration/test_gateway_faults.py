@@ -94,7 +94,7 @@ def own_triton(gateway_stack: Any, tmp_path: Path) -> Iterator[Any]:
     server = private_triton(repository, tmp_path / "triton")
     server.start()
     server.load_model(gateway_stack.model)
-    server.wait_version_ready(gateway_stack.model, gateway_stack.version)
+    server.admin.wait_version_ready(gateway_stack.model, gateway_stack.version)
     try:
         yield server
     finally:
@@ -134,7 +134,7 @@ def test_triton_killed_and_restarted_under_load(
 
             served = load.seen(200)
             own_triton.load_model(model)
-            own_triton.wait_version_ready(model, version)
+            own_triton.admin.wait_version_ready(model, version)
             assert procs.wait_until(lambda: load.seen(200) > served + 50, timeout_s=60)
             assert ready(gw)[0] == 200 and circuit_state(gw) == 0
         answers = Counter(s for s, _, _ in load.answers)
