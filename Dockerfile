@@ -8,6 +8,8 @@
 # it into a slim image that runs as an unprivileged user.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+# The compose profile `airflow` (target `airflow`): Airflow's own image, same Python and Debian.
+ARG AIRFLOW_IMAGE=apache/airflow:3.3.2-python3.11
 
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 \
@@ -34,6 +36,23 @@ COPY drift/ drift/
 COPY loadtest/ loadtest/
 RUN pip install --no-deps . \
  && python -m compileall -q /opt/venv/lib
+
+# Target `airflow`: the scheduler, API server and DAG processor of the compose profile `airflow`.
+# Airflow's pins conflict with treeserve's, so treeserve's environment sits beside Airflow's at the
+# same path as in the runtime image; the DAG's tasks run it (@task.external_python).
+FROM ${AIRFLOW_IMAGE} AS airflow
+USER root
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libgomp1 \
+ && rm -rf /var/lib/apt/lists/* \
+ && mkdir -p /models /app/var/data /app/var/sync /app/var/predlog /app/var/metrics /app/var/scores /app/reports \
+ && chown -R 10001:0 /models /app
+COPY --from=build /opt/venv /opt/venv
+COPY --chown=10001:0 feature_repo/ /app/feature_repo/
+ENV AIRFLOW_VAR_TREESERVE_PYTHON=/opt/venv/bin/python \
+    TREESERVE_HOME=/app \
+    OMP_NUM_THREADS=1
+USER airflow
 
 FROM ${PYTHON_IMAGE} AS runtime
 # libgomp: XGBoost's OpenMP runtime. Nothing else from the OS.

@@ -16,8 +16,8 @@ import pytest
 
 from gateway.server import GatewayProcess
 from tests.fixtures.feast_data import world_env
+from tests.fixtures.triton import served_world
 from treeserve.procs import free_port, wait_until
-from treeserve.settings import load_settings
 
 pytestmark = pytest.mark.integration
 MODEL = "churn-drift-e2e"
@@ -40,28 +40,12 @@ def test_drifted_traffic_is_caught_and_a_retrained_champion_is_served(
     triton_server: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     from drift.pipeline import run_pipeline
-    from exporter.sync.reconcile import reconcile_once
-    from training.api import apply_features, generate_data, materialize, promote, train
+    from training.api import generate_data, materialize
     from treeserve.pipeline_cli import sync_pass
 
     home = tmp_path_factory.mktemp("pipeline-e2e")
-    settings = load_settings(
-        home=home,
-        mlflow={"tracking_uri": f"sqlite:///{home / 'mlflow.db'}", "model_name": MODEL},
-        training={"n_estimators": 150},
-        exporter={"repository": triton_server.repository},
-        triton={"http_port": triton_server.http_port, "grpc_port": triton_server.grpc_port},
-        sync={"models": [MODEL]},
-        gateway={"predlog_dir": home / "predlog"},
-        drift={"log_to_mlflow": False},
-    )
     # v1: trained on the normal world, promoted, served
-    generate_data(settings, n_customers=1200, seed=21)
-    apply_features(settings)
-    materialize(settings)
-    v1 = train(settings).version
-    assert promote(settings, MODEL, v1).alias_moved
-    assert reconcile_once(settings).ok
+    settings, v1 = served_world(triton_server, home, MODEL, n_customers=1200, seed=21)
 
     predlog = home / "predlog"
     env = world_env(settings) | {

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -49,9 +50,14 @@ RETRY_DELAY_S = float(Variable.get("treeserve_retry_delay_s", default="300"))
 
 
 def _reason(exc: BaseException | None) -> str:
-    """The last non-empty line of the error: for an external-python task, treeserve's own message."""
+    """The last non-empty line of the error: for a task run in treeserve's environment, treeserve's
+    own message (Airflow appends the body's exception to its exit status)."""
     lines = [ln.strip() for ln in str(exc or "unknown error").splitlines() if ln.strip()]
-    return lines[-1] if lines else type(exc).__name__
+    last = lines[-1] if lines else type(exc).__name__
+    exit_status = re.search(r"returned non-zero exit status (\d+)", last)
+    if exit_status:  # the interpreter died before the body ran (no message of its own)
+        return f"the task's process exited with status {exit_status.group(1)} before its step ran; see the task log"
+    return last
 
 
 def on_failure(context: Any) -> None:
@@ -73,9 +79,9 @@ def on_failure(context: Any) -> None:
         log.warning("%s: alert webhook %s failed: %s", DAG_ID, url, e)
 
 
-def _external(task_id: str, **kwargs: Any) -> Any:
-    """A task that runs its body in treeserve's virtual environment."""
-    return task.external_python(python=TREESERVE_PYTHON, task_id=task_id, expect_airflow=False, **kwargs)
+# The tasks that run their body in treeserve's virtual environment. Airflow ships the body's source
+# to that interpreter without its decorator: the decorator must be `@task.external_python` itself.
+IN_TREESERVE: dict[str, Any] = {"python": TREESERVE_PYTHON, "expect_airflow": False}
 
 
 with DAG(
@@ -132,43 +138,43 @@ with DAG(
             "score_date": when.date().isoformat(),
         }
 
-    @_external("materialize")
+    @task.external_python(task_id="materialize", **IN_TREESERVE)
     def materialize(config: dict[str, Any]) -> dict[str, Any]:
         from drift import tasks
 
         return tasks.materialize(config)
 
-    @_external("drift_check")
+    @task.external_python(task_id="drift_check", **IN_TREESERVE)
     def drift_check(config: dict[str, Any]) -> dict[str, Any]:
         from drift import tasks
 
         return tasks.drift(config)
 
-    @task.branch_external_python(python=TREESERVE_PYTHON, task_id="decide_retrain", expect_airflow=False)
+    @task.branch_external_python(task_id="decide_retrain", **IN_TREESERVE)
     def decide_retrain(config: dict[str, Any], drift: dict[str, Any]) -> str:
         from drift import tasks
 
         return "train" if tasks.retrain_reason(config, drift) else "skip_retrain"
 
-    @_external("train")
+    @task.external_python(task_id="train", **IN_TREESERVE)
     def train(config: dict[str, Any]) -> dict[str, Any]:
         from drift import tasks
 
         return tasks.train(config)
 
-    @_external("gate", retries=0)  # a refused version stays refused
+    @task.external_python(task_id="gate", retries=0, **IN_TREESERVE)  # a refused version stays refused
     def gate(config: dict[str, Any], trained: dict[str, Any]) -> dict[str, Any]:
         from drift import tasks
 
         return tasks.gate(config, trained)
 
-    @_external("promote")
+    @task.external_python(task_id="promote", **IN_TREESERVE)
     def promote(config: dict[str, Any], trained: dict[str, Any]) -> dict[str, Any]:
         from drift import tasks
 
         return tasks.promote(config, trained)
 
-    @_external("wait_served")
+    @task.external_python(task_id="wait_served", **IN_TREESERVE)
     def wait_served(
         config: dict[str, Any], trained: dict[str, Any], promoted: dict[str, Any]
     ) -> dict[str, Any]:
@@ -177,13 +183,13 @@ with DAG(
 
         return tasks.wait_served(config, trained, promoted, sync=sync_pass, triton_for=triton_admin)
 
-    @_external("batch_score", trigger_rule="none_failed_min_one_success")
+    @task.external_python(task_id="batch_score", trigger_rule="none_failed_min_one_success", **IN_TREESERVE)
     def batch_score(config: dict[str, Any]) -> dict[str, Any]:
         from drift import tasks
 
         return tasks.batch_score(config)
 
-    @_external("score_check")
+    @task.external_python(task_id="score_check", **IN_TREESERVE)
     def score_check(config: dict[str, Any], scored: dict[str, Any]) -> dict[str, Any]:
         from drift import tasks
 

@@ -255,7 +255,7 @@ def test_postgres_init_creates_mlflow_and_feast_databases(compose: dict[str, Any
     init = [v for v in _volumes(pg) if v["target"].startswith("/docker-entrypoint-initdb.d/")]
     assert init, "init script not mounted"
     script = Path(init[0]["source"]).read_text()
-    assert "create mlflow" in script and "create feast" in script
+    assert "create mlflow" in script and "create feast" in script and "create airflow" in script
     proc = subprocess.run(["sh", "-n", init[0]["source"]], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
 
@@ -300,3 +300,48 @@ def test_image_requirements_are_the_runtime_ones_and_all_pinned() -> None:
             if "==" in line
         }
         assert set(names) <= pinned, f"not pinned by app.lock: {sorted(set(names) - pinned)}"
+
+
+# ---- profile airflow: the pipeline DAG on Airflow's pinned image, metadata in PostgreSQL ------
+
+AIRFLOW_SERVICES = ("airflow-init", "airflow-apiserver", "airflow-dag-processor", "airflow-scheduler")
+
+
+def test_airflow_profile_runs_the_dag_folder_on_postgres(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    dags = str(ROOT / "deploy" / "airflow" / "dags")
+    for name in AIRFLOW_SERVICES:
+        service = services[name]
+        assert service["profiles"] == ["airflow"], name
+        assert service["build"]["target"] == "airflow", name
+        env = service["environment"]
+        conn = env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+        assert conn.startswith("postgresql+psycopg2://airflow:") and conn.endswith("@postgres:5432/airflow")
+        assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
+        assert env["AIRFLOW_VAR_TREESERVE_PYTHON"] == "/opt/venv/bin/python"
+        if name != "airflow-init":
+            assert {"source": dags, "target": "/opt/airflow/dags"} in [
+                {k: v[k] for k in ("source", "target")} for v in _volumes(service)
+            ], name
+    assert command_of(services["airflow-init"]) == ["airflow", "db", "migrate"]
+    assert command_of(services["airflow-scheduler"]) == ["airflow", "scheduler"]
+    assert command_of(services["airflow-apiserver"]) == ["airflow", "api-server"]
+    assert command_of(services["airflow-dag-processor"]) == ["airflow", "dag-processor"]
+    for name in ("airflow-apiserver", "airflow-scheduler"):
+        assert "healthcheck" in services[name], name
+    # the scheduler runs the tasks: it sees the state the `pipeline` job sees, at the same paths
+    job = {v["target"]: v["source"] for v in _volumes(services["pipeline"])}
+    scheduler = {v["target"]: v["source"] for v in _volumes(services["airflow-scheduler"])}
+    assert job.items() <= scheduler.items()
+
+
+def test_airflow_image_is_the_locked_airflow_version_with_treeserve_beside_it() -> None:
+    lock = (ROOT / "requirements" / "airflow.lock").read_text()
+    version = re.search(r"^apache-airflow==(\S+)$", lock, re.M)
+    assert version, "requirements/airflow.lock pins no apache-airflow"
+    text = (ROOT / "Dockerfile").read_text()
+    assert f"ARG AIRFLOW_IMAGE=apache/airflow:{version.group(1)}-python3.11" in text
+    assert f"AIRFLOW_IMAGE=apache/airflow:{version.group(1)}-python3.11" in ENV_EXAMPLE.read_text()
+    stage = text.split("AS airflow\n", 1)[1].split("\nFROM ", 1)[0]
+    assert "COPY --from=build /opt/venv /opt/venv" in stage and "libgomp1" in stage
+    assert text.split("\nFROM ")[-1].startswith("${PYTHON_IMAGE} AS runtime")  # the default target
