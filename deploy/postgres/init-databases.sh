@@ -14,4 +14,5 @@ SQL
 
 create mlflow "$MLFLOW_DB_PASSWORD"
 create feast "$FEAST_DB_PASSWORD"
-create airflow "$AIRFLOW_DB_PASSWORD"
+# Airflow's metadata (compose profile airflow); skipped where no password is given.
+if [ -n "${AIRFLOW_DB_PASSWORD:-}" ]; then create airflow "$AIRFLOW_DB_PASSWORD"; fi

@@ -1,6 +1,6 @@
 #!/bin/sh
 # First start of the PostgreSQL volume: one role and one database each for MLflow's backend
-# store and Feast's SQL registry (passwords from the compose environment, i.e. .env).
+# store, Feast's SQL registry and Airflow's metadata (passwords from the compose environment, i.e. .env).
 set -eu
 
 create() {
@@ -14,3 +14,5 @@ SQL
 
 create mlflow "$MLFLOW_DB_PASSWORD"
 create feast "$FEAST_DB_PASSWORD"
+# Airflow's metadata (compose profile airflow); skipped where no password is given.
+if [ -n "${AIRFLOW_DB_PASSWORD:-}" ]; then create airflow "$AIRFLOW_DB_PASSWORD"; fi
