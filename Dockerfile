@@ -29,6 +29,7 @@ RUN grep -vE '^(pytest|pytest-timeout|hypothesis|schemathesis|ruff|mypy)([^A-Za-
     fi
 COPY pyproject.toml README.md ./
 COPY treeserve/ treeserve/
+COPY treeserve_app/ treeserve_app/
 COPY exporter/ exporter/
 COPY gateway/ gateway/
 COPY training/ training/

@@ -61,7 +61,7 @@ test-integration: venv venv-triton venv-airflow
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy treeserve exporter gateway training drift loadtest
+	$(BIN)/mypy treeserve treeserve_app exporter gateway training drift loadtest
 
 bench: venv venv-triton bench-tools
 	$(BIN)/python -m loadtest.bench
@@ -76,7 +76,7 @@ bench-tools:
 
 # The generated reference pages (CLI, settings, OpenAPI) under docs/reference/.
 docs: venv
-	$(BIN)/python -m treeserve.docgen
+	$(BIN)/python -m treeserve_app.docgen
 
 clean:
 	rm -rf var reports model_repository/*/ .pytest_cache .mypy_cache .ruff_cache

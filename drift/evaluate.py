@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from drift.settings import DriftSettings
 from drift.summary import ColumnDrift, QualityIssue
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ class DriftConfig:
     """Dataset verdict: drift when at least this share of columns drifted (shown in the report)."""
 
     @classmethod
-    def from_settings(cls, s: Any) -> DriftConfig:
+    def from_settings(cls, s: DriftSettings) -> DriftConfig:
         """From ``settings.drift``."""
         return cls(**{k: getattr(s, k) for k in cls.__dataclass_fields__})
 

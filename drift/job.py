@@ -13,6 +13,7 @@ from drift import outputs
 from drift.errors import WindowTooSmallError
 from drift.evaluate import DriftConfig, evaluate
 from drift.reference import VersionInfo, load_reference, resolve_version
+from drift.settings import DriftJobConfig
 from drift.summary import DriftSummary
 from drift.window import Window, read_window
 from treeserve.errors import TreeserveError
@@ -64,7 +65,7 @@ def compare(
 
 
 def run_drift(
-    settings: Any,
+    settings: DriftJobConfig,
     *,
     version: str | None = None,
     since: str | None = None,

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 import pandas as pd
 
+from drift.settings import DriftJobConfig
 from treeserve.errors import ConfigError, ServiceUnavailableError
 
 log = logging.getLogger(__name__)
@@ -245,7 +246,7 @@ class PostgresScoreSink:
             con.close()
 
 
-def open_sink(settings: Any) -> ScoreSink:
+def open_sink(settings: DriftJobConfig) -> ScoreSink:
     """The sink configured in ``settings.drift.scoring``."""
     sc = settings.drift.scoring
     if sc.sink == "duckdb":

@@ -26,8 +26,7 @@ from treeserve import repository as repo_format
 from treeserve.errors import NotFoundError, ValidationFailedError
 
 if TYPE_CHECKING:
-    from gateway.settings import GatewaySettings
-    from treeserve.settings import Settings
+    from drift.settings import DriftJobConfig, GatewayOutputs
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +111,7 @@ class ServingModel:
         return np.asarray(out)
 
 
-def score_rows(model: ServingModel, x: np.ndarray, gateway: GatewaySettings) -> tuple[np.ndarray, np.ndarray]:
+def score_rows(model: ServingModel, x: np.ndarray, gateway: GatewayOutputs) -> tuple[np.ndarray, np.ndarray]:
     """Scores under the gateway's missing-value policy (``treeserve.scoring``); (scores, fallback mask)."""
     policy = scoring.MissingValuePolicy.build(
         model.features,
@@ -170,7 +169,7 @@ def active_entities(store: Any, feature_service: str, entity_keys: list[str], ac
 
 
 def read_online(
-    settings: Settings, store: Any, feature_service: str, chunks: list[list[str]]
+    settings: DriftJobConfig, store: Any, feature_service: str, chunks: list[list[str]]
 ) -> Iterator[np.ndarray]:
     """Online features of each chunk of ``|``-joined entity ids, float64 [n, n_features], NaN missing.
 
@@ -196,7 +195,7 @@ def read_online(
         loop.close()
 
 
-def resolve_serving_version(settings: Any, model: str, version: str | None) -> str:
+def resolve_serving_version(settings: DriftJobConfig, model: str, version: str | None) -> str:
     """``version`` or the champion Triton's routing serves (else the registry alias)."""
     if version:
         return str(version)
@@ -213,7 +212,7 @@ def resolve_serving_version(settings: Any, model: str, version: str | None) -> s
 
 
 def score_all(
-    settings: Any,
+    settings: DriftJobConfig,
     *,
     model: str | None = None,
     version: str | None = None,

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from treeserve.settings import CoreConfig, RepositoryLocation
 
 
 class ScoringSettings(BaseModel):
@@ -97,3 +99,31 @@ class DriftSettings(BaseModel):
     """Prometheus textfile-collector file with the latest drift gauges."""
     scoring: ScoringSettings = ScoringSettings()
     pipeline: PipelineSettings = PipelineSettings()
+
+
+class GatewayOutputs(Protocol):
+    """What drift reads of the gateway's settings: the prediction log, the feature reader and the
+    missing-value policy (batch scores are the gateway's scores)."""
+
+    @property
+    def predlog_dir(self) -> Path: ...
+    @property
+    def feature_reader(self) -> Literal["direct", "sdk"]: ...
+    @property
+    def missing_policy(self) -> dict[str, Literal["impute", "fallback"]]: ...
+    @property
+    def default_missing_policy(self) -> Literal["impute", "fallback"]: ...
+    @property
+    def unknown_entity_policy(self) -> Literal["impute", "fallback"]: ...
+
+
+class DriftJobConfig(CoreConfig, Protocol):
+    """The settings drift jobs and batch scoring read: the core, ``drift``, the repository location
+    (``exporter.repository``) and the gateway's prediction log and feature reader."""
+
+    @property
+    def drift(self) -> DriftSettings: ...
+    @property
+    def gateway(self) -> GatewayOutputs: ...
+    @property
+    def exporter(self) -> RepositoryLocation: ...

@@ -1,4 +1,4 @@
-"""Reading a window of the gateway's prediction log (BRIEF contract #5).
+"""Reading a window of the gateway's prediction log (format: docs/architecture.md, "Contracts").
 
 Segments live under ``<predlog_dir>/<model>/date=YYYY-MM-DD/part-<utc-time>-<pid>-<seq>.parquet``.
 A window is either a time span back from now (``7d``, ``12h``) or the last N rows for a version.

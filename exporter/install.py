@@ -15,11 +15,12 @@ import time
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from exporter.convert import convert_to_onnx
 from exporter.errors import ModelNotInRepositoryError, RepositoryError, ServedVersionError
 from exporter.flavors import VersionArtifacts, get_flavor
+from exporter.settings import ExporterConfig
 from exporter.source import SourceModel, load_source_model, resolve_version
 from exporter.validate import check_onnx, check_parity, parity_inputs
 from treeserve import contract
@@ -64,7 +65,7 @@ class ExportResult:
 
 
 def install_version(
-    settings: Any,
+    settings: ExporterConfig,
     client: MlflowClient,
     model: str,
     version: str | int,
@@ -138,7 +139,7 @@ def install_version(
 
 
 def spec_for_versions(
-    settings: Any,
+    settings: ExporterConfig,
     repository: Path,
     model: str,
     *,
@@ -180,7 +181,7 @@ def spec_for_versions(
 
 
 def write_model_config(
-    settings: Any,
+    settings: ExporterConfig,
     repository: Path,
     model: str,
     *,
@@ -202,7 +203,7 @@ def write_model_config(
 
 
 def export(
-    settings: Any,
+    settings: ExporterConfig,
     client: MlflowClient,
     model: str,
     *,

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from treeserve.endpoints import parse_endpoint, parse_endpoints
 from treeserve.fieldtypes import Port
+from treeserve.settings import CoreConfig
 
 
 class ExporterSettings(BaseModel):
@@ -111,3 +112,19 @@ class SyncSettings(BaseModel):
     @classmethod
     def _endpoints(cls, value: list[str] | None) -> list[str] | None:
         return None if value is None else parse_endpoints(value)
+
+
+class ExporterConfig(CoreConfig, Protocol):
+    """The settings the exporter and the local Triton read: the core, ``exporter`` and ``triton``."""
+
+    @property
+    def exporter(self) -> ExporterSettings: ...
+    @property
+    def triton(self) -> TritonServerSettings: ...
+
+
+class SyncConfig(ExporterConfig, Protocol):
+    """The settings the promotion sync reads: the exporter's and the ``sync`` group."""
+
+    @property
+    def sync(self) -> SyncSettings: ...

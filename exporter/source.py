@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from exporter.errors import UnsupportedModelError
+from exporter.settings import ExporterConfig
 from treeserve import contract, registry
 from treeserve.errors import NotFoundError
 
@@ -73,7 +74,7 @@ class SourceModel:
     xgboost_json: bytes = b""
 
 
-def mlflow_client(settings: Any) -> MlflowClient:
+def mlflow_client(settings: ExporterConfig) -> MlflowClient:
     """An MlflowClient on the settings' tracking/registry URI."""
     return registry.mlflow_client(settings.mlflow_tracking_uri)
 

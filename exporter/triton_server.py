@@ -30,6 +30,7 @@ from typing import Any
 
 from exporter.canary import CanaryResult
 from exporter.errors import TritonControlError, TritonNotRunningError, TritonStartError
+from exporter.settings import ExporterConfig
 from exporter.triton_admin import TritonAdminClient
 from treeserve import procs
 from treeserve import repository as repo_mod
@@ -88,7 +89,7 @@ class TritonServer:
     @classmethod
     def from_settings(
         cls,
-        settings: Any,
+        settings: ExporterConfig,
         *,
         repository: Path | None = None,
         http_port: int | None = None,

@@ -29,7 +29,7 @@ from gateway.triton import InferenceClient
 from treeserve.features import FeatureSource
 
 if TYPE_CHECKING:
-    from treeserve.settings import Settings
+    from gateway.settings import GatewayConfig
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ def _error(status: int, body: bytes, headers: dict[str, str] | None = None) -> R
     return Response(body, status_code=status, media_type="application/json", headers=headers)
 
 
-def build_predlog(settings: Settings) -> PredictionLog:
+def build_predlog(settings: GatewayConfig) -> PredictionLog:
     """The durable prediction log of the settings (or none when disabled)."""
     gw = settings.gateway
     if not gw.predlog_enabled:
@@ -67,7 +67,7 @@ def _hot_path(app: FastAPI) -> GatewayMiddleware:
 
 
 def create_app(
-    settings: Settings,
+    settings: GatewayConfig,
     *,
     features: FeatureSource | None = None,
     triton: InferenceClient | None = None,
@@ -87,7 +87,7 @@ def create_app(
             repository=settings.path(settings.exporter.repository),
             feature_service=settings.feast.feature_service,
             features=MeteredFeatureSource(
-                features if features is not None else open_feature_source(settings),
+                features if features is not None else open_feature_source(settings, reader=gw.feature_reader),
                 timeout_s=gw.feature_timeout_s,
             ),
             triton=triton if triton is not None else GrpcTritonClient(gw.triton),

@@ -15,15 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI
-
 from treeserve import procs
-from treeserve.errors import ConfigError, ServiceUnavailableError
+from treeserve.errors import ServiceUnavailableError
 
 if TYPE_CHECKING:
     import subprocess
 
-    from treeserve.settings import Settings
+    from gateway.settings import GatewayConfig
 
 log = logging.getLogger(__name__)
 
@@ -32,32 +30,12 @@ SETTINGS_ENV = "TREESERVE_SETTINGS_JSON"
 """The whole settings tree given to ``run``, as JSON, for its worker processes."""
 
 
-def worker_settings() -> Settings:
-    """The settings ``run`` exported for its workers; else settings from the environment."""
-    from treeserve.settings import Settings, load_settings
+def run(settings: GatewayConfig, *, app_factory: str) -> None:
+    """Serve HTTP (and KServe v2 gRPC when ``gateway.grpc_port``) until SIGINT/SIGTERM.
 
-    raw = os.environ.get(SETTINGS_ENV)
-    if not raw:
-        return load_settings()
-    try:
-        return Settings.model_validate_json(raw)
-    except ValueError as e:
-        raise ConfigError(f"{SETTINGS_ENV} does not hold valid settings: {str(e).splitlines()[0]}") from e
-
-
-def app_from_env() -> FastAPI:
-    """uvicorn factory: each worker builds its own app with the settings ``run`` was given."""
-    from gateway.app import create_app
-    from treeserve.logs import setup_logging
-
-    settings = worker_settings()
-    # Worker processes do not inherit the CLI's logging set-up.
-    setup_logging(settings.log_level, json_lines=settings.log_json)
-    return create_app(settings)
-
-
-def run(settings: Settings) -> None:
-    """Serve HTTP (and KServe v2 gRPC when ``gateway.grpc_port``) until SIGINT/SIGTERM."""
+    ``app_factory`` is the ``module:function`` uvicorn calls in each worker to build the app (a
+    fresh interpreter); the application owns it and reads the settings from ``SETTINGS_ENV``.
+    """
     import uvicorn
 
     gw = settings.gateway
@@ -73,16 +51,16 @@ def run(settings: Settings) -> None:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(prom)
         os.environ["PROMETHEUS_MULTIPROCESS_DIR"] = str(prom)
     try:
-        _serve(uvicorn, settings)
+        _serve(uvicorn, settings, app_factory)
     finally:
         if prom is not None:
             shutil.rmtree(prom, ignore_errors=True)
 
 
-def _serve(uvicorn: Any, settings: Settings) -> None:
+def _serve(uvicorn: Any, settings: GatewayConfig, app_factory: str) -> None:
     gw = settings.gateway
     uvicorn.run(
-        "gateway.server:app_from_env",
+        app_factory,
         factory=True,
         host=gw.host,
         port=gw.port,
@@ -136,7 +114,9 @@ class GatewayProcess:
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         env.pop("PROMETHEUS_MULTIPROCESS_DIR", None)
         exe = Path(sys.executable).with_name("treeserve")
-        cmd = [str(exe), "gateway"] if exe.exists() else [sys.executable, "-m", "treeserve.cli", "gateway"]
+        cmd = (
+            [str(exe), "gateway"] if exe.exists() else [sys.executable, "-m", "treeserve_app.cli", "gateway"]
+        )
         self.proc = procs.start_background(cmd, log_file=self.log_file, env=env)
         path = "/readyz" if wait_ready else "/healthz"
         ok = procs.wait_until(

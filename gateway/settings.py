@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from treeserve.endpoints import parse_endpoint, parse_endpoints
 from treeserve.fieldtypes import Port, PortOrOff
+from treeserve.settings import CoreConfig, RepositoryLocation
 
 
 class GatewayTritonSettings(BaseModel):
@@ -129,3 +130,15 @@ class GatewaySettings(BaseModel):
     """Seconds before a write-ahead segment rotates into Parquet (the drift job's delay)."""
     api_keys: list[str] = Field(default_factory=list)
     """If non-empty, requests need ``Authorization: Bearer <key>``."""
+
+
+class GatewayConfig(CoreConfig, Protocol):
+    """The settings the gateway reads: the shared core and the ``gateway`` group."""
+
+    @property
+    def gateway(self) -> GatewaySettings: ...
+    @property
+    def exporter(self) -> RepositoryLocation: ...
+    def model_dump_json(self) -> str:
+        """The whole settings tree as JSON (``run`` hands it to its worker processes)."""
+        ...

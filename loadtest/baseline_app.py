@@ -18,6 +18,8 @@ from typing import Any
 from fastapi import FastAPI
 from pydantic import BaseModel
 
+from loadtest.settings import LoadtestConfig
+
 log = logging.getLogger(__name__)
 
 
@@ -27,7 +29,7 @@ class BaselineRequest(BaseModel):
     customer_id: str
 
 
-def _load_model(settings: Any) -> Any:
+def _load_model(settings: LoadtestConfig) -> Any:
     import mlflow
 
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
@@ -50,7 +52,7 @@ def create_app() -> FastAPI:
     import pandas as pd
 
     from treeserve.features.store import feature_service_features, open_feature_store
-    from treeserve.settings import load_settings
+    from treeserve_app.settings import load_settings
 
     settings = load_settings()
     store = open_feature_store(settings)

@@ -54,6 +54,7 @@ from loadtest.bench_report import (
     render_markdown,
 )
 from loadtest.machine import describe_machine
+from loadtest.settings import LoadtestConfig
 from treeserve.logs import setup_logging
 
 log = logging.getLogger("loadtest.bench")
@@ -244,7 +245,7 @@ def run_locust_bench(world: Any, *, repeats: int, quick: bool) -> dict[str, Any]
     }
 
 
-def run_export(settings: Any, repeats: int) -> dict[str, Any]:
+def run_export(settings: LoadtestConfig, repeats: int) -> dict[str, Any]:
     """The export section (separate throw-away MLflow)."""
     from loadtest.bench_export import run_export_bench
 

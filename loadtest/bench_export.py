@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from loadtest.bench_report import median_min_max
+from loadtest.settings import LoadtestConfig
 from treeserve import contract
 from treeserve.registry import ensure_registered_model
 
@@ -56,7 +57,7 @@ def _train(task: str, seed: int) -> tuple[Any, Any]:
     return booster, frame
 
 
-def _register(settings: Any, client: Any, task: str, seed: int) -> tuple[str, str]:
+def _register(settings: LoadtestConfig, client: Any, task: str, seed: int) -> tuple[str, str]:
     import mlflow
     from mlflow.models import infer_signature
 
@@ -89,7 +90,7 @@ def _register(settings: Any, client: Any, task: str, seed: int) -> tuple[str, st
 
 
 def _export_rows(
-    settings: Any, client: Any, repo: Path, task: str, *, seed: int, repeats: int
+    settings: LoadtestConfig, client: Any, repo: Path, task: str, *, seed: int, repeats: int
 ) -> dict[str, Any]:
     """Register one model of ``task`` and time ``repeats`` forced exports of it."""
     from exporter.install import install_version
@@ -121,10 +122,12 @@ def _export_rows(
     }
 
 
-def run_export_bench(settings: Any | None = None, *, repeats: int = 3, seed: int = 5) -> dict[str, Any]:
+def run_export_bench(
+    settings: LoadtestConfig | None = None, *, repeats: int = 3, seed: int = 5
+) -> dict[str, Any]:
     """Export each model type ``repeats`` times; rows with time (median, min–max) and parity."""
     from exporter.source import mlflow_client
-    from treeserve.settings import load_settings
+    from treeserve_app.settings import load_settings
 
     with tempfile.TemporaryDirectory(prefix="treeserve-bench-export-") as tmp:
         bench_settings = load_settings(home=Path(tmp))

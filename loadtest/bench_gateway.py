@@ -33,6 +33,7 @@ from typing import Any
 
 from loadtest.bench_latency import CpuMeter, cpu_us_per_request, grpc_latency
 from loadtest.bench_triton import tree_cpu_s
+from loadtest.settings import LoadtestConfig
 from treeserve import procs
 
 log = logging.getLogger(__name__)
@@ -321,7 +322,7 @@ def overhead_figures(results: dict[str, Any], top: str) -> dict[str, float | Non
 
 
 # ---- the benchmark ----------------------------------------------------------------------------
-def _entity_ids(settings: Any, n: int = 1000) -> list[str]:
+def _entity_ids(settings: LoadtestConfig, n: int = 1000) -> list[str]:
     import pandas as pd
 
     frame = pd.read_parquet(
@@ -333,7 +334,7 @@ def _entity_ids(settings: Any, n: int = 1000) -> list[str]:
 
 
 def run_gateway_bench(
-    settings: Any = None,
+    settings: LoadtestConfig | None = None,
     *,
     out_dir: Path,
     concurrencies: Sequence[int] = (1, 8, 32, 64),

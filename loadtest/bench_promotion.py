@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from loadtest.settings import LoadtestConfig
 from treeserve.procs import free_port, http_ok, pid_alive, start_background, stop_pid, wait_until
 from treeserve.registry import ensure_registered_model, mlflow_client
 
@@ -41,7 +42,7 @@ BENCH_POLL_INTERVAL_S = 10.0
 
 
 def run_promotion_bench(
-    settings: Any, *, out_dir: Path, repeats: int = 3, quick: bool = False
+    settings: LoadtestConfig, *, out_dir: Path, repeats: int = 3, quick: bool = False
 ) -> dict[str, Any]:
     """Promotion latency via webhook and via polling; medians with min/max in seconds."""
     from cryptography.fernet import Fernet
@@ -145,7 +146,7 @@ def _summary(values: list[float]) -> dict[str, float]:
     }
 
 
-def _promote(client: Any, settings: Any, version: str, *, timeout_s: float) -> float:
+def _promote(client: Any, settings: LoadtestConfig, version: str, *, timeout_s: float) -> float:
     """Move champion to ``version``; seconds until it is routed and READY."""
     from exporter.sync.reconcile import triton_url
     from treeserve.repository import read_model_config
@@ -173,7 +174,7 @@ def _promote(client: Any, settings: Any, version: str, *, timeout_s: float) -> f
     return latency_s
 
 
-def _settle(settings: Any, *, since: float, timeout_s: float = 120.0) -> None:
+def _settle(settings: LoadtestConfig, *, since: float, timeout_s: float = 120.0) -> None:
     """Wait until the pass that switched the routing has finished (status file written after it).
 
     A pass ends with a config reload after the switch (a few seconds); a promotion arriving
@@ -219,7 +220,9 @@ def _register(client: Any, info: Any) -> str:
     return str(mv.version)
 
 
-def _settings(settings: Any, out_dir: Path, url: str, triton: Any, *, port: int, secret: str) -> Any:
+def _settings(
+    settings: LoadtestConfig, out_dir: Path, url: str, triton: Any, *, port: int, secret: str
+) -> Any:
     return settings.model_copy(
         update={
             "home": out_dir,
@@ -241,7 +244,7 @@ def _settings(settings: Any, out_dir: Path, url: str, triton: Any, *, port: int,
 
 
 @contextlib.contextmanager
-def _service(settings: Any) -> Iterator[None]:
+def _service(settings: LoadtestConfig) -> Iterator[None]:
     from exporter.sync.service import serve
 
     stop = threading.Event()
@@ -298,7 +301,7 @@ def _mlflow_server(workdir: Path, fernet_key: str) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def _triton(settings: Any, out_dir: Path) -> Iterator[Any]:
+def _triton(settings: LoadtestConfig, out_dir: Path) -> Iterator[Any]:
     from exporter.triton_server import TritonServer, resolve_venv
 
     t = settings.triton

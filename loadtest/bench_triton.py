@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from loadtest.settings import LoadtestConfig
 from treeserve.repository import VersionMetadata
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,12 @@ MODES = {"on": "bench-batching-on", "off": "bench-batching-off"}
 
 
 def run_triton_batching_bench(
-    settings: Any, *, out_dir: Path, repeats: int = 3, quick: bool = False, duration_s: float | None = None
+    settings: LoadtestConfig,
+    *,
+    out_dir: Path,
+    repeats: int = 3,
+    quick: bool = False,
+    duration_s: float | None = None,
 ) -> dict[str, Any]:
     """Measure req/s, p50 and p99 with dynamic batching on and off; return the report section."""
     from exporter.triton_server import TritonServer
@@ -112,13 +118,13 @@ def run_triton_batching_bench(
 # ---- set-up ---------------------------------------------------------------------------------
 
 
-def _venv(settings: Any) -> Path:
+def _venv(settings: LoadtestConfig) -> Path:
     from exporter.triton_server import resolve_venv
 
     return resolve_venv(settings.path(settings.triton.venv), settings.triton.venv)
 
 
-def _prepare_models(settings: Any, repo: Path) -> tuple[str, np.ndarray, str, str]:
+def _prepare_models(settings: LoadtestConfig, repo: Path) -> tuple[str, np.ndarray, str, str]:
     """Install one version directory under both bench models; return (source, a row, output, origin)."""
     from exporter.flavors import get_flavor
     from treeserve import contract
@@ -158,7 +164,7 @@ def _prepare_models(settings: Any, repo: Path) -> tuple[str, np.ndarray, str, st
     return f"{meta.model} v{meta.version}", row, output, origin
 
 
-def _champion_version(settings: Any) -> tuple[Path | None, VersionMetadata, str]:
+def _champion_version(settings: LoadtestConfig) -> tuple[Path | None, VersionMetadata, str]:
     from treeserve import repository as repo_mod
 
     repo = settings.path(settings.exporter.repository)
@@ -423,7 +429,7 @@ def main() -> None:
     """``python -m loadtest.bench_triton [--out-dir D] [--repeats N] [--quick]``: print the section as JSON."""
     import argparse
 
-    from treeserve.settings import load_settings
+    from treeserve_app.settings import load_settings
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out-dir", type=Path, default=None)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loadtest.settings import LoadtestConfig
 from treeserve import contract
 from treeserve.procs import free_port
 
@@ -31,7 +32,7 @@ class BenchWorld:
     """The world's settings, environment and running servers."""
 
     home: Path
-    settings: Any
+    settings: LoadtestConfig
     env: dict[str, str]
     """TREESERVE_* variables describing this world (applied to ``os.environ`` when built with apply_env)."""
     model: str = ""
@@ -174,7 +175,7 @@ def build_world(
     ``apply_env`` also sets the world's TREESERVE_* variables in this process (the bench suite);
     tests pass False and hand ``world.env`` to the children only.
     """
-    from treeserve.settings import load_settings
+    from treeserve_app.settings import load_settings
 
     say = step or (lambda m: log.info("%s", m))
     if online_store == "redis" and not _redis_up(

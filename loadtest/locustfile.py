@@ -62,7 +62,7 @@ def _load_workload(target: str) -> Workload:
     if path:
         return Workload.load(Path(path))
     from loadtest.prepare import build_workload
-    from treeserve.settings import load_settings
+    from treeserve_app.settings import load_settings
 
     return build_workload(load_settings(), target=target)
 

@@ -10,6 +10,7 @@ from typing import Any, Literal
 import numpy as np
 
 from loadtest.errors import LoadtestConfigError
+from loadtest.settings import LoadtestConfig
 from loadtest.workload import Workload, load_entity_ids, load_feature_rows
 from treeserve.errors import TreeserveError
 
@@ -22,7 +23,7 @@ CUSTOMERS_FILE = "customers.parquet"
 MAX_FEATURE_ROWS = 500
 
 
-def _repository_model(settings: Any, model: str) -> Any | None:
+def _repository_model(settings: LoadtestConfig, model: str) -> Any | None:
     from treeserve.repository import read_model_config
 
     try:
@@ -32,7 +33,7 @@ def _repository_model(settings: Any, model: str) -> Any | None:
         return None
 
 
-def _reference_rows(settings: Any, model: str, version: str) -> list[list[float]]:
+def _reference_rows(settings: LoadtestConfig, model: str, version: str) -> list[list[float]]:
     from treeserve.repository import read_reference
 
     try:
@@ -44,7 +45,9 @@ def _reference_rows(settings: Any, model: str, version: str) -> list[list[float]
     return complete[:MAX_FEATURE_ROWS].tolist()
 
 
-def build_workload(settings: Any, *, target: str = "gateway", entities_file: Path | None = None) -> Workload:
+def build_workload(
+    settings: LoadtestConfig, *, target: str = "gateway", entities_file: Path | None = None
+) -> Workload:
     """The workload for ``target``: gateway targets need known ids, Triton needs the model's features."""
     if target not in TARGETS:
         raise LoadtestConfigError(f"unknown target {target!r} (expected one of {', '.join(TARGETS)})")

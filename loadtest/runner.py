@@ -31,6 +31,7 @@ from loadtest.report import (
     read_summary,
     top_failure,
 )
+from loadtest.settings import LoadtestConfig
 from loadtest.workload import API_KEY_ENV, HISTOGRAM_ENV, TIMEOUT_ENV, WORKLOAD_ENV, Workload
 
 log = logging.getLogger(__name__)
@@ -137,7 +138,7 @@ def check_host(url: str, allowed_hosts: list[str]) -> str:
     )
 
 
-def default_host(settings: Any, target: str) -> str:
+def default_host(settings: LoadtestConfig, target: str) -> str:
     """Where ``target`` listens according to the settings."""
     lt = settings.loadtest
 
@@ -201,7 +202,7 @@ def locust_command(
 
 
 def run_loadtest(
-    settings: Any,
+    settings: LoadtestConfig,
     *,
     target: str = "gateway",
     users: int | None = None,

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any, Protocol, Self
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from exporter.settings import SyncConfig
+from gateway.settings import GatewayConfig
+from training.settings import TrainingConfig
 
 
 class LoadtestMixSettings(BaseModel):
@@ -63,3 +69,13 @@ class LoadtestSettings(BaseModel):
     checked)."""
     seed: int = 11
     """Seed of the workload sample."""
+
+
+class LoadtestConfig(SyncConfig, GatewayConfig, TrainingConfig, Protocol):
+    """The settings load tests and benchmarks read: they drive the whole stack."""
+
+    @property
+    def loadtest(self) -> LoadtestSettings: ...
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A copy with some groups replaced (benchmarks run the stack in scratch folders)."""
+        ...

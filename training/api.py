@@ -30,8 +30,8 @@ from training.gate import (
     promote,
     rollback,
 )
+from training.settings import TrainingConfig
 from training.train import TrainResult, train
-from treeserve.settings import Settings
 
 __all__ = [
     "ApplyResult",
@@ -53,7 +53,7 @@ __all__ = [
 
 
 def generate_data(
-    settings: Settings,
+    settings: TrainingConfig,
     *,
     n_customers: int | None = None,
     n_days: int | None = None,

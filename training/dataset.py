@@ -23,7 +23,7 @@ from treeserve.features.store import feature_service_entity_keys, feature_servic
 if TYPE_CHECKING:
     from feast import FeatureStore
 
-    from treeserve.settings import Settings
+    from training.settings import TrainingConfig
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ class TrainingSet:
         }
 
 
-def read_labels(settings: Settings) -> pd.DataFrame:
+def read_labels(settings: TrainingConfig) -> pd.DataFrame:
     """The label table from the data folder."""
     path = settings.path(settings.data.data_dir) / LABELS_FILE
     if not path.is_file():

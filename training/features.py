@@ -10,9 +10,9 @@ from pathlib import Path
 
 from training.data import STATS_FILE
 from training.errors import DataNotFoundError, FeastNotAppliedError
+from training.settings import TrainingConfig
 from treeserve.features.store import load_definitions, open_feature_store
 from treeserve.quiet import captured_output
-from treeserve.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ class MaterializeResult:
     elapsed_s: float
 
 
-def data_dir(settings: Settings) -> Path:
+def data_dir(settings: TrainingConfig) -> Path:
     """The configured data folder; ``DataNotFoundError`` when it holds no generated data."""
     path = settings.path(settings.data.data_dir)
     if not (path / STATS_FILE).is_file():
@@ -47,7 +47,7 @@ def data_dir(settings: Settings) -> Path:
     return path
 
 
-def apply_features(settings: Settings) -> ApplyResult:
+def apply_features(settings: TrainingConfig) -> ApplyResult:
     """Register the ``feature_repo/`` definitions (data paths from settings) in the Feast registry."""
     store = open_feature_store(settings)
     objects = load_definitions(settings)
@@ -59,7 +59,7 @@ def apply_features(settings: Settings) -> ApplyResult:
     )
 
 
-def latest_snapshot_time(settings: Settings) -> datetime:
+def latest_snapshot_time(settings: TrainingConfig) -> datetime:
     """The newest ``event_timestamp`` in the customer stats source."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
@@ -71,7 +71,7 @@ def latest_snapshot_time(settings: Settings) -> datetime:
     return latest  # type: ignore[no-any-return]
 
 
-def materialize(settings: Settings, *, days: int | None = None) -> MaterializeResult:
+def materialize(settings: TrainingConfig, *, days: int | None = None) -> MaterializeResult:
     """Load the latest snapshot per customer from the last ``days`` days into the online store.
 
     Serving only needs the newest row per entity, and every active customer has a daily

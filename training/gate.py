@@ -42,7 +42,7 @@ from treeserve.registry import (
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-    from treeserve.settings import Settings
+    from training.settings import TrainingConfig
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +191,7 @@ def evaluate(
 
 
 def gate(
-    settings: Settings, model: str, version: str | int, *, alias: str = contract.ALIAS_CHAMPION
+    settings: TrainingConfig, model: str, version: str | int, *, alias: str = contract.ALIAS_CHAMPION
 ) -> GateResult:
     """Run the gate's checks on ``model`` ``version`` and record them as version tags; moves no alias."""
     mlflow_client = registry.client(settings)
@@ -204,7 +204,7 @@ def gate(
 
 
 def promote(
-    settings: Settings,
+    settings: TrainingConfig,
     model: str,
     version: str | int,
     *,
@@ -242,7 +242,7 @@ def promote(
 
 
 def _check(
-    settings: Settings,
+    settings: TrainingConfig,
     mlflow_client: MlflowClient,
     model: str,
     version: str | int,
@@ -306,7 +306,7 @@ def _check(
     )
 
 
-def rollback(settings: Settings, model: str, *, client: MlflowClient | None = None) -> RollbackResult:
+def rollback(settings: TrainingConfig, model: str, *, client: MlflowClient | None = None) -> RollbackResult:
     """Move ``champion`` back to the previous champion recorded in the history tag.
 
     ``client`` replaces the MlflowClient built from ``settings`` (tests pass an in-memory registry).
@@ -353,7 +353,7 @@ def rollback(settings: Settings, model: str, *, client: MlflowClient | None = No
     return RollbackResult(model=model, from_version=current, to_version=target)
 
 
-def champion_since(settings: Settings, model: str) -> datetime | None:
+def champion_since(settings: TrainingConfig, model: str) -> datetime | None:
     """When ``champion`` was moved to its current version (None when the model has no champion).
 
     Read from the version's promotion tag; an alias set outside treeserve counts from the
@@ -371,7 +371,7 @@ def champion_since(settings: Settings, model: str) -> datetime | None:
     return datetime.fromtimestamp(int(mv.creation_timestamp) / 1000, UTC)
 
 
-def champion_history(settings: Settings, model: str) -> list[str]:
+def champion_history(settings: TrainingConfig, model: str) -> list[str]:
     """Versions that held ``champion``, oldest first, current last."""
     return _model_state(registry.client(settings), model).champion_history
 

@@ -22,12 +22,12 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
 
-    from treeserve.settings import Settings
+    from training.settings import TrainingConfig
 
 log = logging.getLogger(__name__)
 
 
-def client(settings: Settings) -> MlflowClient:
+def client(settings: TrainingConfig) -> MlflowClient:
     """An MlflowClient on the configured tracking/registry URI (also made the process default)."""
     import mlflow
 
@@ -38,7 +38,7 @@ def client(settings: Settings) -> MlflowClient:
     return mlflow_client_
 
 
-def experiment_id(settings: Settings, mlflow_client: MlflowClient) -> str:
+def experiment_id(settings: TrainingConfig, mlflow_client: MlflowClient) -> str:
     """The training experiment's id, created (with the local artifact root if local) when missing."""
     name = settings.mlflow.experiment
     with mlflow_errors(f"at {settings.mlflow_tracking_uri}"):

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from pydantic import BaseModel, ConfigDict, Field
+
+from treeserve.settings import CoreConfig
 
 
 class TrainingSettings(BaseModel):
@@ -34,3 +38,10 @@ class TrainingSettings(BaseModel):
     """Predictions with a smaller standard deviation are degenerate."""
     materialize_days: int = Field(default=2, ge=1)
     """`features materialize` loads only this many most recent days into the online store."""
+
+
+class TrainingConfig(CoreConfig, Protocol):
+    """The settings training reads: the shared core and the ``training`` group."""
+
+    @property
+    def training(self) -> TrainingSettings: ...

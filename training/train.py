@@ -29,7 +29,7 @@ from treeserve.features.store import open_feature_store
 if TYPE_CHECKING:
     import xgboost as xgb
 
-    from treeserve.settings import Settings
+    from training.settings import TrainingConfig
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def fit_booster(
     y_train: np.ndarray,
     X_val: pd.DataFrame,
     y_val: np.ndarray,
-    settings: Settings,
+    settings: TrainingConfig,
 ) -> tuple[xgb.Booster, int]:
     """Train with early stopping on validation log-loss; return the booster cut to its best iteration."""
     import xgboost as xgb
@@ -148,7 +148,7 @@ def feature_stats(ts: TrainingSet, rows: np.ndarray) -> dict[str, Any]:
     }
 
 
-def train(settings: Settings, *, progress: Progress | None = None) -> TrainResult:
+def train(settings: TrainingConfig, *, progress: Progress | None = None) -> TrainResult:
     """Build the training set from Feast, fit, log to MLflow and register a new version."""
     started = time.perf_counter()
 
@@ -237,7 +237,7 @@ def _register_version(client: Any, model_name: str, info: Any, run_id: str, tags
 
 
 def _log_and_register(
-    settings: Settings,
+    settings: TrainingConfig,
     ts: TrainingSet,
     split: Split,
     booster: xgb.Booster,

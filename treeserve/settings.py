@@ -1,4 +1,9 @@
-"""One settings tree for every treeserve service, read from the environment.
+"""The settings every package shares: MLflow, Feast, the data set, home-relative paths.
+
+The root settings tree (``treeserve_app.settings.Settings``) extends ``CoreSettings`` with one
+group per package; packages never import it. A package types what it reads with a ``Protocol``
+built on ``CoreConfig`` (``training.settings.TrainingConfig``, ``exporter.settings.SyncConfig``,
+...), which the root settings satisfy.
 
 Environment variables use the prefix ``TREESERVE_`` and ``__`` between levels, e.g.
 ``TREESERVE_FEAST__ONLINE_STORE=redis`` or ``TREESERVE_GATEWAY__TRITON__GRPC_URL=127.0.0.1:8001``.
@@ -14,16 +19,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
-from drift.settings import DriftSettings
-from exporter.settings import ExporterSettings, SyncSettings, TritonServerSettings
-from gateway.settings import GatewaySettings
-from loadtest.settings import LoadtestSettings
-from training.settings import TrainingSettings
 from treeserve.errors import ConfigError
 from treeserve.settings_errors import describe_settings_error, describe_validation_error
 
@@ -94,8 +94,8 @@ class DataSettings(BaseModel):
     """Generator seed."""
 
 
-class Settings(BaseSettings):
-    """The root of every treeserve setting."""
+class CoreSettings(BaseSettings):
+    """The shared part of the root settings: home, logging, MLflow, Feast, data; resolved locations."""
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -113,13 +113,6 @@ class Settings(BaseSettings):
     mlflow: MlflowSettings = MlflowSettings()
     feast: FeastSettings = FeastSettings()
     data: DataSettings = DataSettings()
-    training: TrainingSettings = TrainingSettings()
-    exporter: ExporterSettings = ExporterSettings()
-    triton: TritonServerSettings = TritonServerSettings()
-    sync: SyncSettings = SyncSettings()
-    gateway: GatewaySettings = GatewaySettings()
-    drift: DriftSettings = DriftSettings()
-    loadtest: LoadtestSettings = LoadtestSettings()
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -166,11 +159,47 @@ class Settings(BaseSettings):
         return self.feast.registry_uri or f"sqlite:///{self.var_dir / 'feast' / 'registry.db'}"
 
 
-def load_settings(**overrides: Any) -> Settings:
-    """Build settings from the environment; malformed values become one ConfigError."""
+S = TypeVar("S", bound=CoreSettings)
+
+
+def build_settings(cls: type[S], **overrides: Any) -> S:
+    """Build ``cls`` from the environment; malformed values become one ConfigError naming the variable."""
     try:
-        return Settings(**overrides)
+        return cls(**overrides)
     except ValidationError as e:
-        raise ConfigError(describe_validation_error(Settings, e, prefix=ENV_PREFIX)) from e
+        raise ConfigError(describe_validation_error(cls, e, prefix=ENV_PREFIX)) from e
     except SettingsError as e:
-        raise ConfigError(describe_settings_error(Settings, e, prefix=ENV_PREFIX)) from e
+        raise ConfigError(describe_settings_error(cls, e, prefix=ENV_PREFIX)) from e
+
+
+class RepositoryLocation(Protocol):
+    """What other packages read of the exporter's settings: where the Triton model repository is."""
+
+    @property
+    def repository(self) -> Path: ...
+
+
+class CoreConfig(Protocol):
+    """What every package may read from the root settings (``CoreSettings`` provides it)."""
+
+    @property
+    def home(self) -> Path: ...
+    @property
+    def log_level(self) -> str: ...
+    @property
+    def log_json(self) -> bool: ...
+    @property
+    def mlflow(self) -> MlflowSettings: ...
+    @property
+    def feast(self) -> FeastSettings: ...
+    @property
+    def data(self) -> DataSettings: ...
+    @property
+    def var_dir(self) -> Path: ...
+    @property
+    def mlflow_tracking_uri(self) -> str: ...
+    @property
+    def mlflow_artifact_root(self) -> str: ...
+    @property
+    def feast_registry_uri(self) -> str: ...
+    def path(self, p: Path | str) -> Path: ...

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from exporter.flavors import get_flavor
+from exporter.settings import SyncConfig
 from treeserve import repository as repo_mod
 from treeserve.procs import pid_alive
 from treeserve.repository import TritonModelSpec
@@ -25,7 +26,7 @@ STALE_STAGING_S = 3600.0
 """Staging folders whose owner cannot be identified are removed after this long."""
 
 
-def install(settings: Any, client: Any, model: str, version: str, repo: Path) -> None:
+def install(settings: SyncConfig, client: Any, model: str, version: str, repo: Path) -> None:
     """Export -> validate -> atomically move ``model`` ``version`` into ``repo`` (no config, no Triton)."""
     from exporter.install import install_version
 
@@ -51,7 +52,7 @@ def read_current(repo: Path, model: str) -> repo_mod.RepositoryModel | None:
 
 
 def build_spec(
-    settings: Any, repo: Path, model: str, *, versions: list[str], routing: dict[str, str]
+    settings: SyncConfig, repo: Path, model: str, *, versions: list[str], routing: dict[str, str]
 ) -> TritonModelSpec:
     """The config for installed ``versions`` and ``routing`` (model facts from their metadata)."""
     from exporter.install import spec_for_versions
@@ -73,7 +74,7 @@ def contract_mismatch(repo: Path, model: str, version: str, serving: str) -> str
     )
 
 
-def write_config(settings: Any, repo: Path, spec: TritonModelSpec) -> None:
+def write_config(settings: SyncConfig, repo: Path, spec: TritonModelSpec) -> None:
     """Write ``config.pbtxt`` atomically in the configured flavour."""
     repo_mod.write_config(repo, spec, get_flavor(settings.exporter.flavor))
 

@@ -27,6 +27,7 @@ from typing import Any
 
 from exporter.canary import run_canary
 from exporter.errors import CanaryError, TritonControlError
+from exporter.settings import SyncConfig
 from exporter.sync import adapters
 from exporter.sync.decide import choose_routing, explain
 from exporter.sync.desired import compute_desired
@@ -65,7 +66,7 @@ class PassResult:
 
 @dataclass
 class _Context:
-    settings: Any
+    settings: SyncConfig
     client: Any
     triton: TritonFleet
     repo: Path
@@ -73,13 +74,13 @@ class _Context:
     alias_hints: Mapping[str, float]
 
 
-def triton_url(settings: Any) -> str:
+def triton_url(settings: SyncConfig) -> str:
     """The first Triton HTTP endpoint of the settings (callers that watch one server)."""
     urls = triton_endpoints(settings)
     return urls[0] if urls else settings.sync.triton_dns
 
 
-def open_fleet(settings: Any, *, timeout_s: float) -> TritonFleet:
+def open_fleet(settings: SyncConfig, *, timeout_s: float) -> TritonFleet:
     """Admin clients for every Triton server of the settings (``triton_dns`` resolved now)."""
     return TritonFleet(
         triton_endpoints(settings),
@@ -89,7 +90,7 @@ def open_fleet(settings: Any, *, timeout_s: float) -> TritonFleet:
 
 
 def reconcile_once(
-    settings: Any,
+    settings: SyncConfig,
     *,
     client: Any = None,
     trigger: str = "manual",
@@ -109,7 +110,12 @@ def reconcile_once(
 
 
 def _pass(
-    settings: Any, *, client: Any, trigger: str, metrics: SyncMetrics | None, alias_hints: Mapping[str, float]
+    settings: SyncConfig,
+    *,
+    client: Any,
+    trigger: str,
+    metrics: SyncMetrics | None,
+    alias_hints: Mapping[str, float],
 ) -> PassResult:
     started = time.time()
     status_path = settings.path(settings.sync.status_file)

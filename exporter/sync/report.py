@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from exporter.settings import SyncConfig
 from exporter.sync import adapters
 from exporter.sync.reconcile import triton_url
 from exporter.sync.status import read_status
@@ -13,7 +14,7 @@ from treeserve.errors import TreeserveError
 from treeserve.registry import mlflow_client, read_model_state
 
 
-def build_report(settings: Any, *, live: bool = True) -> dict[str, Any]:
+def build_report(settings: SyncConfig, *, live: bool = True) -> dict[str, Any]:
     """A JSON-ready report: last pass, per model desired/served/why, and live observations."""
     status = read_status(settings.path(settings.sync.status_file))
     report: dict[str, Any] = {

@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from exporter.settings import SyncConfig
 from exporter.sync.errors import SyncBusyError, WebhookRejectedError
 from exporter.sync.metrics import SyncMetrics
 from exporter.sync.reconcile import PassResult, reconcile_once
@@ -34,7 +35,7 @@ WEBHOOK_PATH = "/webhooks/mlflow"
 class SyncService:
     """Wake-ups in, passes out: the state shared by the loop and the receiver."""
 
-    def __init__(self, settings: Any, *, metrics: SyncMetrics | None = None) -> None:
+    def __init__(self, settings: SyncConfig, *, metrics: SyncMetrics | None = None) -> None:
         self.settings = settings
         self.metrics = metrics or SyncMetrics()
         self.deduper = DeliveryDeduper()
@@ -205,7 +206,7 @@ def create_app(service: SyncService) -> Starlette:
     )
 
 
-def serve(settings: Any, *, stop: threading.Event | None = None) -> None:
+def serve(settings: SyncConfig, *, stop: threading.Event | None = None) -> None:
     """Run the receiver in a thread and the loop in this one until ``stop`` (SIGTERM, Ctrl-C)."""
     import uvicorn
 

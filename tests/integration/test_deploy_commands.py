@@ -41,7 +41,7 @@ def _treeserve_commands(service: dict[str, Any]) -> list[list[str]]:
 
 def test_every_treeserve_command_in_compose_is_real(compose: dict[str, Any]) -> None:
     """Each service command, with its options, is accepted by the CLI: ``--help`` exits 0."""
-    from treeserve.cli import app
+    from treeserve_app.cli import app
 
     # The console script itself (what the image's PATH runs).
     proc = subprocess.run(

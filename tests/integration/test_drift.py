@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from tests.fixtures.drift import latest_snapshot_traffic, write_predlog
 from tests.fixtures.gateway import export_champion
 from training.data import DRIFTED_FEATURES
-from treeserve import clikit
+from treeserve_app import clikit
 
 pytestmark = pytest.mark.integration
 ROWS = 1500
@@ -105,7 +105,7 @@ def case(demo_world: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 def _cli(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], *args: str) -> Any:
     """``treeserve <args>`` in-process with exactly ``env`` (settings rebuilt from it)."""
-    from treeserve.cli import app
+    from treeserve_app.cli import app
 
     monkeypatch.setattr(clikit, "_settings", None)
     for key in list(__import__("os").environ):

@@ -17,9 +17,10 @@ from exporter.convert import onnx_metadata, run_onnx
 from exporter.errors import ParityError, RepositoryError, UnsupportedModelError
 from exporter.install import export, install_version
 from tests.fixtures.triton import UserRegistry
-from treeserve import clikit, contract
+from treeserve import contract
 from treeserve.errors import NotFoundError
 from treeserve.repository import installed_versions, read_model_config, read_reference
+from treeserve_app import clikit
 
 pytestmark = pytest.mark.integration
 
@@ -246,7 +247,7 @@ def test_unsupported_models_are_refused_naming_the_reason(
 def test_cli_export_reports_one_line_errors(
     user_registry: UserRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from treeserve.cli import app
+    from treeserve_app.cli import app
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", user_registry.tracking_uri)
     monkeypatch.setenv("TREESERVE_HOME", str(tmp_path))

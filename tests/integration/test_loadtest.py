@@ -137,7 +137,7 @@ def test_grpc_users_reach_the_gateway_and_triton_without_failures(target: Loadte
 def test_an_impossible_slo_fails_the_command_with_a_clear_message(target: LoadtestTarget) -> None:
     env = target.env
     proc = subprocess.run(
-        [sys.executable, "-m", "treeserve.cli", "loadtest", "--target", "gateway", "--users", "2", "--duration", "2s",
+        [sys.executable, "-m", "treeserve_app.cli", "loadtest", "--target", "gateway", "--users", "2", "--duration", "2s",
          "--host", target.gateway.url, "--slo-p99-ms", "0.001"],
         env=env, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
@@ -149,7 +149,7 @@ def test_an_impossible_slo_fails_the_command_with_a_clear_message(target: Loadte
 
 def test_a_remote_host_is_refused_before_any_request(target: LoadtestTarget) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "treeserve.cli", "loadtest", "--host", "http://203.0.113.7:8080", "--duration", "1s"],
+        [sys.executable, "-m", "treeserve_app.cli", "loadtest", "--host", "http://203.0.113.7:8080", "--duration", "1s"],
         env=target.env, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert proc.returncode == 1

@@ -39,9 +39,9 @@ def _logged_rows(folder: Any) -> int:
 def test_drifted_traffic_is_caught_and_a_retrained_champion_is_served(
     triton_server: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    from drift.pipeline import run_pipeline
     from training.api import generate_data, materialize
-    from treeserve.pipeline_cli import sync_pass
+    from treeserve_app.commands.pipeline import sync_pass
+    from treeserve_app.pipeline import run_pipeline
 
     home = tmp_path_factory.mktemp("pipeline-e2e")
     # v1: trained on the normal world, promoted, served

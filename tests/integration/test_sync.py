@@ -28,7 +28,7 @@ from exporter.triton_admin import TritonAdminClient
 from tests.fixtures.triton import private_triton
 from treeserve.procs import free_port, wait_until
 from treeserve.repository import read_model_config, read_version_metadata, version_dir
-from treeserve.settings import load_settings
+from treeserve_app.settings import load_settings
 
 pytestmark = pytest.mark.integration
 
@@ -144,8 +144,8 @@ def cli(monkeypatch: pytest.MonkeyPatch, settings: Any, model: str, *args: str, 
     """Run ``treeserve ARGS`` in-process with settings from the environment; its stdout (``exit_code``)."""
     from typer.testing import CliRunner
 
-    from treeserve import clikit
-    from treeserve.cli import app
+    from treeserve_app import clikit
+    from treeserve_app.cli import app
 
     for key, value in env_for(settings, model).items():
         if key.startswith(("TREESERVE_", "MLFLOW_")):

@@ -17,8 +17,8 @@ def invoke(args: list[str], env: dict[str, str]) -> Any:
     """Run ``treeserve ARGS`` in-process with ``env`` (settings rebuilt for this call)."""
     from typer.testing import CliRunner
 
-    from treeserve import clikit
-    from treeserve.cli import app
+    from treeserve_app import clikit
+    from treeserve_app.cli import app
 
     clean = {k: None for k in os.environ if k.startswith(("TREESERVE_", "MLFLOW_"))}
     clikit._settings = None

@@ -17,7 +17,7 @@ from tests.fixtures.mlflow_server import MlflowServer
 from training.api import promote, rollback, train
 from training.errors import ModelNotFoundError
 from treeserve import contract
-from treeserve.settings import MlflowSettings, Settings
+from treeserve_app.settings import MlflowSettings, Settings
 
 pytestmark = pytest.mark.integration
 

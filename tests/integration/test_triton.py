@@ -21,10 +21,11 @@ from exporter.errors import ModelLoadError, TritonNotRunningError, TritonStartEr
 from exporter.install import export, write_model_config
 from exporter.triton_server import TritonServer
 from tests.fixtures.triton import CHECKOUT, UserRegistry
-from treeserve import clikit, contract
+from treeserve import contract
 from treeserve.errors import TreeserveError
 from treeserve.procs import free_port
 from treeserve.repository import read_model_config
+from treeserve_app import clikit
 
 pytestmark = pytest.mark.integration
 
@@ -251,7 +252,7 @@ def test_talking_to_a_server_that_is_not_running_says_so(tmp_path: Path) -> None
 
 def test_cli_start_status_stop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The CLI life cycle on its own ports: PID file, status, stop."""
-    from treeserve.cli import app
+    from treeserve_app.cli import app
 
     monkeypatch.setenv("TREESERVE_HOME", str(tmp_path))
     monkeypatch.setenv("TREESERVE_TRITON__VENV", str(CHECKOUT / ".venv-triton"))

@@ -21,7 +21,7 @@ from treeserve.features.store import open_feature_store
 if TYPE_CHECKING:
     from feast import FeatureStore
 
-    from treeserve.settings import Settings
+    from treeserve.settings import CoreConfig
 
 __all__ = [
     "DirectFeatureSource",
@@ -44,10 +44,6 @@ def feature_source(
     return FeastFeatureSource(store, store_name=store_name)
 
 
-def open_feature_source(settings: Settings) -> FeatureSource:
-    """The configured reader on the configured Feast store."""
-    return feature_source(
-        open_feature_store(settings),
-        reader=settings.gateway.feature_reader,
-        store_name=settings.feast.online_store,
-    )
+def open_feature_source(settings: CoreConfig, *, reader: Literal["direct", "sdk"]) -> FeatureSource:
+    """The ``reader`` (``sdk`` or ``direct``) on the configured Feast store."""
+    return feature_source(open_feature_store(settings), reader=reader, store_name=settings.feast.online_store)

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from feast import FeatureStore
     from feast.repo_config import RepoConfig
 
-    from treeserve.settings import Settings
+    from treeserve.settings import CoreConfig
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ _skip_typeguard_instrumentation()
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
-def feature_repo_path(settings: Settings) -> Path:
+def feature_repo_path(settings: CoreConfig) -> Path:
     """The Feast repository folder: relative to ``home``, else the one shipped with treeserve."""
     configured = settings.feast.repo_path
     path = settings.path(configured)
@@ -62,7 +62,7 @@ def feature_repo_path(settings: Settings) -> Path:
     return path
 
 
-def online_store_config(settings: Settings) -> dict[str, Any]:
+def online_store_config(settings: CoreConfig) -> dict[str, Any]:
     """The Feast ``online_store`` block for the configured store type."""
     feast = settings.feast
     if feast.online_store == "redis":
@@ -79,7 +79,7 @@ def online_store_config(settings: Settings) -> dict[str, Any]:
     return {"type": "sqlite", "path": str(path)}
 
 
-def repo_config(settings: Settings) -> RepoConfig:
+def repo_config(settings: CoreConfig) -> RepoConfig:
     """Build the Feast ``RepoConfig`` from settings (no YAML file involved)."""
     from feast.repo_config import RepoConfig
 
@@ -105,7 +105,7 @@ def repo_config(settings: Settings) -> RepoConfig:
         raise ConfigError(f"invalid Feast configuration: {str(e).splitlines()[0]}") from e
 
 
-def open_feature_store(settings: Settings) -> FeatureStore:
+def open_feature_store(settings: CoreConfig) -> FeatureStore:
     """A ``feast.FeatureStore`` for the configured registry, online and offline stores."""
     from feast import FeatureStore
 
@@ -116,7 +116,7 @@ def open_feature_store(settings: Settings) -> FeatureStore:
         raise ConfigError(f"cannot open the Feast store: {str(e).splitlines()[0]}") from e
 
 
-def load_definitions(settings: Settings) -> list[Any]:
+def load_definitions(settings: CoreConfig) -> list[Any]:
     """The Feast objects defined in ``feast.repo_path`` for the configured data folder."""
     repo = feature_repo_path(settings)
     if not repo.is_dir():

@@ -4,7 +4,7 @@
                                                                      +-> skip_retrain ----------------------------+
                                                                                  -> batch_score -> score_check
 
-Every step runs treeserve's own code (``drift.tasks`` -> ``drift.steps``, the functions behind
+Every step runs treeserve's own code (``treeserve_app.airflow_tasks`` -> ``treeserve_app.steps``, the functions behind
 ``treeserve pipeline run``) in treeserve's virtual environment through ``@task.external_python``:
 Airflow's and treeserve's dependency pins conflict, so they live in two environments. This file
 imports nothing from treeserve, so parsing it stays cheap. Results travel as small JSON dicts
@@ -140,37 +140,37 @@ with DAG(
 
     @task.external_python(task_id="materialize", **IN_TREESERVE)
     def materialize(config: dict[str, Any]) -> dict[str, Any]:
-        from drift import tasks
+        from treeserve_app import airflow_tasks as tasks
 
         return tasks.materialize(config)
 
     @task.external_python(task_id="drift_check", **IN_TREESERVE)
     def drift_check(config: dict[str, Any]) -> dict[str, Any]:
-        from drift import tasks
+        from treeserve_app import airflow_tasks as tasks
 
         return tasks.drift(config)
 
     @task.branch_external_python(task_id="decide_retrain", **IN_TREESERVE)
     def decide_retrain(config: dict[str, Any], drift: dict[str, Any]) -> str:
-        from drift import tasks
+        from treeserve_app import airflow_tasks as tasks
 
         return "train" if tasks.retrain_reason(config, drift) else "skip_retrain"
 
     @task.external_python(task_id="train", **IN_TREESERVE)
     def train(config: dict[str, Any]) -> dict[str, Any]:
-        from drift import tasks
+        from treeserve_app import airflow_tasks as tasks
 
         return tasks.train(config)
 
     @task.external_python(task_id="gate", retries=0, **IN_TREESERVE)  # a refused version stays refused
     def gate(config: dict[str, Any], trained: dict[str, Any]) -> dict[str, Any]:
-        from drift import tasks
+        from treeserve_app import airflow_tasks as tasks
 
         return tasks.gate(config, trained)
 
     @task.external_python(task_id="promote", **IN_TREESERVE)
     def promote(config: dict[str, Any], trained: dict[str, Any]) -> dict[str, Any]:
-        from drift import tasks
+        from treeserve_app import airflow_tasks as tasks
 
         return tasks.promote(config, trained)
 
@@ -178,20 +178,20 @@ with DAG(
     def wait_served(
         config: dict[str, Any], trained: dict[str, Any], promoted: dict[str, Any]
     ) -> dict[str, Any]:
-        from drift import tasks
-        from treeserve.pipeline_cli import sync_pass, triton_admin
+        from treeserve_app import airflow_tasks as tasks
+        from treeserve_app.commands.pipeline import sync_pass, triton_admin
 
         return tasks.wait_served(config, trained, promoted, sync=sync_pass, triton_for=triton_admin)
 
     @task.external_python(task_id="batch_score", trigger_rule="none_failed_min_one_success", **IN_TREESERVE)
     def batch_score(config: dict[str, Any]) -> dict[str, Any]:
-        from drift import tasks
+        from treeserve_app import airflow_tasks as tasks
 
         return tasks.batch_score(config)
 
     @task.external_python(task_id="score_check", **IN_TREESERVE)
     def score_check(config: dict[str, Any], scored: dict[str, Any]) -> dict[str, Any]:
-        from drift import tasks
+        from treeserve_app import airflow_tasks as tasks
 
         return tasks.score_check(config, scored)
 

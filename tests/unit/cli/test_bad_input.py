@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from treeserve import clikit
-from treeserve.cli import app
+from treeserve_app import clikit
+from treeserve_app.cli import app
 
 
 def _invoke(args: list[str], env: dict[str, str]) -> tuple[int, str]:
@@ -47,7 +47,7 @@ def test_bad_setting_is_one_line_naming_it(tmp_path: Path, var: str, value: str,
 
 
 def test_log_level_is_case_insensitive(tmp_path: Path) -> None:
-    from treeserve.settings import load_settings
+    from treeserve_app.settings import load_settings
 
     os.environ["TREESERVE_LOG_LEVEL"] = "debug"
     try:
@@ -67,7 +67,7 @@ def test_unwritable_data_folder_is_one_line(tmp_path: Path) -> None:
 def test_home_defaults_to_the_checkout_wherever_the_command_runs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from treeserve.settings import load_settings
+    from treeserve_app.settings import load_settings
 
     checkout = Path(__file__).resolve().parents[3]
     monkeypatch.delenv("TREESERVE_HOME", raising=False)

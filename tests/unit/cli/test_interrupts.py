@@ -10,7 +10,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from treeserve import clikit, interrupts
+from treeserve import interrupts
+from treeserve_app import clikit
 
 
 def _sigint() -> None:

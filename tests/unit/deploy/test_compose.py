@@ -66,7 +66,7 @@ def test_profiles(compose: dict[str, Any]) -> None:
 
 
 def _setting_exists(path: list[str]) -> bool:
-    from treeserve.settings import Settings
+    from treeserve_app.settings import Settings
 
     model: Any = Settings
     for i, part in enumerate(path):
@@ -99,7 +99,7 @@ def test_every_treeserve_variable_is_a_setting(compose: dict[str, Any], compose_
 
 
 def _settings_for(service: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Any:
-    from treeserve.settings import load_settings
+    from treeserve_app.settings import load_settings
 
     for key in list(os.environ):
         if key.startswith(("TREESERVE_", "MLFLOW_")):

@@ -226,7 +226,7 @@ def settings_of(
     docs: list[dict[str, Any]], container: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> Any:
     """The treeserve settings a container's environment builds."""
-    from treeserve.settings import load_settings
+    from treeserve_app.settings import load_settings
 
     for key in list(os.environ):
         if key.startswith(("TREESERVE_", "MLFLOW_")):

@@ -64,7 +64,7 @@ def _production_secret_keys() -> set[str]:
 
 def check_treeserve_help(argv: list[str]) -> None:
     """``treeserve ARGV --help`` exits 0: the command and its options exist."""
-    from treeserve.cli import app
+    from treeserve_app.cli import app
 
     assert argv[0] == "treeserve", argv
     result = CliRunner().invoke(app, [*argv[1:], "--help"])

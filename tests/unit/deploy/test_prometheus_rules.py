@@ -239,7 +239,7 @@ def _parse(cli: Any, argv: list[str]) -> str:
 
 
 def test_runbook_treeserve_commands_parse() -> None:
-    from treeserve.cli import app
+    from treeserve_app.cli import app
 
     cli = typer.main.get_command(app)
     invocations = [argv for argv in _treeserve_commands(RUNBOOKS) if argv and argv[0] != "…"]

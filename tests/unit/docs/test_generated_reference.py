@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from treeserve import docgen
+from treeserve_app import docgen
 
 
 def test_generated_reference_pages_are_current() -> None:
     stale = docgen.stale_pages()
-    assert stale == [], f"stale: {stale}; run `make docs` (python -m treeserve.docgen)"
+    assert stale == [], f"stale: {stale}; run `make docs` (python -m treeserve_app.docgen)"
 
 
 def test_settings_reference_names_every_variable() -> None:

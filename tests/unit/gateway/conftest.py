@@ -11,7 +11,7 @@ import pytest
 
 from gateway.app import build_predlog, create_app
 from tests.unit.gateway.fakes import FakeFeatures, FakeTriton, write_repository
-from treeserve.settings import load_settings
+from treeserve_app.settings import load_settings
 
 ROWS = {
     "cust-000001": [1.0, 2.0, 3.0],

@@ -253,7 +253,7 @@ async def test_metrics_exposed(make_gateway: Any) -> None:
 
 def test_openapi_documents_the_api(treeserve_home: Path) -> None:
     from gateway.app import create_app
-    from treeserve.settings import load_settings
+    from treeserve_app.settings import load_settings
 
     spec = create_app(load_settings(home=treeserve_home)).openapi()
     assert {

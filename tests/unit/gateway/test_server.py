@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 
-from treeserve.settings import Settings, load_settings
+from treeserve_app.commands.gateway import APP_FACTORY
+from treeserve_app.settings import Settings, load_settings
 
 
 def test_workers_get_every_programmatic_override(
@@ -45,7 +46,7 @@ def test_workers_get_every_programmatic_override(
             "feast": base.feast.model_copy(update={"feature_service": "other_service"}),
         }
     )
-    server.run(settings)
+    server.run(settings, app_factory=APP_FACTORY)
     (seen,) = built
     assert seen.gateway.max_entities == 7
     assert seen.gateway.missing_policy == {"f_b": "fallback"} and seen.gateway.api_keys == ["k1"]

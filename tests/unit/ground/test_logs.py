@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[3]
 # What an entry point does: build settings through the CLI kit, then a library module logs.
 _PROGRAM = """
 import logging
-from treeserve import clikit
+from treeserve_app import clikit
 clikit.settings()
 logging.getLogger("exporter.validate").info("parity ok", extra={"model": "churn", "version": "3"})
 """

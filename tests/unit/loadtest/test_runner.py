@@ -12,7 +12,7 @@ from exporter.settings import TritonServerSettings
 from gateway.settings import GatewaySettings
 from loadtest.errors import LoadtestConfigError
 from loadtest.runner import check_host, default_host, locust_command, parse_duration
-from treeserve.settings import Settings
+from treeserve_app.settings import Settings
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ from loadtest.target import check_target
 from loadtest.workload import Workload
 from tests.unit.loadtest.test_report import _entry
 from treeserve.procs import free_port
-from treeserve.settings import load_settings
+from treeserve_app.settings import load_settings
 
 WORKLOAD = Workload(model="churn-prediction", entity_key="customer_id", known_ids=["cust-000001"])
 NOT_READY = {

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from treeserve import clikit
-from treeserve.cli import app
+from treeserve_app import clikit
+from treeserve_app.cli import app
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from exporter.errors import ParityError, TritonControlError
 from exporter.sync import adapters, reconcile
 from exporter.sync.reconcile import reconcile_once
 from treeserve import repository as repo_mod
-from treeserve.settings import load_settings
+from treeserve_app.settings import load_settings
 
 MODEL = "m"
 FEATURES = ["a", "b"]

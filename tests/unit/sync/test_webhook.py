@@ -15,7 +15,7 @@ from starlette.testclient import TestClient
 from exporter.sync.errors import WebhookRejectedError
 from exporter.sync.service import WEBHOOK_PATH, SyncService, create_app
 from exporter.sync.webhook import DeliveryDeduper, parse_alias_event, sign, verify
-from treeserve.settings import load_settings
+from treeserve_app.settings import load_settings
 
 SECRET = "s3cret"
 

@@ -13,7 +13,7 @@ from training.data import FEATURES, LABEL, STATS_FILE, generate_world
 from training.dataset import build_training_set
 from training.features import apply_features
 from treeserve.features.store import open_feature_store
-from treeserve.settings import load_settings
+from treeserve_app.settings import load_settings
 
 PLANTED = 9999.0
 

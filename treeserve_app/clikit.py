@@ -9,24 +9,27 @@ import signal
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 
 from treeserve import interrupts
 from treeserve.errors import TreeserveError
 
+if TYPE_CHECKING:
+    from treeserve_app.settings import Settings
+
 F = TypeVar("F", bound=Callable[..., Any])
 
-_settings: Any = None
+_settings: Settings | None = None
 
 
-def settings() -> Any:
-    """The process' settings, built once from the environment (treeserve.settings.Settings)."""
+def settings() -> Settings:
+    """The process' settings, built once from the environment (``treeserve_app.settings.Settings``)."""
     global _settings
     if _settings is None:
         from treeserve.logs import setup_logging
-        from treeserve.settings import load_settings
+        from treeserve_app.settings import load_settings
 
         _settings = load_settings()
         _say_where_state_lives(_settings.home)

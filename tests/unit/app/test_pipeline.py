@@ -17,15 +17,15 @@ import drift.job
 import drift.scoring
 import exporter.sync.reconcile
 import training.api
-from drift.pipeline import run_pipeline
 from drift.reference import repository_routing
 from drift.score_store import open_sink
 from drift.scoring import ScoringResult
-from drift.steps import score_shift
 from drift.summary import ColumnDrift, DriftSummary
 from exporter.sync.errors import SyncBusyError
-from treeserve.pipeline_cli import sync_pass
-from treeserve.settings import load_settings
+from treeserve_app.commands.pipeline import sync_pass
+from treeserve_app.pipeline import run_pipeline
+from treeserve_app.settings import load_settings
+from treeserve_app.steps import score_shift
 
 MODEL = "churn-prediction"
 

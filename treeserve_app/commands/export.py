@@ -6,16 +6,18 @@ hooked in here when that module exists.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from treeserve import clikit
+from treeserve_app import clikit
+
+if TYPE_CHECKING:
+    from treeserve_app.settings import Settings
 
 triton_app = typer.Typer(
     help="Run a local Triton Inference Server (from .venv-triton).", no_args_is_help=True
@@ -33,8 +35,6 @@ def register(app: typer.Typer) -> None:
     """Add this package's commands to the root app."""
     app.command("export")(export_command)
     app.add_typer(triton_app, name="triton")
-    if importlib.util.find_spec("exporter.sync.cli") is not None:
-        importlib.import_module("exporter.sync.cli").register(app)
 
 
 @clikit.command
@@ -89,14 +89,14 @@ def export_command(
         _load(settings, repo, model, inst.version)
 
 
-def _repository_lock(settings: Any) -> Any:
+def _repository_lock(settings: Settings) -> Any:
     """The sync's lock: an export and a sync pass never write the same config.pbtxt at once."""
     from exporter.sync.lock import sync_lock
 
     return sync_lock(settings.path(settings.sync.lock_file), timeout_s=120.0)
 
 
-def _load(settings: Any, repo: Path, model: str, version: int) -> None:
+def _load(settings: Settings, repo: Path, model: str, version: int) -> None:
     from exporter.errors import TritonNotRunningError
     from exporter.triton_server import TritonServer
 

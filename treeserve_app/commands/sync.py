@@ -6,7 +6,7 @@ import json
 
 import typer
 
-from treeserve import clikit
+from treeserve_app import clikit
 
 sync_app = typer.Typer(
     help="Promotion-driven sync: registry aliases -> Triton.",

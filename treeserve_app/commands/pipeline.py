@@ -7,11 +7,14 @@ exporter's reconcile pass and the Triton admin client.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from treeserve import clikit
+from treeserve_app import clikit
+
+if TYPE_CHECKING:
+    from treeserve_app.settings import Settings
 
 pipeline_app = typer.Typer(help="The scheduled loop: materialize → drift → retrain → gate → sync → score.")
 
@@ -26,7 +29,7 @@ def pipeline_run_cmd(
     """Materialize, check drift, retrain + gate + promote + sync when needed, batch-score, compare."""
     from rich.console import Console
 
-    from drift.pipeline import run_pipeline
+    from treeserve_app.pipeline import run_pipeline
 
     s = clikit.settings()
     console = Console(stderr=True)
@@ -55,7 +58,7 @@ def pipeline_run_cmd(
         clikit.fail(f"step {run.failed_step!r} failed: {run.reason}")
 
 
-def sync_pass(settings: Any, *, trigger: str, lock_timeout_s: float | None) -> Any:
+def sync_pass(settings: Settings, *, trigger: str, lock_timeout_s: float | None) -> Any:
     """One reconcile pass of the exporter's sync; None when another sync process holds the lock."""
     from exporter.sync import reconcile
     from exporter.sync.errors import SyncBusyError
@@ -66,7 +69,7 @@ def sync_pass(settings: Any, *, trigger: str, lock_timeout_s: float | None) -> A
         return None
 
 
-def triton_admin(settings: Any) -> Any:
+def triton_admin(settings: Settings) -> Any:
     """The Triton admin client the sync talks to (``exporter.triton_admin.TritonAdminClient``)."""
     from exporter.sync.reconcile import triton_url
     from exporter.triton_admin import TritonAdminClient

@@ -1,6 +1,6 @@
 """The Airflow DAG's task bodies: a JSON-able run config and upstream outcomes in, a JSON-able
 outcome out (XCom). Each runs in treeserve's own virtual environment (the DAG's
-``@task.external_python`` tasks) and calls one ``drift.steps`` function.
+``@task.external_python`` tasks) and calls one ``treeserve_app.steps`` function.
 
 The run config, built by the DAG's ``resolve_config`` task from Airflow Variables and the run's
 conf::
@@ -14,12 +14,14 @@ Settings not overridden come from the environment (``TREESERVE_*``) and treeserv
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Callable, Mapping
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from drift import steps
+from treeserve_app import steps
+
+if TYPE_CHECKING:
+    from treeserve_app.settings import Settings
 
 Config = Mapping[str, Any]
 Outcome = dict[str, Any]
@@ -28,16 +30,15 @@ Outcome = dict[str, Any]
 def task_settings(config: Config) -> Any:
     """Settings for one task: the environment and defaults, overridden by ``config["settings"]``;
     treeserve's log lines go to the task log."""
-    from treeserve.settings import load_settings
+    from treeserve.logs import setup_logging
+    from treeserve_app.settings import load_settings
 
     settings = load_settings(**dict(config.get("settings") or {}))
-    logging.basicConfig(
-        level=settings.log_level, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s", force=True
-    )
+    setup_logging(settings.log_level, json_lines=settings.log_json)
     return settings
 
 
-def _model(settings: Any) -> str:
+def _model(settings: Settings) -> str:
     return str(settings.mlflow.model_name)
 
 
@@ -101,7 +102,7 @@ def wait_served(
     """Sync the Triton repository and wait until the new version is served (rollback otherwise).
 
     ``sync`` runs one sync pass and ``triton_for(settings)`` gives Triton's readiness (the DAG
-    hands in ``treeserve.pipeline_cli``'s, which wrap the exporter).
+    hands in ``treeserve_app.commands.pipeline``'s, which wrap the exporter).
     """
     s = task_settings(config)
     previous = promoted.get("detail", {}).get("previous")

@@ -1,14 +1,14 @@
 """The ``treeserve`` command: thin typer front-ends, one per package, registered here.
 
-Each package exposes ``register(app)`` in its ``cli`` module and imports heavy libraries inside
+Each module of ``treeserve_app.commands`` has ``register(app)`` and imports heavy libraries inside
 the command functions, so ``treeserve --help`` stays fast.
 """
 
 from __future__ import annotations
 
-import importlib
-
 import typer
+
+from treeserve_app import commands, demo
 
 app = typer.Typer(
     name="treeserve",
@@ -24,19 +24,16 @@ def _root() -> None:
     """Triton-backed serving stack for XGBoost models."""
 
 
-_PACKAGES = (
-    "training",
-    "exporter",
-    "exporter.sync",
-    "gateway",
-    "loadtest",
-    "drift",
-    "treeserve.pipeline_cli",
-    "treeserve.demo",
-)
-
-for _name in _PACKAGES:
-    _module = importlib.import_module(_name if _name.startswith("treeserve.") else f"{_name}.cli")
+for _module in (
+    commands.training,
+    commands.export,
+    commands.sync,
+    commands.gateway,
+    commands.loadtest,
+    commands.drift,
+    commands.pipeline,
+    demo,
+):
     _module.register(app)
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from treeserve import clikit
+from treeserve_app import clikit
 
 
 def _print_summary(result: object) -> None:

@@ -1,12 +1,48 @@
-"""CLI commands of the gateway package."""
+"""CLI commands of the gateway package, and the app factory its uvicorn workers call."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from treeserve import clikit
+from treeserve.errors import ConfigError
+from treeserve_app import clikit
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from treeserve_app.settings import Settings
+
+APP_FACTORY = "treeserve_app.commands.gateway:app_from_env"
+"""What each uvicorn worker imports and calls to build the gateway app."""
+
+
+def worker_settings() -> Settings:
+    """The settings ``gateway.server.run`` exported for its workers; else settings from the environment."""
+    from gateway.server import SETTINGS_ENV
+    from treeserve_app.settings import Settings, load_settings
+
+    raw = os.environ.get(SETTINGS_ENV)
+    if not raw:
+        return load_settings()
+    try:
+        return Settings.model_validate_json(raw)
+    except ValueError as e:
+        raise ConfigError(f"{SETTINGS_ENV} does not hold valid settings: {str(e).splitlines()[0]}") from e
+
+
+def app_from_env() -> FastAPI:
+    """uvicorn factory: each worker builds its own app with the settings ``run`` was given."""
+    from gateway.app import create_app
+    from treeserve.logs import setup_logging
+
+    settings = worker_settings()
+    # Worker processes do not inherit the CLI's logging set-up.
+    setup_logging(settings.log_level, json_lines=settings.log_json)
+    return create_app(settings)
 
 
 def register(app: typer.Typer) -> None:
@@ -54,4 +90,4 @@ def register(app: typer.Typer) -> None:
         }
         if overrides:
             settings = settings.model_copy(update={"gateway": settings.gateway.model_copy(update=overrides)})
-        run(settings)
+        run(settings, app_factory=APP_FACTORY)

@@ -1,6 +1,6 @@
 """CLI commands of the drift package: ``treeserve drift``, ``treeserve score``.
 
-``treeserve pipeline run`` is wired in ``treeserve.pipeline_cli``: the pipeline needs the sync.
+``treeserve pipeline run`` is in ``treeserve_app.commands.pipeline``.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import json
 
 import typer
 
-from treeserve import clikit
+from treeserve_app import clikit
 
 
 @clikit.command

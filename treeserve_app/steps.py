@@ -16,7 +16,7 @@ A step that cannot do its work raises ``PipelineStepError(step, reason)``; other
 says ``ok``, ``warning`` or ``skipped`` with a one-line reason and a JSON-able ``detail``.
 
 The promotion sync and Triton come in as arguments (``SyncPass``, ``ReadyVersions``): this package
-imports nothing of the exporter; ``treeserve.pipeline_cli`` and the Airflow DAG hand them in.
+imports nothing of the exporter; ``treeserve_app.commands.pipeline`` and the Airflow DAG hand them in.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
@@ -33,6 +33,9 @@ from drift.errors import PipelineStepError, WindowTooSmallError
 from drift.reference import repository_routing
 from treeserve import contract
 from treeserve.errors import TreeserveError
+
+if TYPE_CHECKING:
+    from treeserve_app.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +46,13 @@ _SERVE_POLL_S = 0.25
 
 
 class SyncPass(Protocol):
-    """One pass of the promotion sync (``treeserve.pipeline_cli.sync_pass`` wraps the exporter's).
+    """One pass of the promotion sync (``treeserve_app.commands.pipeline.sync_pass`` wraps the exporter's).
 
     Returns the pass result (``result``, ``error``), or None when another sync process holds the
     lock; raises TreeserveError when the pass cannot run.
     """
 
-    def __call__(self, settings: Any, *, trigger: str, lock_timeout_s: float | None) -> Any: ...
+    def __call__(self, settings: Settings, *, trigger: str, lock_timeout_s: float | None) -> Any: ...
 
 
 class ReadyVersions(Protocol):
@@ -73,7 +76,7 @@ class StepOutcome:
         return asdict(self)
 
 
-def serving_version(settings: Any, model: str) -> str | None:
+def serving_version(settings: Settings, model: str) -> str | None:
     """The version Triton's repository routes ``champion`` to (None when not deployed)."""
     return repository_routing(settings.path(settings.exporter.repository), model).get(contract.ALIAS_CHAMPION)
 
@@ -87,7 +90,7 @@ def score_shift(today: np.ndarray, previous: np.ndarray) -> float:
     return d / std if std > 0 else (0.0 if d == 0 else float("inf"))
 
 
-def materialize_step(settings: Any) -> StepOutcome:
+def materialize_step(settings: Settings) -> StepOutcome:
     """The online store gets the newest snapshot per entity (idempotent)."""
     from training import api as training
 
@@ -99,7 +102,7 @@ def materialize_step(settings: Any) -> StepOutcome:
 
 
 def drift_step(
-    settings: Any, model: str, *, since: str | None = None, last: int | None = None
+    settings: Settings, model: str, *, since: str | None = None, last: int | None = None
 ) -> StepOutcome:
     """Drift check on the serving version (read-only apart from its report)."""
     from drift.job import run_drift
@@ -126,7 +129,7 @@ def drift_step(
 
 
 def retrain_reason(
-    settings: Any, model: str, *, drifted: bool, force_retrain: bool, now: datetime | None = None
+    settings: Settings, model: str, *, drifted: bool, force_retrain: bool, now: datetime | None = None
 ) -> str:
     """Why the loop retrains this time ("" = it does not): drift, a forced run, or a champion that
     has served ``drift.pipeline.retrain_after_days`` (the weekly retraining)."""
@@ -149,7 +152,7 @@ def retrain_reason(
     return f"champion has served {age_days:.1f} days (>= {days})" if age_days >= days else ""
 
 
-def retrain_step(settings: Any, reason: str) -> StepOutcome:
+def retrain_step(settings: Settings, reason: str) -> StepOutcome:
     """Train a new version from point-in-time features and register it."""
     from training import api as training
 
@@ -172,7 +175,7 @@ def _checks(gate: Any) -> list[dict[str, Any]]:
     return [{"name": c.name, "passed": c.passed, "detail": c.detail} for c in gate.checks]
 
 
-def gate_step(settings: Any, model: str, version: str) -> StepOutcome:
+def gate_step(settings: Settings, model: str, version: str) -> StepOutcome:
     """The promotion gate's checks on ``version`` (recorded as version tags); moves no alias."""
     from training import api as training
 
@@ -189,7 +192,7 @@ def gate_step(settings: Any, model: str, version: str) -> StepOutcome:
     )
 
 
-def alias_step(settings: Any, model: str, version: str) -> StepOutcome:
+def alias_step(settings: Settings, model: str, version: str) -> StepOutcome:
     """Move ``champion`` to ``version`` through the gate (checked again against the champion of now)."""
     from training import api as training
 
@@ -205,7 +208,13 @@ def alias_step(settings: Any, model: str, version: str) -> StepOutcome:
 
 
 def sync_step(
-    settings: Any, model: str, version: str, *, previous: str | None, sync: SyncPass, triton: ReadyVersions
+    settings: Settings,
+    model: str,
+    version: str,
+    *,
+    previous: str | None,
+    sync: SyncPass,
+    triton: ReadyVersions,
 ) -> StepOutcome:
     """Triton must serve ``version``; otherwise the alias is rolled back and the repository reconciled.
 
@@ -228,7 +237,9 @@ def sync_step(
     raise PipelineStepError("sync", reason + rolled)
 
 
-def _sync_until_served(settings: Any, model: str, version: str, sync: SyncPass, triton: ReadyVersions) -> str:
+def _sync_until_served(
+    settings: Settings, model: str, version: str, sync: SyncPass, triton: ReadyVersions
+) -> str:
     """Run a sync pass and wait until ``version`` is served; "" when it is, else why not.
 
     Served = the repository's routing names it as champion and Triton reports it READY. A pass
@@ -272,7 +283,7 @@ def _sync_until_served(settings: Any, model: str, version: str, sync: SyncPass, 
         time.sleep(_SERVE_POLL_S)
 
 
-def score_step(settings: Any, model: str, score_date: date | None = None) -> StepOutcome:
+def score_step(settings: Settings, model: str, score_date: date | None = None) -> StepOutcome:
     """Batch-score every active entity with whatever is serving now."""
     from drift.scoring import score_all
 
@@ -292,7 +303,7 @@ def score_step(settings: Any, model: str, score_date: date | None = None) -> Ste
     )
 
 
-def score_check_step(settings: Any, model: str, score_date: date) -> StepOutcome:
+def score_check_step(settings: Settings, model: str, score_date: date) -> StepOutcome:
     """The day's score distribution against the previous scored day (a shift is a warning)."""
     from drift.score_store import open_sink
 

@@ -11,7 +11,7 @@ Every step is logged and recorded in ``<pipeline.runs_dir>/<run id>.json`` as it
 failed step stops the run with its reason. The serving version never changes in a failed run:
 the gate moves ``champion`` only when it passes, and if the sync then cannot serve the new
 champion, the alias is rolled back and the repository reconciled to the previous champion.
-The steps themselves live in ``drift.steps`` (the Airflow DAG runs the same functions).
+The steps themselves live in ``treeserve_app.steps`` (the Airflow DAG runs the same functions).
 """
 
 from __future__ import annotations
@@ -25,11 +25,14 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from drift import steps
 from drift.errors import PipelineStepError
-from drift.steps import ReadyVersions, StepOutcome, StepStatus, SyncPass, serving_version
+from treeserve_app import steps
+from treeserve_app.steps import ReadyVersions, StepOutcome, StepStatus, SyncPass, serving_version
+
+if TYPE_CHECKING:
+    from treeserve_app.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +115,7 @@ class _Runner:
 
 
 def run_pipeline(
-    settings: Any,
+    settings: Settings,
     *,
     force_retrain: bool = False,
     drift_since: str | None = None,
@@ -158,7 +161,7 @@ def run_pipeline(
 
 
 def _steps(
-    settings: Any,
+    settings: Settings,
     r: _Runner,
     model: str,
     force_retrain: bool,

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from treeserve import clikit
+from treeserve_app import clikit
 
 data_app = typer.Typer(help="The demo data set.", no_args_is_help=True)
 features_app = typer.Typer(help="The Feast feature repository.", no_args_is_help=True)

@@ -18,12 +18,15 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from treeserve.clikit import command, settings
 from treeserve.errors import ServiceUnavailableError, TreeserveError, ValidationFailedError
+from treeserve_app.clikit import command, settings
+
+if TYPE_CHECKING:
+    from treeserve_app.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +65,7 @@ def _post_json(url: str, body: Any, *, timeout_s: float = 10.0) -> Any:
 
 
 def run_demo(
-    s: Any,
+    s: Settings,
     *,
     customers: int | None = None,
     loadtest_s: float = 8.0,
@@ -184,7 +187,7 @@ def run_demo(
     return summary
 
 
-def _triton_sample(s: Any, triton: Any, model: str, version: str) -> dict[str, Any]:
+def _triton_sample(s: Settings, triton: Any, model: str, version: str) -> dict[str, Any]:
     """One row of the version's reference inputs through Triton (the admin client)."""
     import numpy as np
 
@@ -196,7 +199,7 @@ def _triton_sample(s: Any, triton: Any, model: str, version: str) -> dict[str, A
     return {name: value.tolist() for name, value in out.items()}
 
 
-def _start_gateway(s: Any) -> Any:
+def _start_gateway(s: Settings) -> Any:
     from gateway.server import GatewayProcess
 
     env = dict(os.environ)
@@ -218,14 +221,14 @@ def _start_gateway(s: Any) -> Any:
     return proc.start(timeout_s=90.0)
 
 
-def _known_customer(s: Any) -> str:
+def _known_customer(s: Settings) -> str:
     import pandas as pd
 
     customers = pd.read_parquet(s.path(s.data.data_dir) / "customers.parquet", columns=["customer_id"])
     return str(customers["customer_id"].iloc[len(customers) // 2])
 
 
-def _send_drifted_traffic(s: Any, url: str, model: str, *, n_rows: int = 2000, batch: int = 100) -> int:
+def _send_drifted_traffic(s: Settings, url: str, model: str, *, n_rows: int = 2000, batch: int = 100) -> int:
     """Score a drifted population (the generator's drift mode) through the gateway as raw features."""
     import numpy as np
     import pandas as pd
