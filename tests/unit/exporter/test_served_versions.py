@@ -13,7 +13,7 @@ from exporter.flavors import get_flavor
 from exporter.install import export, install_version
 from treeserve import repository as repo_mod
 from treeserve.repository import TritonModelSpec
-from treeserve.settings import load_settings
+from treeserve_app.settings import load_settings
 
 MODEL = "churn-prediction"
 
