@@ -48,7 +48,7 @@ def test_status_before_any_pass_reports_and_exits_1(run) -> None:
 
 def test_status_exits_0_only_when_every_model_is_in_sync(run, treeserve_home: Path) -> None:
     from exporter.sync.status import ModelStatus, SyncStatus, write_status
-    from treeserve.settings import load_settings
+    from treeserve_app.settings import load_settings
 
     path = load_settings(home=treeserve_home).path(load_settings(home=treeserve_home).sync.status_file)
     served = ModelStatus(routing={"champion": "3"}, served_versions=["3"], in_sync=True, message="serving")
