@@ -23,12 +23,12 @@ import pytest
 
 from drift.score_store import open_sink
 from drift.scoring import ServingModel
-from drift.steps import serving_version
 from tests.fixtures.airflow import DAG_ID, DAGS_TEST, run_airflow
 from tests.fixtures.drift import latest_snapshot_traffic, write_predlog
 from tests.fixtures.feast_data import world_env
 from tests.fixtures.triton import served_world
-from treeserve.settings import Settings
+from treeserve_app.settings import Settings
+from treeserve_app.steps import serving_version
 
 pytestmark = pytest.mark.integration
 MODEL = "churn-airflow-e2e"
