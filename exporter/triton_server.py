@@ -34,12 +34,13 @@ from exporter.settings import ExporterConfig
 from exporter.triton_admin import TritonAdminClient
 from treeserve import procs
 from treeserve import repository as repo_mod
+from treeserve.errors import TreeserveError
+from treeserve.local_triton import STATE_FILE, read_state, write_state
 
 log = logging.getLogger(__name__)
 
 PID_FILE = "triton.pid"
 LOG_FILE = "triton.log"
-STATE_FILE = "triton.json"
 
 
 @dataclass(frozen=True)
@@ -140,11 +141,12 @@ class TritonServer:
 
     def _adopt_state(self) -> None:
         """When a server from this run_dir is running, talk to it on the ports it really uses."""
-        pid = self.pid()
-        if pid is None:
+        if self.pid() is None:
             return
-        with contextlib.suppress(OSError, ValueError, KeyError):
-            state = json.loads(self.state_file.read_text())
+        state = read_state(self.run_dir)
+        if state is None:
+            return
+        with contextlib.suppress(ValueError, KeyError, TypeError):
             self.http_port = int(state["http_port"])
             self.grpc_port = int(state["grpc_port"])
             self.metrics_port = int(state["metrics_port"])
@@ -218,19 +220,17 @@ class TritonServer:
             f.write(f"\n=== treeserve: starting tritonserver {time.strftime('%Y-%m-%dT%H:%M:%S')} ===\n")
         proc = procs.start_background(cmd, log_file=self.log_file, env=self._env(layout), cwd=self.run_dir)
         self.pid_file.write_text(f"{proc.pid}\n")
-        self.state_file.write_text(
-            json.dumps(
-                {
-                    "pid": proc.pid,
-                    "http_port": self.http_port,
-                    "grpc_port": self.grpc_port,
-                    "metrics_port": self.metrics_port,
-                    "repository": str(self.repository),
-                    "shm_prefix": shm_prefix,
-                    "started_at": time.time(),
-                },
-                indent=2,
-            )
+        write_state(
+            self.run_dir,
+            {
+                "pid": proc.pid,
+                "http_port": self.http_port,
+                "grpc_port": self.grpc_port,
+                "metrics_port": self.metrics_port,
+                "repository": str(self.repository),
+                "shm_prefix": shm_prefix,
+                "started_at": time.time(),
+            },
         )
         ok = procs.wait_until(
             self.is_ready, timeout_s=self.startup_timeout_s, interval_s=0.1, alive=lambda: proc.poll() is None
@@ -319,6 +319,20 @@ class TritonServer:
             wanted = []  # Triton names what is missing (or that it is not running)
         self.admin.load(model, wait_for=wanted, timeout_s=timeout_s)
         return sorted(int(v) for v in self.admin.ready_versions(model))
+
+    def load_repository(self) -> dict[str, list[int] | str]:
+        """Load every model of the repository (the versions its config lists, routed ones included).
+
+        Returns model -> ready versions, or the reason a model could not be loaded: one bad model
+        does not keep the others from serving.
+        """
+        loaded: dict[str, list[int] | str] = {}
+        for model in repo_mod.list_models(self.repository):
+            try:
+                loaded[model] = self.load_model(model)
+            except TreeserveError as e:
+                loaded[model] = str(e)
+        return loaded
 
     def canary(
         self, model: str, version: int | str, *, atol: float = 1e-5, rtol: float = 1e-5

@@ -27,6 +27,7 @@ from gateway.routes import PREDICT_PATH, predict_docs, router, v1
 from gateway.service import PredictionService
 from gateway.triton import InferenceClient
 from treeserve.features import FeatureSource
+from treeserve.local_triton import triton_grpc_url
 
 if TYPE_CHECKING:
     from gateway.settings import GatewayConfig
@@ -90,7 +91,9 @@ def create_app(
                 features if features is not None else open_feature_source(settings, reader=gw.feature_reader),
                 timeout_s=gw.feature_timeout_s,
             ),
-            triton=triton if triton is not None else GrpcTritonClient(gw.triton),
+            triton=triton
+            if triton is not None
+            else GrpcTritonClient(gw.triton.model_copy(update={"grpc_url": triton_grpc_url(settings)})),
             predlog=predlog if predlog is not None else build_predlog(settings),
         )
         await service.start()

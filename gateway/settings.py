@@ -17,8 +17,9 @@ class GatewayTritonSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    grpc_url: str = "127.0.0.1:8001"
-    """Triton gRPC endpoint (one server; see ``grpc_urls`` and ``grpc_dns`` for several)."""
+    grpc_url: str = ""
+    """Triton gRPC endpoint (one server; see ``grpc_urls`` and ``grpc_dns`` for several). Empty: the
+    Triton started by ``treeserve triton start`` (its recorded ports), else ``<triton.host>:<triton.grpc_port>``."""
     grpc_urls: list[str] | None = None
     """Several Triton gRPC endpoints (JSON list): one channel each, least-outstanding-requests
     balancing, a breaker per server, an UNAVAILABLE call retried on another server. Unset: ``grpc_url``."""

@@ -35,6 +35,7 @@ from loadtest.bench_latency import CpuMeter, cpu_us_per_request, grpc_latency
 from loadtest.bench_triton import tree_cpu_s
 from loadtest.settings import LoadtestConfig
 from treeserve import procs
+from treeserve.local_triton import triton_grpc_url
 
 log = logging.getLogger(__name__)
 
@@ -436,9 +437,9 @@ def run_gateway_bench(
         tbody.write_bytes(triton_request_body(model, world.version, row))
         gbody = out_dir / "gateway_request.bin"
         gbody.write_bytes(gateway_request_body(model, "customer_id", ids[0]))
-        check_grpc_body(settings.gateway.triton.grpc_url, tbody.read_bytes())
+        check_grpc_body(triton_grpc_url(settings), tbody.read_bytes())
         check_grpc_body(gw.grpc_url, gbody.read_bytes())
-        triton_url = f"http://{settings.gateway.triton.grpc_url}/inference.GRPCInferenceService/ModelInfer"
+        triton_url = f"http://{triton_grpc_url(settings)}/inference.GRPCInferenceService/ModelInfer"
         gateway_grpc_url = f"http://{gw.grpc_url}/inference.GRPCInferenceService/ModelInfer"
         grpc_res: dict[str, dict[str, Any]] = {"triton": {}, "gateway": {}}
         for c in concurrencies:

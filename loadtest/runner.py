@@ -33,6 +33,7 @@ from loadtest.report import (
 )
 from loadtest.settings import LoadtestConfig
 from loadtest.workload import API_KEY_ENV, HISTOGRAM_ENV, TIMEOUT_ENV, WORKLOAD_ENV, Workload
+from treeserve.local_triton import local_triton
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +151,8 @@ def default_host(settings: LoadtestConfig, target: str) -> str:
     if target == "gateway-grpc":
         return lt.gateway_grpc_url or f"{local(settings.gateway.host)}:{settings.gateway.grpc_port}"
     if target == "triton":
-        return lt.triton_grpc_url or f"{local(settings.triton.host)}:{settings.triton.grpc_port}"
+        ep = local_triton(settings)
+        return lt.triton_grpc_url or f"{local(ep.host)}:{ep.grpc_port}"
     raise LoadtestConfigError(f"unknown target {target!r} (expected one of {', '.join(USER_CLASS)})")
 
 

@@ -84,6 +84,8 @@ class GateResult:
     roc_auc: float | None = None
     champion_version: str | None = None
     champion_roc_auc: float | None = None
+    already: bool = False
+    """The alias already pointed at this version: nothing was checked or moved."""
 
     @property
     def reason(self) -> str:
@@ -218,6 +220,17 @@ def promote(
     if not alias.strip():
         raise ConfigError("alias must not be empty")
     mlflow_client = registry.client(settings)
+    current = str(registry.get_version(mlflow_client, model, version).version)
+    if registry.alias_version(mlflow_client, model, alias) == current:
+        return GateResult(
+            model=model,
+            version=current,
+            alias=alias,
+            passed=True,
+            forced=False,
+            alias_moved=False,
+            already=True,
+        )
     result = _check(settings, mlflow_client, model, version, alias=alias, force=force, move=True)
     _write_gate_tags(mlflow_client, result, reason)
     if result.alias_moved:

@@ -153,7 +153,7 @@ def train(settings: TrainingConfig, *, progress: Progress | None = None) -> Trai
     started = time.perf_counter()
 
     def step(message: str) -> None:
-        log.info("train: %s", message)
+        log.debug("train: %s", message)
         if progress is not None:
             progress(message)
 

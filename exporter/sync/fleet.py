@@ -18,6 +18,7 @@ from typing import Any
 
 from exporter.errors import TritonControlError
 from treeserve.endpoints import resolve
+from treeserve.local_triton import triton_http_url
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ def triton_endpoints(settings: Any) -> list[str]:
         return resolve(sync.triton_dns)
     if sync.triton_urls is not None:
         return list(sync.triton_urls)
-    return [sync.triton_url or f"{settings.triton.host}:{settings.triton.http_port}"]
+    return [triton_http_url(settings)]  # the setting, else the local Triton's recorded port
 
 
 @dataclass

@@ -65,7 +65,7 @@ def _assert_interrupted(code: int, out: str, err: str) -> None:
 )
 def test_interrupted_train_registers_nothing(demo_world: Any, phase: str) -> None:
     before = _versions(demo_world)
-    child = Child(["train"], demo_world.subprocess_env({"TREESERVE_LOG_LEVEL": "INFO"}))
+    child = Child(["train"], demo_world.subprocess_env({"TREESERVE_LOG_LEVEL": "DEBUG"}))
     wait_until(lambda: child.saw(phase) or child.proc.poll() is not None, timeout_s=180)
     assert child.proc.poll() is None, "".join(child.lines)[-2000:]
     time.sleep(0.5)  # inside the step: the Feast join runs in DuckDB, the logging talks to MLflow

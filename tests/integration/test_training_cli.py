@@ -36,6 +36,10 @@ def test_embedded_defaults_end_to_end(tmp_path: Path) -> None:
         (["features", "materialize"], "sqlite online store"),
         (["train"], "registered churn-prediction version 1"),
         (["promote", "churn-prediction", "1"], "gate passed: churn-prediction @champion -> version 1"),
+        (
+            ["promote", "churn-prediction", "1"],
+            "churn-prediction version 1 is already champion; nothing to do",
+        ),
     ]
     for args, needle in steps:
         result = invoke(args, env)

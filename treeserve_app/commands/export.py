@@ -157,6 +157,12 @@ def triton_start(
     for model in load or []:
         versions = server.load_model(model)
         typer.echo(f"loaded {model}: ready versions {versions}")
+    if not load and not was_running:
+        # A restarted Triton serves what the repository routes at once, not after the next sync pass.
+        for model, ready in server.load_repository().items():
+            typer.echo(
+                f"loaded {model}: ready versions {ready}" if isinstance(ready, list) else f"{model}: {ready}"
+            )
 
 
 @triton_app.command("stop")

@@ -136,6 +136,9 @@ def promote_command(
     with _console().status(f"gate for {model} v{version}"):
         result = promote(settings, model, version, alias=alias, force=force, reason=reason)
     console = _console()
+    if result.already:
+        console.print(f"{model} version {result.version} is already {alias}; nothing to do")
+        return
     for c in result.checks:
         console.print(f"  [{'ok' if c.passed else 'FAIL'}] {c.name}: {c.detail}")
     if not result.alias_moved:
