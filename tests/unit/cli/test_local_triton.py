@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from treeserve.local_triton import local_triton, write_state
-from treeserve.settings import load_settings
+from treeserve_app.settings import load_settings
 
 
 def test_settings_ports_when_no_server_runs(tmp_path: Path) -> None:
