@@ -1,15 +1,14 @@
 """Coalescing of concurrent requests into one call: the gateway's own dynamic batching.
 
-While a batch is in flight, the first submission of the next batch starts a short window
-(``window_us``); every submission that arrives before it closes (or until ``max_batch`` rows are
-pending) joins the batch, which is sent as one call. With nothing in flight the batch is sent on
-the next event-loop pass: only overlapping requests pay the window. Each submitter gets back exactly its own slice of the result, or the call's error.
+The first submission of a batch starts a short window (``window_us``); every submission that
+arrives before it closes (or until ``max_batch`` rows are pending) joins the batch, which is sent
+as one call. Each submitter gets back exactly its own slice of the result, or the call's error.
 Submissions are chunks (a list or an array of rows); ``merge`` joins the chunks of a batch.
 
 With ``max_inflight`` set, a window that closes while that many batches are still running keeps
 the batch open until one of them finishes (or ``max_batch`` rows are pending): under load the
 batches grow with the downstream latency instead of the event loop paying a whole online read
-and Triton call per request, and a lightly loaded gateway sends at once.
+and Triton call per request, and a lightly loaded gateway still sends after ``window_us``.
 Transports whose requests arrive one at a time (the grpc.aio server accepts one call per event
 loop pass) only coalesce this way.
 """
@@ -84,12 +83,9 @@ class Coalescer(Generic[C]):
         if self._pending >= self._max_batch:
             self._flush()
         elif self._timer is None and not self._held:
-            if self._window_s > 0 and self._inflight > 0:
-                # Requests overlap: wait a little for company.
+            if self._window_s > 0:
                 self._timer = loop.call_later(self._window_s, self._window_closed)
             else:
-                # Nothing in flight: send on the next loop pass (whatever arrives in this pass
-                # still joins), so an idle gateway never pays the window.
                 self._timer = loop.call_soon(self._window_closed)
         return await fut
 

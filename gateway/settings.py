@@ -86,8 +86,7 @@ class GatewaySettings(BaseModel):
     the SDK on stored entities at start-up (a mismatch stops the start, naming it); sdk:
     ``FeatureStore.get_online_features``."""
     coalesce_window_us: int = Field(default=500, ge=0, le=1000)
-    """How long the first request of a batch waits for others while a batch of the same stage is in
-    flight (online read and Triton call); with none in flight a request is sent at once."""
+    """How long the first request of a batch waits for others (online read and Triton call)."""
     coalesce_max_batch: int = Field(default=512, ge=1)
     """Most rows merged into one online read or Triton call."""
     coalesce_max_inflight: int = Field(default=1, ge=0)

@@ -40,21 +40,6 @@ async def test_coalescer_merges_and_splits() -> None:
     assert len(calls) == 1 and calls[0] == list(range(20))
 
 
-async def test_idle_coalescer_sends_without_waiting_for_the_window() -> None:
-    """With nothing in flight a request goes out on the next loop pass, not after the window."""
-    calls: list[list[int]] = []
-
-    async def call(items: list[int]) -> list[int]:
-        calls.append(items)
-        return items
-
-    c: Coalescer[Any] = Coalescer(call, window_us=10**9, max_batch=100, stage="test", max_inflight=1)
-    pending = asyncio.ensure_future(c.submit([1]))
-    for _ in range(4):  # a few loop passes; the 1000 s window would still be open
-        await asyncio.sleep(0)
-    assert calls == [[1]] and await pending == [1]
-
-
 async def test_coalescer_respects_max_batch_and_propagates_errors() -> None:
     sizes: list[int] = []
 
