@@ -49,6 +49,7 @@ class TritonFleet:
     def __init__(self, urls: list[str], *, client_factory: Callable[[str], Any], source: str = "") -> None:
         self.source = source
         """What the servers were resolved from (named when there are none)."""
+        self._client_factory = client_factory
         self.clients: dict[str, Any] = {url: client_factory(url) for url in urls}
         self.state: dict[str, ServerState] = {url: ServerState() for url in urls}
 
@@ -114,18 +115,30 @@ class TritonFleet:
         per = self.ready_by_server(model) if unless_ready is not None else {}
         targets = [u for u in self.up if unless_ready is None or per.get(u, set()) != unless_ready]
 
-        def load_one(url: str) -> None:
+        def load_one(url: str, client: Any) -> None:
             try:
-                self.clients[url].load(model)
+                client.load(model)
             except TritonControlError as e:
-                if self.clients[url].live():
+                if client.live():
                     refused.append(str(e))
                 else:
                     self._down(url, e)
 
-        # In parallel: a promotion waits for the slowest server, not for the sum of them.
-        with ThreadPoolExecutor(max_workers=max(1, min(8, len(targets)))) as pool:
-            list(pool.map(load_one, targets))
+        def load_in_thread(url: str) -> None:
+            # tritonclient's HTTP client is bound to the (gevent) hub of the thread that made it:
+            # a worker thread uses a client of its own.
+            client = self._client_factory(url)
+            try:
+                load_one(url, client)
+            finally:
+                client.close()
+
+        if len(targets) == 1:
+            load_one(targets[0], self.clients[targets[0]])
+        elif targets:
+            # In parallel: a promotion waits for the slowest server, not for the sum of them.
+            with ThreadPoolExecutor(max_workers=min(8, len(targets))) as pool:
+                list(pool.map(load_in_thread, targets))
         self.require_one()
         if refused:
             raise TritonControlError("; ".join(refused))
