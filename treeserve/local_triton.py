@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from treeserve.procs import pid_alive
 
 STATE_FILE = "triton.json"
 """In ``triton.run_dir``: pid, http/grpc/metrics ports, repository, shm prefix, start time."""
@@ -43,21 +44,11 @@ class TritonEndpoints:
         return f"{self.host}:{self.grpc_port}"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def read_state(run_dir: Path) -> dict[str, Any] | None:
     """The state file of the server started from ``run_dir`` if that server is still running."""
     with contextlib.suppress(OSError, ValueError):
         state = json.loads((Path(run_dir) / STATE_FILE).read_text())
-        if isinstance(state, dict) and isinstance(state.get("pid"), int) and _alive(state["pid"]):
+        if isinstance(state, dict) and isinstance(state.get("pid"), int) and pid_alive(state["pid"]):
             return state
     return None
 
