@@ -64,6 +64,17 @@ class PassResult:
         return self.result == "ok"
 
 
+TritonClientFactory = Callable[[str, float], Any]
+"""(url, timeout_s) -> a Triton admin client (``TritonAdminClient`` or a fake with its methods)."""
+
+Installer = Callable[[Any, Any, str, str, Path], None]
+"""(settings, registry client, model, version, repository) -> the version installed in the repository."""
+
+
+def _admin_client(url: str, timeout_s: float) -> Any:
+    return TritonAdminClient(url, timeout_s=timeout_s)
+
+
 @dataclass
 class _Context:
     settings: SyncConfig
@@ -72,6 +83,7 @@ class _Context:
     repo: Path
     metrics: SyncMetrics | None
     alias_hints: Mapping[str, float]
+    install: Installer
 
 
 def triton_url(settings: SyncConfig) -> str:
@@ -80,11 +92,14 @@ def triton_url(settings: SyncConfig) -> str:
     return urls[0] if urls else settings.sync.triton_dns
 
 
-def open_fleet(settings: SyncConfig, *, timeout_s: float) -> TritonFleet:
+def open_fleet(
+    settings: SyncConfig, *, timeout_s: float, triton_client: TritonClientFactory | None = None
+) -> TritonFleet:
     """Admin clients for every Triton server of the settings (``triton_dns`` resolved now)."""
+    make = triton_client or _admin_client
     return TritonFleet(
         triton_endpoints(settings),
-        client_factory=lambda url: TritonAdminClient(url, timeout_s=timeout_s),
+        client_factory=lambda url: make(url, timeout_s),
         source=settings.sync.triton_dns,
     )
 
@@ -97,6 +112,8 @@ def reconcile_once(
     metrics: SyncMetrics | None = None,
     alias_hints: Mapping[str, float] | None = None,
     lock_timeout_s: float | None = None,
+    triton_client: TritonClientFactory | None = None,
+    installer: Installer | None = None,
 ) -> PassResult:
     """Run one pass under the sync lock, write the status file and return what happened.
 
@@ -106,7 +123,15 @@ def reconcile_once(
     """
     timeout_s = settings.sync.lock_timeout_s if lock_timeout_s is None else lock_timeout_s
     with sync_lock(settings.path(settings.sync.lock_file), timeout_s=timeout_s):
-        return _pass(settings, client=client, trigger=trigger, metrics=metrics, alias_hints=alias_hints or {})
+        return _pass(
+            settings,
+            client=client,
+            trigger=trigger,
+            metrics=metrics,
+            alias_hints=alias_hints or {},
+            triton_client=triton_client,
+            install=installer or adapters.install,
+        )
 
 
 def _pass(
@@ -116,6 +141,8 @@ def _pass(
     trigger: str,
     metrics: SyncMetrics | None,
     alias_hints: Mapping[str, float],
+    triton_client: TritonClientFactory | None,
+    install: Installer,
 ) -> PassResult:
     started = time.time()
     status_path = settings.path(settings.sync.status_file)
@@ -123,9 +150,9 @@ def _pass(
     repo = settings.path(settings.exporter.repository)
     if client is None:
         client = mlflow_client(settings.mlflow_tracking_uri)
-    triton = open_fleet(settings, timeout_s=settings.triton.load_timeout_s)
+    triton = open_fleet(settings, timeout_s=settings.triton.load_timeout_s, triton_client=triton_client)
     triton.check()
-    ctx = _Context(settings, client, triton, repo, metrics, alias_hints)
+    ctx = _Context(settings, client, triton, repo, metrics, alias_hints, install)
     models: dict[str, ModelStatus] = {}
     errors: list[str] = []
     try:
@@ -204,7 +231,7 @@ def _reconcile_model(ctx: _Context, model: str, st: ModelStatus) -> None:
         adapters.prepare_install()
         log.info("decision=install model=%s version=%s", model, v)
         try:
-            adapters.install(ctx.settings, ctx.client, model, v, ctx.repo)
+            ctx.install(ctx.settings, ctx.client, model, v, ctx.repo)
         except ValidationFailedError as e:
             _fail(ctx, st, model, v, "validation", str(e))
             continue

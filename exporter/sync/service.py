@@ -23,7 +23,7 @@ from starlette.routing import Route
 from exporter.settings import SyncConfig
 from exporter.sync.errors import SyncBusyError, WebhookRejectedError
 from exporter.sync.metrics import SyncMetrics
-from exporter.sync.reconcile import PassResult, reconcile_once
+from exporter.sync.reconcile import Installer, PassResult, TritonClientFactory, reconcile_once
 from exporter.sync.status import read_status
 from exporter.sync.webhook import AliasEvent, DeliveryDeduper, parse_alias_event, verify
 
@@ -35,9 +35,21 @@ WEBHOOK_PATH = "/webhooks/mlflow"
 class SyncService:
     """Wake-ups in, passes out: the state shared by the loop and the receiver."""
 
-    def __init__(self, settings: SyncConfig, *, metrics: SyncMetrics | None = None) -> None:
+    def __init__(
+        self,
+        settings: SyncConfig,
+        *,
+        metrics: SyncMetrics | None = None,
+        registry: Any = None,
+        triton_client: TritonClientFactory | None = None,
+        installer: Installer | None = None,
+    ) -> None:
+        """``registry``, ``triton_client`` and ``installer`` are the outside systems (None: the real ones)."""
         self.settings = settings
         self.metrics = metrics or SyncMetrics()
+        self.registry = registry
+        self.triton_client = triton_client
+        self.installer = installer
         self.deduper = DeliveryDeduper()
         self._wake = threading.Event()
         self._lock = threading.Lock()
@@ -93,6 +105,9 @@ class SyncService:
                 metrics=self.metrics,
                 alias_hints=hints,
                 lock_timeout_s=max(self.settings.sync.lock_timeout_s, 30.0),
+                client=self.registry,
+                triton_client=self.triton_client,
+                installer=self.installer,
             )
         except SyncBusyError as e:
             log.warning("decision=skip reason=busy error=%s", e)
@@ -154,7 +169,11 @@ class SyncService:
                 routed[model] = set(current.routing.values())
         if not routed:
             return None
-        fleet = open_fleet(self.settings, timeout_s=max(1.0, min(5.0, sync.health_interval_s * 2)))
+        fleet = open_fleet(
+            self.settings,
+            timeout_s=max(1.0, min(5.0, sync.health_interval_s * 2)),
+            triton_client=self.triton_client,
+        )
         try:
             for url, client in fleet.clients.items():
                 if not client.live():

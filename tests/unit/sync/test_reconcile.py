@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 
 from exporter.errors import ParityError, TritonControlError
-from exporter.sync import adapters, reconcile
 from exporter.sync.reconcile import reconcile_once
 from treeserve import repository as repo_mod
 from treeserve_app.settings import load_settings
@@ -109,7 +108,7 @@ class FakeTriton:
 
 
 @pytest.fixture
-def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+def world(tmp_path: Path) -> Any:
     repo = tmp_path / "repo"
     triton = FakeTriton(repo)
     registry = FakeRegistry()
@@ -134,8 +133,6 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
             repo_mod.write_version_metadata(stage, meta)
             repo_mod.install_staged(stage, repo_path, model, version)
 
-    monkeypatch.setattr(adapters, "install", fake_install)
-    monkeypatch.setattr(reconcile, "TritonAdminClient", lambda url, timeout_s: triton)
     settings = load_settings(
         home=tmp_path, exporter={"repository": str(repo)}, sync={"models": [MODEL], "unload_grace_s": 0}
     )
@@ -153,7 +150,10 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
         parity_fails=parity_fails,
         features_for=features_for,
     )
-    w.run = lambda: reconcile_once(settings, client=registry)  # type: ignore[attr-defined]
+    w.install = fake_install  # type: ignore[attr-defined]
+    w.run = lambda: reconcile_once(  # type: ignore[attr-defined]
+        settings, client=registry, triton_client=lambda url, timeout_s: triton, installer=fake_install
+    )
     return w
 
 
@@ -287,19 +287,21 @@ def test_a_version_with_another_feature_contract_is_refused(world: Any) -> None:
     assert _routing(world) == {"champion": "1"} and world.triton.ready == {"1"}
 
 
-def test_many_servers_route_only_what_every_up_server_serves(
-    world: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_many_servers_route_only_what_every_up_server_serves(world: Any) -> None:
     """Two servers on one repository: installed once, loaded on both; a down one is reported and
     left out of the switch, and the first pass that finds it back (empty) brings it in line."""
     servers = {"a:8000": world.triton, "b:8000": FakeTriton(world.repo)}
-    monkeypatch.setattr(reconcile, "TritonAdminClient", lambda url, timeout_s: servers[url])
     settings = world.settings.model_copy(
         update={"sync": world.settings.sync.model_copy(update={"triton_urls": list(servers)})}
     )
 
     def run() -> Any:
-        return reconcile_once(settings, client=world.registry)
+        return reconcile_once(
+            settings,
+            client=world.registry,
+            triton_client=lambda url, t: servers[url],
+            installer=world.install,
+        )
 
     world.registry.aliases = {"champion": "1"}
     assert run().ok
@@ -324,19 +326,25 @@ def test_many_servers_route_only_what_every_up_server_serves(
                 assert set(routing.values()) <= ready or not ready, (routing, ready)
 
 
-def test_a_version_not_ready_on_every_server_is_not_routed(
-    world: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_version_not_ready_on_every_server_is_not_routed(world: Any) -> None:
     servers = {"a:8000": world.triton, "b:8000": FakeTriton(world.repo)}
-    monkeypatch.setattr(reconcile, "TritonAdminClient", lambda url, timeout_s: servers[url])
     settings = world.settings.model_copy(
         update={"sync": world.settings.sync.model_copy(update={"triton_urls": list(servers)})}
     )
     world.registry.aliases = {"champion": "1"}
-    assert reconcile_once(settings, client=world.registry).ok
+
+    def run() -> Any:
+        return reconcile_once(
+            settings,
+            client=world.registry,
+            triton_client=lambda url, t: servers[url],
+            installer=world.install,
+        )
+
+    assert run().ok
     servers["b:8000"].bad_canary.add("2")  # b answers differently for version 2
     world.registry.aliases = {"champion": "2"}
-    result = reconcile_once(settings, client=world.registry)
+    result = run()
     assert not result.ok and _routing(world) == {"champion": "1"}
     assert "b:8000" in result.models[MODEL].failures["2"].message
 
