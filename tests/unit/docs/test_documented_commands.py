@@ -108,11 +108,23 @@ def test_python_modules_exist() -> None:
 
 
 def test_no_comment_points_outside_the_repository() -> None:
+    """Every capitalised top-level Markdown document that the code names exists in the checkout."""
+    root_doc = re.compile(r"(?<![\w/.-])([A-Z][A-Z0-9_]*\.md)\b")
     offenders = [
-        str(p.relative_to(ROOT))
-        for folder in ("treeserve", "exporter", "gateway", "training", "drift", "loadtest", "tests")
+        f"{p.relative_to(ROOT)}: {name}"
+        for folder in (
+            "treeserve",
+            "treeserve_app",
+            "exporter",
+            "gateway",
+            "training",
+            "drift",
+            "loadtest",
+            "tests",
+        )
         for p in (ROOT / folder).rglob("*.py")
-        if "DESIGN.md" in p.read_text() and p.name != Path(__file__).name
+        for name in sorted(set(root_doc.findall(p.read_text())))
+        if not (ROOT / name).is_file()
     ]
     assert offenders == []
 
