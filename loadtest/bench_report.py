@@ -37,6 +37,9 @@ STABLE_KEYS: tuple[str, ...] = (
     "promotion_latency_webhook_s",
     "promotion_latency_poll_s",
     "predlog_durable_rps_ratio_c64",
+    "triton_restart_recovery_s",
+    "multi_triton_failover_errors",
+    "routing_mixed_window_s",
 )
 KEY_MEANING: dict[str, str] = {
     "triton_dynamic_batching_speedup_c32": "Triton req/s with dynamic batching on / off, concurrency 32",
@@ -51,6 +54,9 @@ KEY_MEANING: dict[str, str] = {
     "promotion_latency_webhook_s": "alias moved → new version served, webhook wake-up (s)",
     "promotion_latency_poll_s": "alias moved → new version served, poll only (s)",
     "predlog_durable_rps_ratio_c64": "gateway req/s with the durable prediction log / log disabled, concurrency 64 (goal ≥ 0.9)",
+    "triton_restart_recovery_s": "Triton kill -9 + start → the gateway answers with the routed version again, sync running (s, goal ≤ 5)",
+    "multi_triton_failover_errors": "failed requests when 1 of 2 Triton servers is killed under load and restarted, 2 gateways (goal 0)",
+    "routing_mixed_window_s": "promotion under load: first answer with the new version → last with the old one, 2 gateways (s, goal ≤ routing_poll_interval_s = 1)",
 }
 KEY_OWNER: dict[str, str] = {
     "triton_dynamic_batching_speedup_c32": "triton",
@@ -65,6 +71,9 @@ KEY_OWNER: dict[str, str] = {
     "promotion_latency_webhook_s": "promotion",
     "promotion_latency_poll_s": "promotion",
     "predlog_durable_rps_ratio_c64": "predlog",
+    "triton_restart_recovery_s": "multi_triton",
+    "multi_triton_failover_errors": "multi_triton",
+    "routing_mixed_window_s": "multi_triton",
 }
 """The section expected to report each stable key (its reason is quoted when it is missing)."""
 SECTION_TITLES: dict[str, str] = {
@@ -74,6 +83,7 @@ SECTION_TITLES: dict[str, str] = {
     "promotion": "Promotion latency (webhook vs poll)",
     "locust": "Locust against the gateway (realistic mix)",
     "predlog": "Durable prediction log cost",
+    "multi_triton": "Several Triton servers: failover, mixed-version window, restart recovery",
 }
 NOT_MEASURED = "not measured"
 
