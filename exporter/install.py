@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from exporter.convert import convert_to_onnx
 from exporter.errors import ModelNotInRepositoryError, RepositoryError, ServedVersionError
+from exporter.explain import build_explainer, write_explainer_version
 from exporter.flavors import VersionArtifacts, get_flavor
 from exporter.settings import ExporterConfig
 from exporter.source import SourceModel, load_source_model, resolve_version
@@ -107,6 +108,8 @@ def install_version(
         proba_atol=settings.exporter.proba_atol,
         regression_rtol=settings.exporter.regression_rtol,
     )
+    # parity_inputs puts the parity_rows reference (or generated) rows first, then the NaN probes.
+    explainer = build_explainer(src, inputs, reference_rows=min(settings.exporter.parity_rows, len(inputs)))
 
     spec = TritonModelSpec(
         name=model,
@@ -118,13 +121,25 @@ def install_version(
         entity_keys=tuple(src.entity_keys),
     )
     metadata = _metadata(src, flavor, onnx_bytes, report.max_abs_diff, len(inputs))
-    with repo_mod.staging(repo, model, src.version) as stage:
+    metadata = replace(
+        metadata,
+        attribution=explainer.attribution,
+        parity={**metadata.parity, "contributions_max_abs_diff": explainer.max_abs_diff},
+    )
+    companion = repo_mod.explainer_name(model)
+    with (
+        repo_mod.staging(repo, model, src.version) as stage,
+        repo_mod.staging(repo, companion, src.version) as explainer_stage,
+    ):
         files = fl.write_version_files(
             VersionArtifacts(spec=spec, onnx_model=onnx_bytes, xgboost_model=src.xgboost_json), stage
         )
         repo_mod.write_reference(stage, inputs, report.outputs)
         metadata = replace(metadata, files=tuple(sorted(files)))
+        write_explainer_version(explainer_stage, explainer, inputs, replace(metadata, model=companion))
         repo_mod.write_version_metadata(stage, metadata)  # last: marks the directory complete
+        # The explainer first: a complete version directory always has its companion beside it.
+        repo_mod.install_staged(explainer_stage, repo, companion, src.version)
         path = repo_mod.install_staged(stage, repo, model, src.version)
     log.info(
         "installed version",

@@ -21,8 +21,9 @@ from typing import Any, TypeVar
 import numpy as np
 
 from exporter.canary import CanaryResult, run_canary
-from exporter.errors import ModelLoadError, TritonControlError, TritonNotRunningError
-from treeserve.repository import ReferenceData
+from exporter.errors import CanaryError, ModelLoadError, TritonControlError, TritonNotRunningError
+from treeserve import contract
+from treeserve.repository import ReferenceData, explainer_name
 
 log = logging.getLogger(__name__)
 
@@ -151,11 +152,37 @@ class TritonAdminClient:
         self._call(f"load of {model!r}", self._client.load_model, model, load=True)
         for version in wait_for:
             self.wait_version_ready(model, version, timeout_s=timeout_s)
+        self._load_explainer(model)
+
+    def _load_explainer(self, model: str) -> None:
+        """(Re)load ``model``'s explainer companion when the repository has one (unload it when not).
+
+        A companion that fails to load is logged, not raised: predictions do not depend on it,
+        and the explainer canary reports it per version.
+        """
+        companion = explainer_name(model)
+        entries = [e for e in self.repository_index() if e.get("name") == companion]
+        if not entries:
+            return
+        try:
+            self._call(f"load of {companion!r}", self._client.load_model, companion, load=True)
+        except ModelLoadError as e:
+            log.warning("explainer companion %s did not load: %s", companion, e)
+            self._unload_explainer(model)
+
+    def _unload_explainer(self, model: str) -> None:
+        companion = explainer_name(model)
+        if any(e.get("name") == companion and e.get("state") for e in self.repository_index()):
+            try:
+                self._call(f"unload of {companion!r}", self._client.unload_model, companion)
+            except TritonControlError as e:
+                log.warning("explainer companion %s did not unload: %s", companion, e)
 
     def unload(self, model: str) -> None:
-        """Unload every version of ``model``."""
+        """Unload every version of ``model`` (and of its explainer companion)."""
         self._input_names.pop(model, None)
         self._call(f"unload of {model!r}", self._client.unload_model, model)
+        self._unload_explainer(model)
 
     def wait_version_ready(self, model: str, version: int | str, *, timeout_s: float | None = None) -> None:
         """Block until ``model`` ``version`` is READY; ModelLoadError with Triton's reason otherwise."""
@@ -227,3 +254,33 @@ class TritonAdminClient:
             atol=atol,
             rtol=rtol,
         )
+
+    def explainer_canary(
+        self,
+        model: str,
+        version: int | str,
+        reference: ReferenceData,
+        *,
+        batch_rows: int = 256,
+        atol: float = 1e-4,
+    ) -> CanaryResult:
+        """The explainer companion of ``model`` ``version`` must give the stored contributions.
+
+        CanaryError (naming the companion) when it is not ready or its answer differs.
+        """
+        companion = explainer_name(model)
+        try:
+            return run_canary(
+                lambda x, names: self.infer(companion, version, x, names),
+                reference,
+                model=companion,
+                version=version,
+                outputs=[contract.OUTPUT_CONTRIBUTIONS],
+                batch_rows=batch_rows,
+                atol=atol,
+                rtol=atol,
+            )
+        except TritonNotRunningError:
+            raise
+        except TritonControlError as e:
+            raise CanaryError(f"model {companion!r} version {version}: {e}") from e

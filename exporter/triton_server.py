@@ -337,9 +337,12 @@ class TritonServer:
     def canary(
         self, model: str, version: int | str, *, atol: float = 1e-5, rtol: float = 1e-5
     ) -> CanaryResult:
-        """Send the version's ``reference.npz`` inputs to Triton; CanaryError when the outputs differ."""
+        """Send the version's ``reference.npz`` inputs to Triton; CanaryError when the outputs differ.
+
+        The version's explainer companion (when it has one) must give its stored contributions too.
+        """
         cfg = repo_mod.read_model_config(self.repository, model)
-        return self.admin.canary(
+        result = self.admin.canary(
             model,
             version,
             repo_mod.read_reference(self.repository, model, version),
@@ -347,6 +350,14 @@ class TritonServer:
             atol=atol,
             rtol=rtol,
         )
+        if int(version) in repo_mod.explainer_versions(self.repository, model):
+            self.admin.explainer_canary(
+                model,
+                version,
+                repo_mod.read_reference(self.repository, repo_mod.explainer_name(model), version),
+                batch_rows=cfg.spec.max_batch_size,
+            )
+        return result
 
     # ---- internals ----------------------------------------------------------------------
     def _prepare(self) -> dict[str, Path]:

@@ -48,3 +48,9 @@ PARAM_ENTITY_KEYS = "treeserve.entity_keys"
 VERSION_METADATA_FILE = "treeserve.json"
 VERSION_REFERENCE_FILE = "reference.npz"
 """np.savez with arrays `inputs` (float32 [n, n_features]) and one array per output tensor."""
+
+# Explanations (TreeSHAP contributions, computed in Triton by a companion model per version).
+OUTPUT_CONTRIBUTIONS = "contributions"
+"""float32 [n_groups, n_features + 1] per row: TreeSHAP contributions in margin space, bias last."""
+EXPLAINER_SUFFIX = "__explain"
+"""The companion model explaining ``<model>`` is ``<model>__explain`` (same version numbers)."""

@@ -7,7 +7,8 @@ Per model, in this order (each step safe to repeat, so a crash anywhere converge
 3. install missing versions (export -> validation -> atomic move; ``exporter.install``);
 4. write ``config.pbtxt`` with the old *and* new versions (routing unchanged) and load it in
    Triton: serving versions stay loaded while the new ones come up;
-5. canary every newly loaded version against its ``reference.npz``;
+5. canary every newly loaded version against its ``reference.npz`` (and its explainer companion,
+   installed and loaded with it, against the companion's);
 6. switch the routing parameters to the versions that passed (a failed version never replaces
    the serving one);
 7. after a short grace, rewrite the config without the retired versions, reload (Triton unloads
@@ -39,7 +40,7 @@ from exporter.triton_admin import TritonAdminClient
 from treeserve import contract
 from treeserve.errors import NotFoundError, ServiceUnavailableError, TreeserveError, ValidationFailedError
 from treeserve.registry import mlflow_client, read_model_state, record_champion
-from treeserve.repository import read_reference
+from treeserve.repository import explainer_name, explainer_versions, read_reference
 
 log = logging.getLogger(__name__)
 
@@ -423,6 +424,14 @@ def _canary(ctx: _Context, model: str, version: str, outputs: tuple[str, ...]) -
                 atol=ex.proba_atol,
                 rtol=ex.regression_rtol,
             )
+        except CanaryError as e:
+            raise CanaryError(f"on Triton {url}: {e}") from e
+    if int(version) not in explainer_versions(ctx.repo, model):
+        return  # installed before explanations existed: predictions only
+    explained = read_reference(ctx.repo, explainer_name(model), version)
+    for url, server in ctx.triton.each():
+        try:
+            server.explainer_canary(model, version, explained, batch_rows=min(256, ex.max_batch_size))
         except CanaryError as e:
             raise CanaryError(f"on Triton {url}: {e}") from e
 

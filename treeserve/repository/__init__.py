@@ -6,6 +6,7 @@ Layout::
     <repo>/<model>/<version>/treeserve.json   VersionMetadata, written last (metadata.py)
     <repo>/<model>/<version>/reference.npz    canary inputs + expected outputs (metadata.py)
     <repo>/<model>/<version>/model.*          the flavour's model files (written by the exporter)
+    <repo>/<model>__explain/             the version's explainer companion (explainer.py)
     <repo>/.staging/                     work area on the same filesystem (Triton never reads it)
 
 ``store.py`` reads and writes these atomically. This package imports nothing of the exporter,
@@ -24,6 +25,14 @@ from treeserve.repository.config import (
     spec_from_model_config,
 )
 from treeserve.repository.errors import ModelNotInRepositoryError, RepositoryError
+from treeserve.repository.explainer import (
+    EXPLAINER_FILE,
+    build_explainer_config,
+    explainer_file,
+    explainer_name,
+    is_explainer_name,
+    output_groups,
+)
 from treeserve.repository.metadata import (
     CONTRACT_KEYS,
     ReferenceData,
@@ -40,6 +49,7 @@ from treeserve.repository.store import (
     RepositoryModel,
     cleanup_staging,
     ensure_writable,
+    explainer_versions,
     fingerprint,
     install_staged,
     installed_versions,
@@ -54,11 +64,13 @@ from treeserve.repository.store import (
     update_routing,
     version_dir,
     write_config,
+    write_explainer_config,
 )
 
 __all__ = [
     "CONFIG_FILE",
     "CONTRACT_KEYS",
+    "EXPLAINER_FILE",
     "STAGING_DIR",
     "FlavorConfig",
     "ModelNotInRepositoryError",
@@ -68,17 +80,23 @@ __all__ = [
     "Task",
     "TritonModelSpec",
     "VersionMetadata",
+    "build_explainer_config",
     "build_model_config",
     "cleanup_staging",
     "contract_mismatch",
     "ensure_writable",
+    "explainer_file",
+    "explainer_name",
+    "explainer_versions",
     "fingerprint",
     "install_staged",
     "installed_versions",
+    "is_explainer_name",
     "list_models",
     "load_reference",
     "load_version_metadata",
     "model_dir",
+    "output_groups",
     "parse_config",
     "read_model_config",
     "read_reference",
@@ -91,6 +109,7 @@ __all__ = [
     "update_routing",
     "version_dir",
     "write_config",
+    "write_explainer_config",
     "write_reference",
     "write_version_metadata",
 ]

@@ -57,6 +57,9 @@ class VersionMetadata:
     exported_at: str = ""
     parity: Mapping[str, Any] = field(default_factory=dict)
     """{"rows": int, "max_abs_diff": float, "reference": origin of the parity rows}."""
+    attribution: Mapping[str, float] = field(default_factory=dict)
+    """Mean |TreeSHAP contribution| per feature on the reference rows (classes summed): the
+    attribution-drift reference. Empty when the version has no explainer."""
     extra: Mapping[str, Any] = field(default_factory=dict)
     """Keys this version of treeserve does not know (kept when the file is rewritten)."""
 
@@ -86,6 +89,7 @@ class VersionMetadata:
             onnx_sha256=str(raw.get("onnx_sha256") or ""),
             exported_at=str(raw.get("exported_at") or ""),
             parity=dict(raw.get("parity") or {}),
+            attribution={str(k): float(v) for k, v in (raw.get("attribution") or {}).items()},
             extra={k: v for k, v in raw.items() if k not in known},
         )
 
@@ -96,6 +100,7 @@ class VersionMetadata:
             out[key] = list(out[key])
         out["medians"] = dict(self.medians)
         out["parity"] = dict(self.parity)
+        out["attribution"] = dict(self.attribution)
         return {**dict(self.extra), **out}
 
 

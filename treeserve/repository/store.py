@@ -33,6 +33,7 @@ from treeserve.repository.config import (
     with_routing_message,
 )
 from treeserve.repository.errors import ModelNotInRepositoryError, RepositoryError
+from treeserve.repository.explainer import build_explainer_config, explainer_name, is_explainer_name
 from treeserve.repository.metadata import (
     ReferenceData,
     VersionMetadata,
@@ -159,7 +160,9 @@ def list_models(repo: Path) -> list[str]:
     if not repo.is_dir():
         return []
     return sorted(
-        p.name for p in repo.iterdir() if (p / CONFIG_FILE).is_file() and not p.name.startswith(".")
+        p.name
+        for p in repo.iterdir()
+        if (p / CONFIG_FILE).is_file() and not p.name.startswith(".") and not is_explainer_name(p.name)
     )
 
 
@@ -176,8 +179,33 @@ def installed_versions(repo: Path, model: str) -> list[int]:
 
 
 def write_config(repo: Path, spec: TritonModelSpec, flavor: FlavorConfig) -> Path:
-    """Render ``spec`` in ``flavor`` and write ``<repo>/<model>/config.pbtxt`` atomically."""
-    return _write_config_text(repo, spec, render_config(spec, flavor))
+    """Render ``spec`` in ``flavor`` and write ``<repo>/<model>/config.pbtxt`` atomically.
+
+    The explainer companion's config follows: the same versions, those that have an explainer.
+    """
+    path = _write_config_text(repo, spec, render_config(spec, flavor))
+    write_explainer_config(repo, spec)
+    return path
+
+
+def explainer_versions(repo: Path, model: str) -> list[int]:
+    """Versions of ``model`` whose explainer companion is installed, ascending."""
+    return installed_versions(repo, explainer_name(model))
+
+
+def write_explainer_config(repo: Path, spec: TritonModelSpec) -> Path | None:
+    """Write (or remove, when no listed version has one) ``<repo>/<model>__explain/config.pbtxt``."""
+    have = set(explainer_versions(repo, spec.name))
+    versions = tuple(v for v in spec.versions if v in have)
+    target = model_dir(repo, explainer_name(spec.name)) / CONFIG_FILE
+    if not versions:
+        target.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            target.parent.rmdir()  # only when empty
+        return None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(target, render_message(build_explainer_config(spec, versions)))
+    return target
 
 
 def _write_config_text(repo: Path, spec: TritonModelSpec, text: str) -> Path:
@@ -208,6 +236,7 @@ def update_routing(
     updated = with_routing_message(cfg, routing, tuple(new_versions))
     spec, _ = spec_from_model_config(updated)
     path = _write_config_text(repo, spec, render_message(updated))
+    write_explainer_config(repo, spec)
     return RepositoryModel(spec=spec, flavor=flavor, path=path.parent)
 
 
@@ -302,7 +331,12 @@ def install_staged(staged: Path, repo: Path, model: str, version: int | str) -> 
 
 
 def remove_version(repo: Path, model: str, version: int | str) -> bool:
-    """Delete a version directory (moved into staging first, so it vanishes at once). True if it existed."""
+    """Delete a version directory and its explainer's (moved into staging first, so they vanish at once).
+
+    True if the version existed.
+    """
+    if not is_explainer_name(model):
+        remove_version(repo, explainer_name(model), version)
     target = version_dir(repo, model, version)
     if not target.exists():
         return False

@@ -142,3 +142,37 @@ def test_metadata_file_names_follow_the_contract(tmp_path: Path) -> None:
     path = _install(tmp_path, 3)
     assert (path / contract.VERSION_METADATA_FILE).is_file()
     assert (path / contract.VERSION_REFERENCE_FILE).is_file()
+
+
+def _install_explainer(repo: Path, version: int) -> Path:
+    companion = repo_mod.explainer_name(SPEC.name)
+    with repo_mod.staging(repo, companion, version) as stage:
+        (stage / repo_mod.EXPLAINER_FILE).write_text("{}")
+        repo_mod.write_version_metadata(stage, {"model": companion, "version": str(version)})
+        return repo_mod.install_staged(stage, repo, companion, version)
+
+
+def test_explainer_config_follows_the_versions_that_have_an_explainer(tmp_path: Path) -> None:
+    _install(tmp_path, 3)
+    _install(tmp_path, 4)
+    _install_explainer(tmp_path, 4)
+    spec = SPEC.with_routing({"champion": "3", "challenger": "4"}, versions=(3, 4))
+    repo_mod.write_config(tmp_path, spec, get_flavor("python-ort"))
+    companion = repo_mod.explainer_name(SPEC.name)
+    text = (tmp_path / companion / repo_mod.CONFIG_FILE).read_text()
+    assert "versions: 4" in text and "versions: 3" not in text
+    assert f'name: "{contract.OUTPUT_CONTRIBUTIONS}"' in text and "dims: 1\n  dims: 4" in text
+    assert 'backend: "python"' in text and "dynamic_batching" in text
+    assert repo_mod.list_models(tmp_path) == [SPEC.name]  # the companion is not a served model
+
+
+def test_removing_a_version_removes_its_explainer_and_the_last_one_its_config(tmp_path: Path) -> None:
+    _install(tmp_path, 3)
+    _install_explainer(tmp_path, 3)
+    repo_mod.write_config(tmp_path, SPEC, get_flavor("python-ort"))
+    companion_dir = tmp_path / repo_mod.explainer_name(SPEC.name)
+    assert (companion_dir / repo_mod.CONFIG_FILE).is_file()
+    assert repo_mod.remove_version(tmp_path, SPEC.name, 3)
+    assert repo_mod.explainer_versions(tmp_path, SPEC.name) == []
+    repo_mod.update_routing(tmp_path, SPEC.name, {}, versions=())
+    assert not companion_dir.exists()
