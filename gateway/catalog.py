@@ -41,6 +41,8 @@ class VersionInfo:
     servable: bool = True
     problem: str = ""
     """Why the version is not servable (empty when it is)."""
+    explainer: bool = False
+    """Its explainer companion (``<model>__explain``, same version) is installed."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,7 @@ def read_version_info(repository: Path, model: str, version: str) -> VersionInfo
         features=meta.features,
         medians=dict(meta.medians),
         base_rate=meta.base_rate,
+        explainer=int(version) in repo_format.explainer_versions(repository, model),
     )
 
 

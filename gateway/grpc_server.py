@@ -3,7 +3,10 @@
 ``ModelInfer`` takes the entity keys as a BYTES input tensor named after each join key (e.g.
 ``customer_id``, shape ``[n]`` or ``[n, 1]``) — or a ``features`` FP32/FP64 tensor ``[n,
 n_features]`` — and answers ``score`` (FP64 ``[n]``), ``risk_tier``, ``model_version``,
-``fallback_reason`` and ``imputed_features`` (BYTES ``[n]``). Any Triton/KServe v2 client
+``fallback_reason`` and ``imputed_features`` (BYTES ``[n]``). Requesting the output
+``contributions`` explains the rows (``gateway.explain``): FP32 ``[n, n_groups, n_features + 1]``,
+TreeSHAP in margin space with the bias last, NaN on rows answered by the base rate; the other
+requested outputs come with it. Any Triton/KServe v2 client
 (``tritonclient.grpc``) can call it. The servicer only translates; the flow is the service's,
 and the API key and error mapping are ``codec``'s (the same as HTTP's).
 """
@@ -22,6 +25,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from gateway import codec, metrics
 from gateway.errors import GatewayError, InvalidRequestError
+from gateway.explain import ExplanationResult, ExplanationService
 from gateway.service import PredictionResult, PredictionService
 from treeserve import contract
 
@@ -111,6 +115,10 @@ class KServeServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ig
         model = request.model_name
         try:
             self._auth(context)
+            if any(o.name == contract.OUTPUT_CONTRIBUTIONS for o in request.outputs):
+                explained = await self._explain(request)
+                version = explained.model_version
+                return _explain_response(request, explained)
             result = await self._infer(request)
             version = result.model_version
             return _response(request, result)
@@ -134,6 +142,20 @@ class KServeServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ig
             metrics.REQUEST_DURATION.labels(*labels).observe(time.perf_counter() - t0)
 
     async def _infer(self, request: Any) -> PredictionResult:
+        view, entities, instances, rid = self._rows(request)
+        if entities is not None:
+            return await self._service.predict_entities(view.name, entities, request_id=rid)
+        return await self._service.predict_instances(view.name, instances or [], request_id=rid)
+
+    async def _explain(self, request: Any) -> ExplanationResult:
+        view, entities, instances, rid = self._rows(request)
+        explainer = ExplanationService(self._service)
+        if entities is not None:
+            return await explainer.explain_entities(view.name, entities, request_id=rid)
+        return await explainer.explain_instances(view.name, instances or [], request_id=rid)
+
+    def _rows(self, request: Any) -> tuple[Any, list[Any] | None, list[Any] | None, str | None]:
+        """(model view, entities, instances, request id) of a ModelInfer request; exactly one is a list."""
         view = self._service.model(request.model_name)
         raw = list(request.raw_input_contents)
         by_name: dict[str, tuple[Any, bytes | None]] = {}
@@ -154,7 +176,7 @@ class KServeServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ig
             if len({len(c) for c in columns}) != 1:
                 raise InvalidRequestError("entity key inputs must have the same number of elements")
             entities = [dict(zip(view.entity_keys, row, strict=True)) for row in zip(*columns, strict=True)]
-            return await self._service.predict_entities(view.name, entities, request_id=rid)
+            return view, entities, None, rid
         if contract.INPUT_TENSOR in by_name:
             inp, data = by_name[contract.INPUT_TENSOR]
             dtype = {"FP32": np.float32, "FP64": np.float64}.get(inp.datatype)
@@ -175,16 +197,37 @@ class KServeServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ig
                 {f: (None if np.isnan(v) else float(v)) for f, v in zip(view.features, row, strict=True)}
                 for row in x
             ]
-            return await self._service.predict_instances(view.name, instances, request_id=rid)
+            return view, None, instances, rid
         raise InvalidRequestError(
             f"send the entity keys as BYTES inputs named {list(view.entity_keys)} "
             f"(or {contract.INPUT_TENSOR!r} FP32 [n, {len(view.features)}])"
         )
 
 
-def _response(request: Any, result: PredictionResult) -> Any:
+def _explain_response(request: Any, explained: ExplanationResult) -> Any:
+    """The requested prediction outputs of the explained rows plus ``contributions``."""
+    result = PredictionResult(
+        request_id=explained.request_id,
+        model=explained.model,
+        model_version=explained.model_version,
+        predictions=[e.prediction for e in explained.explanations],
+        latency_ms=explained.latency_ms,
+    )
+    others = [o.name for o in request.outputs if o.name != contract.OUTPUT_CONTRIBUTIONS]
+    resp = _response(request, result, wanted=others)
+    data = np.ascontiguousarray(explained.contributions, dtype=np.float32)
+    out = resp.outputs.add()
+    out.name = contract.OUTPUT_CONTRIBUTIONS
+    out.datatype = "FP32"
+    out.shape.extend(data.shape)
+    resp.raw_output_contents.append(data.tobytes())
+    return resp
+
+
+def _response(request: Any, result: PredictionResult, *, wanted: list[str] | None = None) -> Any:
     n = len(result.predictions)
-    wanted = [o.name for o in request.outputs] or list(OUTPUTS)
+    if wanted is None:
+        wanted = [o.name for o in request.outputs] or list(OUTPUTS)
     resp = service_pb2.ModelInferResponse(
         model_name=result.model, model_version=result.model_version, id=result.request_id
     )

@@ -9,11 +9,13 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from gateway import codec, metrics, schemas
 from gateway.catalog import ModelView
+from gateway.errors import PayloadTooLargeError
+from gateway.explain import DEFAULT_REASONS, MAX_REASONS, ExplanationResult, ExplanationService
 from gateway.service import PredictionService
 
 _bearer = HTTPBearer(auto_error=False, description="API key (only when gateway.api_keys is set).")
@@ -65,6 +67,89 @@ predict_docs = APIRouter(dependencies=[Depends(_bearer)], responses=_ERRORS)
 async def predict(model: str) -> None:
     """Score 1..max_entities entities by id, or instances that already carry their features."""
     raise NotImplementedError("documentation only: GatewayMiddleware serves this path")
+
+
+def render_explanations(result: ExplanationResult, entities: list[Any] | None) -> dict[str, Any]:
+    """The JSON shape of ``schemas.ExplainResponse``."""
+    rows = []
+    for i, e in enumerate(result.explanations):
+        p = e.prediction
+        rows.append(
+            {
+                "entity": entities[i] if entities is not None else None,
+                "score": p.score,
+                "risk_tier": p.risk_tier,
+                "label": p.label,
+                "model_version": p.model_version,
+                "route": p.route,
+                "imputed": bool(p.imputed),
+                "imputed_features": list(p.imputed),
+                "fallback": bool(p.fallback),
+                "fallback_reason": p.fallback or None,
+                "contributions": e.contributions,
+                "bias": e.bias,
+                "reasons": [
+                    {
+                        "feature": r.feature,
+                        "value": r.value,
+                        "imputed": r.imputed,
+                        "contribution": r.contribution,
+                    }
+                    for r in e.reasons
+                ],
+                "no_explanation": e.no_explanation,
+            }
+        )
+    return {
+        "request_id": result.request_id,
+        "model": result.model,
+        "model_version": result.model_version,
+        "latency_ms": round(result.latency_ms, 3),
+        "explanations": rows,
+    }
+
+
+@v1.post(
+    "/models/{model}/explain",
+    response_model=schemas.ExplainResponse,
+    summary="Explain scores: TreeSHAP contributions and top reasons per row",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": schemas.PredictRequest.model_json_schema()}},
+        }
+    },
+)
+async def explain(
+    model: str,
+    request: Request,
+    k: int = Query(
+        DEFAULT_REASONS, ge=1, le=MAX_REASONS, description="How many reasons (features pushing the score up)."
+    ),
+) -> Response:
+    """Score like predict (same body) and say why: contributions, bias and the top ``k`` reasons per row.
+
+    Contributions are computed by Triton (the version's explainer companion), in the model's
+    margin space; rows answered by the base rate carry no model explanation.
+    """
+    service = _service(request)
+    limit = service.settings.max_body_bytes
+    body = await request.body()
+    if len(body) > limit:
+        raise PayloadTooLargeError(f"request body over {limit} bytes")
+    entities, instances = codec.parse_predict(body)
+    rid = codec.request_id(request.headers.get("x-request-id"))
+    explainer = ExplanationService(service)
+    if entities is not None:
+        result = await explainer.explain_entities(model, entities, k=k, request_id=rid)
+    else:
+        result = await explainer.explain_instances(model, instances or [], k=k, request_id=rid)
+    request.state.model_version = result.model_version
+    return Response(
+        orjson.dumps(render_explanations(result, entities)),
+        media_type="application/json",
+        headers={"x-request-id": result.request_id},
+    )
 
 
 def model_info(view: ModelView) -> dict[str, Any]:

@@ -100,3 +100,40 @@ class ErrorBody(BaseModel):
     error: str = Field(description="Machine-readable kind, e.g. invalid_request, unknown_model.")
     message: str = Field(description="What is wrong, for a person.")
     request_id: str | None = None
+
+
+class Reason(BaseModel):
+    """A feature pushing the score up."""
+
+    feature: str
+    value: float = Field(description="The value the model saw (the training median when imputed).")
+    imputed: bool = Field(description="The feature was missing and replaced by the training median.")
+    contribution: float = Field(description="Its TreeSHAP contribution in the model's margin space.")
+
+
+class EntityExplanation(EntityPrediction):
+    """One explained entity or instance: its prediction, contributions, bias and top reasons."""
+
+    contributions: dict[str, float] | list[dict[str, float]] | None = Field(
+        description=(
+            "feature -> TreeSHAP contribution in margin space (log-odds for a binary classifier); "
+            "one object per class for multiclass; null when no model explanation exists."
+        )
+    )
+    bias: float | list[float] | None = Field(
+        description="The expected margin (per class for multiclass): bias + sum of contributions = margin."
+    )
+    reasons: list[Reason] = Field(description="The top k features pushing the score up, largest first.")
+    no_explanation: str | None = Field(
+        description="Why there is no model explanation (a fallback row answered by the base rate)."
+    )
+
+
+class ExplainResponse(BaseModel):
+    """Explained scores of a request, with the model version that made them."""
+
+    request_id: str
+    model: str
+    model_version: str
+    latency_ms: float
+    explanations: list[EntityExplanation]

@@ -369,6 +369,32 @@ class PredictionService:
         if n < 1 or n > self.settings.max_entities:
             raise InvalidRequestError(f"{what} must hold 1 to {self.settings.max_entities} items (got {n})")
 
+    # ---- the pieces explanations reuse (gateway.explain) ---------------------------------------
+    def champion(self, view: ModelView) -> VersionInfo:
+        """The served champion of ``view``, or ModelNotServableError naming why there is none."""
+        return self._champion(view)
+
+    async def fetch_features(self, view: ModelView, keys: list[tuple[str, ...]]) -> np.ndarray:
+        """Online features of validated entity keys, float64 [n, n_features] (NaN = missing)."""
+        return np.asarray(await self._features.fetch(view.feature_service, keys))
+
+    def prepare(self, view: ModelView, info: VersionInfo, x: np.ndarray) -> scoring.Prepared:
+        """The missing-value policy of ``info`` applied to ``x`` (exactly what predict sends to Triton)."""
+        return scoring.prepare(
+            x,
+            self._policy(view.features),
+            medians=self._median_vector(info, view.features),
+            base_rate=info.base_rate,
+        )
+
+    async def infer(self, model: str, version: str, rows: np.ndarray, *, output: str) -> np.ndarray:
+        """One coalesced Triton call for ``rows`` (shared with predict's calls to the same output)."""
+        return await self._triton_coalescer(model, version, output).submit(rows)  # type: ignore[no-any-return]
+
+    def tier(self, score: float, task: str) -> str | None:
+        """Risk tier of a binary classifier's score."""
+        return self._tier(score, task)
+
     # ---- prediction -----------------------------------------------------------------------
     async def predict_entities(
         self, model: str, entities: Sequence[Any], *, request_id: str | None = None

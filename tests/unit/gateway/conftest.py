@@ -58,11 +58,14 @@ def make_gateway(treeserve_home: Path) -> Callable[..., Any]:
     async def _make(
         routing: dict[str, str] | None = None,
         version_features: dict[str, list[str]] | None = None,
+        explainers: tuple[str, ...] = ("1", "2"),
         rows: dict[str, list[float | None]] | None = None,
         **gateway: Any,
     ) -> AsyncIterator[Harness]:
         repo = treeserve_home / "model_repository"
-        write_repository(repo, routing or {"champion": "1"}, version_features=version_features)
+        write_repository(
+            repo, routing or {"champion": "1"}, version_features=version_features, explainers=explainers
+        )
         gw = {"grpc_port": 0, "routing_poll_interval_s": 0.05, **gateway}
         settings = load_settings(home=treeserve_home, gateway=gw)
         features = FakeFeatures(rows if rows is not None else ROWS)

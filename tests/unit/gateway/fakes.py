@@ -21,6 +21,12 @@ WEIGHTS = {"1": np.array([0.3, -0.2, 0.1]), "2": np.array([-0.1, 0.4, 0.05])}
 BASE_RATE = 0.17
 
 
+def model_contributions(version: str, row: Sequence[float]) -> np.ndarray:
+    """What the fake explainer answers: exact Shapley values of the fake's margin (zero baseline), bias last."""
+    x = np.asarray(row, dtype=np.float32).astype(np.float64)
+    return np.append(WEIGHTS[version] * x, -0.5)
+
+
 def model_probability(version: str, row: Sequence[float]) -> float:
     """What the fake Triton answers: a logistic model per version."""
     z = float(np.dot(WEIGHTS[version], np.asarray(row, dtype=np.float32))) - 0.5
@@ -70,6 +76,7 @@ class FakeTriton:
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, int]] = []
+        self.explain_calls: list[tuple[str, int]] = []
         self.mode = "up"  # up | down | timeout
 
     async def infer(self, model: str, version: str, features: np.ndarray, *, output: str) -> np.ndarray:
@@ -80,6 +87,10 @@ class FakeTriton:
         assert features.dtype == np.float32
         self.calls.append((version, len(features)))
         await asyncio.sleep(0)
+        if output == "contributions":
+            assert model.endswith("__explain")
+            self.explain_calls.append((version, len(features)))
+            return np.stack([model_contributions(version, r)[None, :] for r in features]).astype(np.float32)
         p = np.array([model_probability(version, r) for r in features], dtype=np.float32)
         return np.stack([1 - p, p], axis=1)
 
@@ -101,8 +112,9 @@ def write_repository(
     routing: Mapping[str, str],
     *,
     version_features: Mapping[str, Sequence[str]] | None = None,
+    explainers: Sequence[str] = ("1", "2"),
 ) -> None:
-    """config.pbtxt + treeserve.json for versions 1 and 2 of the fake model."""
+    """config.pbtxt + treeserve.json for versions 1 and 2 of the fake model (and their explainers)."""
     versions = sorted({int(v) for v in routing.values()} | {1, 2})
     spec = TritonModelSpec(
         name=MODEL,
@@ -132,3 +144,7 @@ def write_repository(
                 "base_rate": BASE_RATE,
             },
         )
+        if v in explainers:
+            companion = repo / f"{MODEL}__explain" / v
+            companion.mkdir(parents=True, exist_ok=True)
+            write_version_metadata(companion, {"model": f"{MODEL}__explain", "version": v})
