@@ -42,7 +42,11 @@ def convert_segment(path: Path, predlog_dir: Path) -> int:
     import pyarrow.compute as pc
 
     table = predlog_wal.read_valid(path)
-    stem = path.name.removeprefix("wal-").removesuffix(predlog_wal.SUFFIX)
+    stem = (
+        path.name.removeprefix("wal-")
+        .removesuffix(predlog_wal.SUFFIX)
+        .removesuffix(predlog_wal.LEGACY_SUFFIX)
+    )
     written = 0
     if table.num_rows:
         days = pc.strftime(

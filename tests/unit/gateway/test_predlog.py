@@ -191,3 +191,35 @@ async def test_drop_policy_refuses_instead_of_answering_unlogged(tmp_path: Path)
     assert len(refused) == 3
     await log.aclose()
     assert parquet_rows(tmp_path).num_rows == 6
+
+
+async def test_a_record_failing_its_checksum_ends_the_readable_prefix(tmp_path: Path) -> None:
+    path = write_crashed_segment(tmp_path, 3, torn=False)
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0xFF  # a flipped bit in the last record (e.g. a torn sector)
+    path.write_bytes(bytes(data))
+    assert predlog_wal.read_valid(path).column("request_id").to_pylist() == ["r0", "r0", "r1", "r1"]
+
+
+async def test_a_record_naming_a_class_is_not_read(tmp_path: Path) -> None:
+    import pickle
+    import struct
+    import zlib
+
+    path = write_crashed_segment(tmp_path, 1, torn=False)
+    payload = pickle.dumps([np.zeros(2)])  # would call numpy when loaded
+    with path.open("ab") as f:
+        f.write(struct.pack("<II", len(payload), zlib.crc32(payload)) + payload)
+    assert predlog_wal.read_valid(path).column("request_id").to_pylist() == ["r0", "r0"]
+
+
+async def test_segments_of_the_earlier_arrow_layout_are_still_recovered(tmp_path: Path) -> None:
+    new = write_crashed_segment(tmp_path, 2, torn=False)
+    table = predlog_wal.read_valid(new)
+    new.unlink()
+    legacy = new.with_name(new.name.removesuffix(predlog_wal.SUFFIX) + predlog_wal.LEGACY_SUFFIX)
+    with pa.OSFile(str(legacy), "wb") as sink, pa.ipc.new_stream(sink, predlog_wal.schema()) as writer:
+        writer.write_table(table)
+    done = recover(tmp_path)
+    assert (done.segments, done.rows) == (1, 4) and not legacy.exists()
+    assert sorted(parquet_rows(tmp_path).column("request_id").to_pylist()) == ["r0", "r0", "r1", "r1"]
