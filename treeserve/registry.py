@@ -17,6 +17,7 @@ never talk to the registry (``treeserve --help``) stay fast.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -34,6 +35,25 @@ NOT_FOUND_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PA
 
 HISTORY_LIMIT = 50
 """How many past champions the registry tag ``contract.TAG_CHAMPION_HISTORY`` keeps."""
+
+
+FAIL_FAST_HTTP = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+}
+"""MLflow client HTTP settings for long-running services (the sync): an unreachable server fails a
+call in seconds. MLflow's defaults (7 retries, exponential backoff) block each call ~4 minutes."""
+
+
+def fail_fast_registry() -> None:
+    """Apply ``FAIL_FAST_HTTP`` to this process, except variables the environment already sets.
+
+    MLflow reads them at every request, process-wide: call it at the entry point of a service that
+    must keep answering (health checks, status) while the registry is down, not in a library.
+    """
+    for key, value in FAIL_FAST_HTTP.items():
+        os.environ.setdefault(key, value)
 
 
 def mlflow_client(tracking_uri: str) -> MlflowClient:

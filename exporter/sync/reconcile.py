@@ -47,6 +47,9 @@ log = logging.getLogger(__name__)
 _STICKY_REASONS = ("validation", "canary", "contract")
 """Failures that would repeat on retry: not re-attempted before ``retry_failed_after_s``."""
 
+_RECHECK_REASONS = ("canary", "triton")
+"""Failures of a routed version that every pass checks again (load + canary, no export)."""
+
 
 @dataclass
 class PassResult:
@@ -245,6 +248,13 @@ def _reconcile_model(ctx: _Context, model: str, st: ModelStatus) -> None:
         installed.add(v)
 
     keep_serving = [v for v in old_routing.values() if v in installed]
+    # A routed version that failed its canary or did not come up (a Triton restarted mid-load, a
+    # server answering wrongly for a while) is checked again by every pass: its files are kept and
+    # no export is repeated, so the check is cheap, and serving heals without waiting out
+    # ``retry_failed_after_s`` (level-triggered, like everything else the pass does).
+    recheck = {v for v in keep_serving if v in st.failures and st.failures[v].reason in _RECHECK_REASONS}
+    for v in recheck:
+        log.info("decision=recheck model=%s version=%s reason=%s", model, v, st.failures.pop(v).reason)
     for v in desired.versions:
         if v in installed and v not in st.failures and keep_serving:
             why = adapters.contract_mismatch(ctx.repo, model, v, keep_serving[0])
@@ -278,7 +288,7 @@ def _reconcile_model(ctx: _Context, model: str, st: ModelStatus) -> None:
     for v in candidates:
         if v not in ready:
             _fail(ctx, st, model, v, "triton", f"version {v} did not become ready in Triton")
-        elif v not in ready_before:
+        elif v not in ready_before or v in recheck:
             try:
                 _canary(ctx, model, v, spec.output_names)
             except CanaryError as e:

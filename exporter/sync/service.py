@@ -12,6 +12,7 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -26,6 +27,7 @@ from exporter.sync.metrics import SyncMetrics
 from exporter.sync.reconcile import Installer, PassResult, TritonClientFactory, reconcile_once
 from exporter.sync.status import read_status
 from exporter.sync.webhook import AliasEvent, DeliveryDeduper, parse_alias_event, verify
+from treeserve.registry import fail_fast_registry
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +45,16 @@ class SyncService:
         registry: Any = None,
         triton_client: TritonClientFactory | None = None,
         installer: Installer | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """``registry``, ``triton_client`` and ``installer`` are the outside systems (None: the real ones)."""
+        """``registry``, ``triton_client`` and ``installer`` are the outside systems (None: the real
+        ones); ``clock`` (monotonic seconds) spaces repeated health wake-ups."""
         self.settings = settings
         self.metrics = metrics or SyncMetrics()
         self.registry = registry
         self.triton_client = triton_client
         self.installer = installer
+        self._clock = clock
         self.deduper = DeliveryDeduper()
         self._wake = threading.Event()
         self._lock = threading.Lock()
@@ -185,7 +190,7 @@ class SyncService:
                         continue
                     if missing:
                         reason = f"{url} lacks {model} {','.join(sorted(missing, key=int))}"
-                        now = time.monotonic()
+                        now = self._clock()
                         if now - self._health_seen.get(reason, -1e9) < sync.poll_interval_s:
                             continue
                         self._health_seen[reason] = now
@@ -230,6 +235,7 @@ def serve(settings: SyncConfig, *, stop: threading.Event | None = None) -> None:
     import uvicorn
 
     stop = stop or threading.Event()
+    fail_fast_registry()  # a registry outage fails a pass in seconds; health checks keep running
     if threading.current_thread() is threading.main_thread():
         # a pass in progress finishes before the loop stops
         signal.signal(signal.SIGTERM, lambda *_: stop.set())

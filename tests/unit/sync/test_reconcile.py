@@ -16,8 +16,10 @@ import numpy as np
 import pytest
 
 from exporter.errors import ParityError, TritonControlError
+from exporter.sync.metrics import SyncMetrics
 from exporter.sync.reconcile import reconcile_once
 from treeserve import repository as repo_mod
+from treeserve.errors import ServiceUnavailableError
 from treeserve_app.settings import load_settings
 
 MODEL = "m"
@@ -31,12 +33,25 @@ class FakeRegistry:
     aliases: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
     version_tags: dict[tuple[str, str], str] = field(default_factory=dict)
+    down: bool = False
+    """Unreachable: every call fails the way MlflowClient does when the server does not answer."""
 
     def get_registered_model(self, name: str) -> Any:
+        self._check()
         return SimpleNamespace(aliases=dict(self.aliases), tags=dict(self.tags))
 
     def set_registered_model_tag(self, name: str, key: str, value: str) -> None:
+        self._check()
         self.tags[key] = value
+
+    def _check(self) -> None:
+        from mlflow.exceptions import MlflowException
+
+        if self.down:
+            raise MlflowException(
+                "API request to http://127.0.0.1:5000/api/2.0/mlflow/registered-models/get failed with "
+                "exception HTTPConnectionPool(host='127.0.0.1', port=5000): Max retries exceeded"
+            )
 
     def get_model_version_by_alias(self, name: str, alias: str) -> Any:
         return SimpleNamespace(version=self.aliases[alias])
@@ -60,6 +75,8 @@ class FakeTriton:
     ready: set[str] = field(default_factory=set)
     loads: int = 0
     bad_canary: set[str] = field(default_factory=set)
+    refuse: set[str] = field(default_factory=set)
+    """Versions this server fails to load (the others still come up)."""
     broken_outputs: dict[str, float] = field(default_factory=dict)
     """version -> the value (NaN, inf) its first probability comes back as."""
     seen: list[tuple[dict[str, str], set[str]]] = field(default_factory=list)
@@ -76,7 +93,7 @@ class FakeTriton:
     def load(self, model: str) -> None:
         self._check()
         self.loads += 1
-        self.ready = {str(v) for v in repo_mod.read_model_config(self.repo, model).versions}
+        self.ready = {str(v) for v in repo_mod.read_model_config(self.repo, model).versions} - self.refuse
         self.observe()
 
     def live(self) -> bool:
@@ -117,6 +134,10 @@ def world(tmp_path: Path) -> Any:
     features_for: dict[str, list[str]] = {}
 
     def fake_install(settings: Any, client: Any, model: str, version: str, repo_path: Path) -> None:
+        if registry.down:  # the export downloads the model from the registry
+            raise ServiceUnavailableError(
+                f"MLflow download of {model!r} version {version} failed: connection refused"
+            )
         if version in parity_fails:
             raise ParityError(f"model {model!r} version {version}: ONNX probabilities differ from XGBoost")
         exports.append(version)
@@ -359,3 +380,82 @@ def test_a_pass_never_deletes_the_last_version_serving_an_alias(world: Any) -> N
     assert _routing(world) == {"champion": "1"}  # still routed: serving resumes once it loads
     assert repo_mod.version_dir(world.repo, MODEL, 1).exists()
     assert "champion -> 1 is routed but not served (canary" in result.models[MODEL].message
+
+
+@pytest.mark.parametrize("fault", ["canary", "triton"])
+def test_a_served_version_that_failed_after_a_restart_is_checked_again_by_the_next_pass(
+    world: Any, fault: str
+) -> None:
+    """Level-triggered: a routed version that failed its canary (or did not load) once is not
+    written off for ``retry_failed_after_s``; the next pass loads and checks it again."""
+    world.registry.aliases = {"champion": "1"}
+    assert world.run().ok
+    world.triton.ready = set()  # restarted empty, and for a while version 1 misbehaves
+    (world.triton.bad_canary if fault == "canary" else world.triton.refuse).add("1")
+    failed = world.run()
+    assert not failed.ok and failed.models[MODEL].failures["1"].reason == fault
+    assert _routing(world) == {"champion": "1"}
+
+    world.triton.bad_canary.clear()
+    world.triton.refuse.clear()
+    exports_before = list(world.exports)
+    healed = world.run()
+    assert healed.ok, healed.models[MODEL].message
+    assert healed.models[MODEL].failures == {} and healed.models[MODEL].message == "in sync"
+    assert _routing(world) == {"champion": "1"} and "1" in world.triton.ready
+    assert world.exports == exports_before, "no export: the files were kept"
+
+
+def test_registry_unreachable_mid_sync_keeps_serving_reports_and_heals(world: Any) -> None:
+    """MLflow goes away in the middle of a promotion, then for whole passes: Triton keeps serving
+    the champion it has, the status file and the metrics name the registry, and the first pass
+    after it is back converges."""
+    metrics = SyncMetrics()
+
+    def run() -> Any:
+        return reconcile_once(
+            world.settings,
+            client=world.registry,
+            triton_client=lambda url, t: world.triton,
+            installer=world.install,
+            metrics=metrics,
+        )
+
+    def status() -> Any:
+        return json.loads(world.settings.path(world.settings.sync.status_file).read_text())
+
+    def registry_failures() -> float:
+        value = metrics.registry.get_sample_value(
+            "treeserve_sync_failures_total", {"model": MODEL, "reason": "registry"}
+        )
+        return value or 0.0
+
+    world.registry.aliases = {"champion": "1"}
+    assert run().ok
+    world.registry.aliases = {"champion": "2"}
+    real_install = world.install
+
+    def dies_during_export(*args: Any) -> None:
+        world.registry.down = True  # the alias was read; the server goes away while v2 is exported
+        real_install(*args)
+
+    world.install = dies_during_export
+    mid = run()
+    assert mid.result == "failed" and "MLflow" in mid.error
+    assert _routing(world) == {"champion": "1"} and world.triton.ready == {"1"}
+    assert status()["result"] == "failed" and "MLflow" in status()["models"][MODEL]["message"]
+    assert registry_failures() == 1
+
+    world.install = real_install
+    still_down = run()  # unreachable from the first call of the pass
+    assert still_down.result == "failed" and "MLflow registry read" in still_down.error
+    assert _routing(world) == {"champion": "1"} and world.triton.ready == {"1"}
+    assert registry_failures() == 2
+    assert not list((world.repo / ".staging").glob(f"{MODEL}-*")), "no half export left behind"
+
+    world.registry.down = False
+    healed = run()
+    assert healed.ok, healed.models[MODEL].message
+    assert _routing(world) == {"champion": "2"} and world.triton.ready == {"1", "2"}
+    assert status()["result"] == "ok"
+    _routed_always_ready(world)
