@@ -59,7 +59,7 @@ class DriftSettings(BaseModel):
     reports_dir: Path = Path("reports/drift")
     """Where HTML reports and JSON summaries are written."""
     share_threshold: float = 0.3
-    """Drift share at or above which the verdict is 'drift' (exit code 2)."""
+    """Drift share at or above which the verdict is 'drift' (exit code 3)."""
     alert_url: str = ""
     """If set, the alert payload is POSTed here."""
     alert_timeout_s: float = 5.0

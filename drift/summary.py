@@ -7,6 +7,9 @@ from typing import Any, Literal
 
 Verdict = Literal["ok", "drift"]
 
+EXIT_DRIFT = 3
+"""Exit status of ``treeserve drift`` when it finds drift: 1 is an error, 2 a usage error."""
+
 
 @dataclass(frozen=True)
 class ColumnDrift:
@@ -63,8 +66,8 @@ class DriftSummary:
 
     @property
     def exit_code(self) -> int:
-        """2 when the verdict is drift, else 0."""
-        return 2 if self.verdict == "drift" else 0
+        """``EXIT_DRIFT`` when the verdict is drift, else 0."""
+        return EXIT_DRIFT if self.verdict == "drift" else 0
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form written to ``summary.json``."""

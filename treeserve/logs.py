@@ -14,6 +14,8 @@ import sys
 from datetime import UTC, datetime
 from typing import IO, Any
 
+from treeserve.quiet import OWN_PACKAGES
+
 _STANDARD_ATTRS = frozenset(
     vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys() | {"message", "asctime", "taskName"}
 )
@@ -78,10 +80,29 @@ class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
         self._fixed = value
 
 
-def setup_logging(level: str = "INFO", *, json_lines: bool = False, stream: IO[str] | None = None) -> None:
+class _ThirdPartyFilter(logging.Filter):
+    """Lets a library's record through only at ``level`` or above; ours pass at any level."""
+
+    def __init__(self, level: int) -> None:
+        super().__init__()
+        self._level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= self._level or record.name.split(".")[0] in OWN_PACKAGES
+
+
+def setup_logging(
+    level: str = "INFO",
+    *,
+    json_lines: bool = False,
+    stream: IO[str] | None = None,
+    third_parties: str | None = None,
+) -> None:
     """Send every logger's records to ``stream`` (default stderr) in the chosen format.
 
-    Calling it again replaces the handler it installed (never one someone else installed).
+    ``third_parties``: the lowest level shown for loggers outside treeserve's packages (None: same
+    as ``level``), so a command shows its own warnings without a library's. Calling it again
+    replaces the handler it installed (never one someone else installed).
     """
     root = logging.getLogger()
     for handler in list(root.handlers):
@@ -89,6 +110,8 @@ def setup_logging(level: str = "INFO", *, json_lines: bool = False, stream: IO[s
             root.removeHandler(handler)
     handler = _Handler(stream)
     handler.setFormatter(JsonFormatter() if json_lines else PlainFormatter())
+    if third_parties is not None:
+        handler.addFilter(_ThirdPartyFilter(logging.getLevelName(third_parties.upper())))
     root.addHandler(handler)
     root.setLevel(level.upper())
 

@@ -14,9 +14,11 @@ import os
 import re
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
+from typing import TextIO
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-OWN_PACKAGES = ("treeserve", "exporter", "gateway", "training", "drift", "loadtest")
+OWN_PACKAGES = ("treeserve", "treeserve_app", "exporter", "gateway", "training", "drift", "loadtest")
 
 
 def strip_ansi(text: str) -> str:
@@ -25,13 +27,48 @@ def strip_ansi(text: str) -> str:
 
 
 def quiet_third_parties() -> None:
-    """Warnings from libraries off, MLflow's download bars off (warnings of our own stay on)."""
+    """Warnings from libraries off, MLflow's download bars off (warnings of our own stay on).
+
+    Filters alone do not hold: Feast and Evidently add their own (``once`` for every
+    DeprecationWarning) when they are imported. So the printing itself is replaced: a warning is
+    shown only when our own code raised it and it is not a deprecation notice.
+    """
     for category in (DeprecationWarning, PendingDeprecationWarning, FutureWarning, UserWarning):
         warnings.filterwarnings("ignore", category=category)
     for package in OWN_PACKAGES:
         warnings.filterwarnings("default", category=UserWarning, module=rf"{package}(\.|$)")
+    if warnings.showwarning is not _show_own_warnings:
+        global _show_any_warning
+        _show_any_warning = warnings.showwarning
+        warnings.showwarning = _show_own_warnings
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("TQDM_DISABLE", "1")
+
+
+_CHECKOUT = Path(__file__).resolve().parents[1]
+_DEPRECATIONS = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)
+_show_any_warning = warnings.showwarning
+
+
+def is_own_file(filename: str) -> bool:
+    """Whether ``filename`` is a module of one of treeserve's packages (not a library's)."""
+    try:
+        parts = Path(filename).resolve().relative_to(_CHECKOUT).parts
+    except ValueError:
+        return False
+    return bool(parts) and parts[0] in OWN_PACKAGES
+
+
+def _show_own_warnings(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    if is_own_file(filename) and not issubclass(category, _DEPRECATIONS):
+        _show_any_warning(message, category, filename, lineno, file, line)
 
 
 @contextlib.contextmanager

@@ -107,9 +107,10 @@ class CoreSettings(BaseSettings):
     home: Path = Field(default_factory=default_home)
     """Base folder for relative paths: state lives in ``<home>/var``. Default: the checkout."""
     log_level: LogLevel = "INFO"
-    """Logging level for services (the CLI logs at WARNING unless ``-v``); case-insensitive."""
+    """Logging level of services; one-shot CLI commands log at WARNING unless this is set or ``-v`` is
+    given. Case-insensitive."""
     log_json: bool = False
-    """Emit one JSON object per log line (services in production)."""
+    """Emit one JSON object per log line (services in production; ``treeserve --log-json`` for one command)."""
     mlflow: MlflowSettings = MlflowSettings()
     feast: FeastSettings = FeastSettings()
     data: DataSettings = DataSettings()

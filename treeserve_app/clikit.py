@@ -8,6 +8,7 @@ import os
 import signal
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -22,19 +23,68 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 
 _settings: Settings | None = None
+_service = False
+
+
+@dataclass
+class Output:
+    """What the root options (``-v/--verbose``, ``--log-json``) asked of every command's output."""
+
+    verbose: int = 0
+    log_json: bool = False
+
+
+output = Output()
+"""Set once by the root callback; ``settings()`` and ``service()`` read it."""
+
+QUIET_LEVEL = "WARNING"
+"""The CLI's log level without ``-v`` (unless TREESERVE_LOG_LEVEL is given): results, not chatter."""
+
+
+def configure_output(*, verbose: int = 0, log_json: bool = False) -> None:
+    """Apply the root options: third-party warnings and download bars off unless ``verbose``."""
+    output.verbose = verbose
+    output.log_json = log_json
+    # MLflow's own handlers print INFO lines ("Creating initial MLflow database tables") past
+    # any level we set; without them its records go through ours.
+    os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
+    if not verbose:
+        from treeserve.quiet import quiet_third_parties
+
+        quiet_third_parties()
 
 
 def settings() -> Settings:
-    """The process' settings, built once from the environment (``treeserve_app.settings.Settings``)."""
+    """The process' settings, built once from the environment (``treeserve_app.settings.Settings``).
+
+    ``--log-json`` and ``-v`` are settings overrides, so services started from here (gateway
+    workers) log the same way.
+    """
     global _settings
     if _settings is None:
-        from treeserve.logs import setup_logging
         from treeserve_app.settings import load_settings
 
-        _settings = load_settings()
+        overrides: dict[str, Any] = {}
+        if output.log_json:
+            overrides["log_json"] = True
+        if output.verbose:
+            overrides["log_level"] = "DEBUG" if output.verbose > 1 else "INFO"
+        _settings = load_settings(**overrides)
         _say_where_state_lives(_settings.home)
-        setup_logging(_settings.log_level, json_lines=_settings.log_json)
+        _setup_logging(_settings, service=_service)
     return _settings
+
+
+def _setup_logging(s: Settings, *, service: bool) -> None:
+    """Services log at ``log_level``; one-shot commands at WARNING unless ``-v`` or TREESERVE_LOG_LEVEL."""
+    from treeserve.logs import setup_logging
+
+    explicit = service or output.verbose > 0 or "TREESERVE_LOG_LEVEL" in os.environ
+    setup_logging(
+        s.log_level if explicit else QUIET_LEVEL,
+        json_lines=s.log_json,
+        third_parties=None if output.verbose else "ERROR",
+    )
 
 
 def _say_where_state_lives(home: Path) -> None:
@@ -89,6 +139,10 @@ def service(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         main = threading.current_thread() is threading.main_thread()
+        global _service
+        _service = True  # a service logs at log_level: it has no result line to show instead
+        if _settings is not None:
+            _setup_logging(_settings, service=True)
         previous = signal.signal(signal.SIGTERM, _interrupt) if main else None
         try:
             return fn(*args, **kwargs)

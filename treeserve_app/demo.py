@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from treeserve.errors import ServiceUnavailableError, TreeserveError, ValidationFailedError
+from treeserve.errors import ConfigError, ServiceUnavailableError, TreeserveError, ValidationFailedError
 from treeserve_app.clikit import command, settings
 
 if TYPE_CHECKING:
@@ -72,6 +72,10 @@ def run_demo(
     keep_running: bool = False,
 ) -> DemoSummary:
     """Run the whole demo on ``s`` (Settings); returns the summary rows."""
+    from exporter.triton_server import TritonServer
+
+    triton = TritonServer.from_settings(s)
+    preflight(s, triton)
     # Feast first: treeserve.features.store disables typeguard's import-time instrumentation,
     # which would otherwise cost seconds of CPU when Feast is imported.
     import treeserve.features.store  # noqa: F401
@@ -83,11 +87,19 @@ def run_demo(
 
     with _step(console, "1/8 generate the demo world"):
         data = training.generate_data(s, n_customers=customers)
-        console.print(f"data: {data}")
+        console.print(
+            f"wrote {data.data_dir}: {data.n_customers} customers, {data.n_snapshots} daily snapshots "
+            f"({data.start:%Y-%m-%d} .. {data.end:%Y-%m-%d}), {data.n_labels} labels, "
+            f"churn rate {data.churn_rate:.3f}"
+        )
     with _step(console, "2/8 Feast apply + materialize"):
-        training.apply_features(s)
+        applied = training.apply_features(s)
         mat = training.materialize(s)
-        console.print(f"materialized: {mat}")
+        console.print(f"applied {len(applied.objects)} Feast objects to project {applied.project!r}")
+        console.print(
+            f"materialized {mat.start:%Y-%m-%d %H:%M} .. {mat.end:%Y-%m-%d %H:%M} into the "
+            f"{mat.online_store} online store"
+        )
     with _step(console, "3/8 train from point-in-time Feast features"):
         trained = training.train(s)
         m = trained.metrics
@@ -111,9 +123,6 @@ def run_demo(
             )
         summary.add("alias", f"champion → v{trained.version}")
 
-    from exporter.triton_server import TritonServer
-
-    triton = TritonServer.from_settings(s)
     started_triton = False
     gateway = None
     try:
@@ -125,9 +134,9 @@ def run_demo(
 
             result = reconcile_once(s, trigger="demo")
             st = result.models.get(model)
+            routing = ", ".join(f"{a} → v{v}" for a, v in sorted(st.routing.items())) if st else ""
             console.print(
-                f"sync: {result.result}"
-                + (f" — routing {st.routing}, {st.message}" if st is not None else "")
+                f"sync: {result.result}" + (f" — {routing or 'nothing routed'}, {st.message}" if st else "")
             )
             if not result.ok:
                 raise ServiceUnavailableError(
@@ -143,9 +152,13 @@ def run_demo(
             body = _post_json(
                 f"{gateway.url}/v1/models/{model}/predict", {"entities": [{"customer_id": customer}]}
             )
-            console.print_json(data=body)
             p = body["predictions"][0] if "predictions" in body else body
-            summary.add("gateway prediction", f"{customer} → score {p.get('score')} ({p.get('risk_tier')})")
+            prediction = f"{customer} → score {_score(p.get('score'))} ({p.get('risk_tier')})"
+            console.print(
+                f"POST {gateway.url}/v1/models/{model}/predict: {prediction}, "
+                f"v{p.get('model_version')} via {p.get('route')}, {body.get('latency_ms')} ms"
+            )
+            summary.add("gateway prediction", prediction)
 
         with _step(console, "7/8 short Locust load test against the gateway"):
             from loadtest.runner import run_loadtest
@@ -187,8 +200,47 @@ def run_demo(
     return summary
 
 
-def _triton_sample(s: Settings, triton: Any, model: str, version: str) -> dict[str, Any]:
-    """One row of the version's reference inputs through Triton (the admin client)."""
+def _score(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+MIN_FREE_DISK_MB = 500
+"""Free space the demo wants under its home (data, MLflow, repository, logs take ~50 MB)."""
+
+
+def preflight(s: Settings, triton: Any) -> None:
+    """Everything the demo needs, checked before it changes any state: one error naming the first gap."""
+    import shutil
+
+    from treeserve.procs import port_in_use
+
+    if not triton.is_ready():
+        if not triton.venv.is_dir():
+            raise ConfigError(f"Triton venv {triton.venv} is missing; run `make venv-triton`")
+        for setting, port in (
+            ("TREESERVE_TRITON__HTTP_PORT", triton.http_port),
+            ("TREESERVE_TRITON__GRPC_PORT", triton.grpc_port),
+            ("TREESERVE_TRITON__METRICS_PORT", triton.metrics_port),
+        ):
+            if port_in_use(port, triton.host):
+                raise ConfigError(f"port {port} is taken: stop what runs there or set {setting}")
+    for setting, port in (
+        ("TREESERVE_GATEWAY__PORT", s.gateway.port),
+        ("TREESERVE_GATEWAY__GRPC_PORT", s.gateway.grpc_port),
+    ):
+        if port_in_use(port, s.gateway.host):
+            raise ConfigError(f"port {port} is taken: stop what runs there or set {setting}")
+    existing = next(p for p in (s.home, *s.home.parents) if p.exists())
+    free_mb = shutil.disk_usage(existing).free / 2**20
+    if free_mb < MIN_FREE_DISK_MB:
+        raise ConfigError(
+            f"only {free_mb:.0f} MB free under {s.home}; the demo needs {MIN_FREE_DISK_MB} MB "
+            "(free some space or set TREESERVE_HOME)"
+        )
+
+
+def _triton_sample(s: Settings, triton: Any, model: str, version: str) -> str:
+    """One row of the version's reference inputs through Triton (the admin client), as one line."""
     import numpy as np
 
     from treeserve.repository import read_reference
@@ -196,7 +248,10 @@ def _triton_sample(s: Settings, triton: Any, model: str, version: str) -> dict[s
     ref = read_reference(s.path(s.exporter.repository), model, version)
     x = ref.inputs[:1].astype(np.float32)
     out = triton.admin.infer(model, version, x, sorted(ref.outputs))
-    return {name: value.tolist() for name, value in out.items()}
+    return ", ".join(
+        f"{name} " + " ".join(_score(v.item()) for v in np.ravel(value))
+        for name, value in sorted(out.items())
+    )
 
 
 def _start_gateway(s: Settings) -> Any:
@@ -212,12 +267,6 @@ def _start_gateway(s: Settings) -> Any:
         host=s.gateway.host,
         log_file=s.var_dir / "gateway" / "gateway.log",
     )
-    from treeserve.procs import port_in_use
-
-    if port_in_use(s.gateway.port, s.gateway.host):
-        raise ServiceUnavailableError(
-            f"port {s.gateway.port} is taken: stop what runs there or set TREESERVE_GATEWAY__PORT"
-        )
     return proc.start(timeout_s=90.0)
 
 

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 from treeserve.procs import free_port, port_in_use
+
+NOISE = ("Warning", "Traceback", "Downloading artifacts", "it/s]", "PosixPath(", "datetime.datetime(")
+"""What a library prints on its own (warnings, tqdm bars) or a raw repr leaks into the output."""
 
 
 def test_demo_runs_the_whole_job_and_stops_what_it_started(treeserve_home: Path) -> None:
@@ -39,6 +43,13 @@ def test_demo_runs_the_whole_job_and_stops_what_it_started(treeserve_home: Path)
     assert "cust-" in out and "score" in out
     assert "errors 0.00%" in out
     assert "drift verdict: drift" in out
+    # Written for people: no library warnings, tracebacks, raw dataclass reprs, download bars or
+    # pretty-printed JSON (a bare "{" line), and scores with 4 decimals.
+    for noise in NOISE:
+        assert noise not in out, f"{noise!r} in the demo output:\n{out[-4000:]}"
+    assert not re.search(r"\b[A-Z][A-Za-z]+\((\w+=)", out), out[-4000:]
+    assert not re.search(r"^\s*[{}]\s*$", out, re.M), out[-4000:]
+    assert re.search(r"score 0\.\d{4} \(", out), out[-4000:]
     # Artifacts a user opens afterwards.
     assert (treeserve_home / "model_repository" / "churn-prediction" / "1" / "model.onnx").is_file()
     assert list((treeserve_home / "reports" / "loadtest").glob("*/report.html"))

@@ -27,7 +27,7 @@ def drift_cmd(
     ),
     no_alert: bool = typer.Option(False, "--no-alert", help="Do not POST the alert payload."),
 ) -> None:
-    """Compare the prediction log with the serving version's training reference (exit 2 on drift)."""
+    """Compare the prediction log with the serving version's training reference (exit 3 on drift)."""
     from drift.job import run_drift
 
     s = clikit.settings()
@@ -42,8 +42,18 @@ def drift_cmd(
     )
     _print_summary(summary)
     if summary.verdict == "drift":
-        typer.echo(json.dumps(summary.alert_payload(), indent=2))
-        raise typer.Exit(2)
+        if clikit.output.verbose:
+            typer.echo(json.dumps(summary.alert_payload(), indent=2))
+        typer.echo(_alert_line(summary.alert_posted, no_alert=no_alert))
+        raise typer.Exit(summary.exit_code)
+
+
+def _alert_line(posted: bool | None, *, no_alert: bool) -> str:
+    if no_alert:
+        return "alert: not posted (--no-alert); -v prints the payload"
+    if posted is None:
+        return "alert: not posted (TREESERVE_DRIFT__ALERT_URL is not set); -v prints the payload"
+    return "alert: posted" if posted else "alert: posting FAILED (see the log above)"
 
 
 @clikit.command

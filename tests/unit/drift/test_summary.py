@@ -96,7 +96,7 @@ def test_shifted_columns_are_named_and_the_verdict_follows_the_share() -> None:
     flag = next(c for c in summary.columns if c.column == "flag")
     assert flag.method == "jensenshannon"  # two distinct values: compared as categories
     assert summary.drift_share == pytest.approx(0.75)
-    assert summary.verdict == "drift" and summary.exit_code == 2
+    assert summary.verdict == "drift" and summary.exit_code == 3
     assert summary.score_drift is not None and summary.score_drift.drifted
 
 
