@@ -70,6 +70,7 @@ def run_multi_triton_bench(
 
     settings = world.settings
     restarts = 1 if quick else max(1, repeats)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request of the load
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model, v1 = world.model, world.version

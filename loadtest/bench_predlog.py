@@ -4,11 +4,14 @@ Two gateways against the world's Triton and online store, one with the default d
 (``gateway.predlog_fsync=interval``), one with ``gateway.predlog_enabled=false`` (and, for the
 table, one with ``predlog_fsync=always``); ``wrk`` at 64 connections, one entity per request,
 runs interleaved so drift of the machine hits every variant alike. Only one gateway is loaded
-at a time; the others sit idle.
+at a time; the others sit idle. Beside req/s, the gateway process's CPU per answered request:
+on a shared machine req/s swings by ±15 % between runs, CPU per request much less, so the
+difference of the CPU figures is what the log costs.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
 import statistics
@@ -17,6 +20,7 @@ from typing import Any
 
 from loadtest.bench_gateway import _entity_ids, run_wrk, wrk_script
 from loadtest.bench_report import median_min_max
+from loadtest.bench_triton import tree_cpu_s
 from treeserve import procs
 
 log = logging.getLogger(__name__)
@@ -68,8 +72,14 @@ def run_predlog_bench(
             ).start(timeout_s=90)
         for _ in range(repeats):
             for name, gw in gateways.items():
+                pid = gw.proc.pid if gw.proc is not None else None
                 res = run_wrk(
-                    gw.url, script, connections=CONNECTIONS, duration_s=duration_s, warmup_s=warmup_s
+                    gw.url,
+                    script,
+                    connections=CONNECTIONS,
+                    duration_s=duration_s,
+                    warmup_s=warmup_s,
+                    cpu_of=functools.partial(tree_cpu_s, pid),
                 )
                 if res["non_2xx"] or res["socket_errors"] or not res["rps"]:
                     raise RuntimeError(f"gateway ({name}) answered errors under load: {res}")
@@ -79,12 +89,15 @@ def run_predlog_bench(
         for gw in gateways.values():
             gw.stop()
     rps = {name: statistics.median(r["rps"] for r in rs) for name, rs in runs.items()}
+    cpu = {name: statistics.median(_cpu_us_per_request(r) for r in rs) for name, rs in runs.items()}
     rows = [
         {
             "gateway": name,
             "req/s": median_min_max(r["rps"] for r in runs[name]),
             "p99 ms": median_min_max(r.get("p99_ms", 0.0) for r in runs[name]),
             "vs log disabled": round(rps[name] / rps["disabled"], 3),
+            "gateway CPU µs/request": median_min_max(_cpu_us_per_request(r) for r in runs[name]),
+            "CPU µs/request vs log disabled": round(cpu[name] - cpu["disabled"], 1),
         }
         for name in VARIANTS
     ]
@@ -99,4 +112,10 @@ def run_predlog_bench(
         "rows": rows,
         "predlog_durable_rps_ratio_c64": round(rps["durable"] / rps["disabled"], 3),
         "predlog_always_rps_ratio_c64": round(rps["durable_always"] / rps["disabled"], 3),
+        "predlog_durable_extra_cpu_us_per_request_c64": round(cpu["durable"] - cpu["disabled"], 1),
     }
+
+
+def _cpu_us_per_request(res: dict[str, Any]) -> float:
+    """Gateway CPU (its process tree, after the warm-up) per answered request, in µs."""
+    return float(res.get("cpu_s") or 0.0) / max(1, int(res.get("requests") or 0)) * 1e6
