@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +23,7 @@ from drift.reference import repository_routing
 from drift.score_store import ScoreSink, open_sink
 from treeserve import contract, scoring
 from treeserve import repository as repo_format
+from treeserve.encoding import Vocabulary
 from treeserve.errors import NotFoundError, ValidationFailedError
 
 if TYPE_CHECKING:
@@ -72,6 +73,8 @@ class ServingModel:
     feature_service: str
     entity_keys: list[str]
     session: Any
+    encodings: dict[str, Vocabulary] = field(default_factory=dict)
+    """String feature -> the vocabulary the version was trained with (``treeserve.encoding``)."""
 
     @classmethod
     def load(cls, repository: Path, model: str, version: str) -> ServingModel:
@@ -103,6 +106,7 @@ class ServingModel:
             feature_service=meta.feature_service,
             entity_keys=list(meta.entity_keys),
             session=session,
+            encodings=dict(meta.encodings),
         )
 
     def predict(self, x: np.ndarray) -> np.ndarray:

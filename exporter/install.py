@@ -328,6 +328,7 @@ def _metadata(
         entity_keys=tuple(src.entity_keys),
         medians=dict(src.medians),
         base_rate=float(src.base_rate or 0.0),
+        encodings=dict(src.encodings),
         best_iteration=src.best_iteration,
         source_sha256=src.source_sha256,
         onnx_sha256=hashlib.sha256(onnx_bytes).hexdigest(),

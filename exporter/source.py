@@ -20,8 +20,9 @@ import numpy as np
 
 from exporter.errors import UnsupportedModelError
 from exporter.settings import ExporterConfig
-from treeserve import contract, registry
-from treeserve.errors import NotFoundError
+from treeserve import contract, encoding, registry
+from treeserve.encoding import Vocabulary
+from treeserve.errors import NotFoundError, TreeserveError
 
 if TYPE_CHECKING:
     import xgboost as xgb
@@ -70,6 +71,8 @@ class SourceModel:
     reference_origin: str = "generated"
     medians: dict[str, float] = field(default_factory=dict)
     base_rate: float | None = None
+    encodings: dict[str, Vocabulary] = field(default_factory=dict)
+    """String feature -> the vocabulary it was encoded with in training (``treeserve.encoding``)."""
     aliases: list[str] = field(default_factory=list)
     xgboost_json: bytes = b""
 
@@ -138,6 +141,7 @@ def load_source_model(client: MlflowClient, model: str, version: str | int) -> S
         source_sha256=sha,
         feature_service=tags.get(contract.TAG_FEATURE_SERVICE, ""),
         entity_keys=_json_list(tags.get(contract.TAG_ENTITY_KEYS)),
+        encodings=_encodings(tags.get(contract.TAG_ENCODINGS), model, version),
         aliases=list(getattr(mv, "aliases", []) or []),
         xgboost_json=bytes(booster.save_raw("json")),
     )
@@ -352,3 +356,13 @@ def _run_parquet(client: MlflowClient, run_id: str, path: str) -> Any:
         if local is None or not local.is_file():
             return None
         return pd.read_parquet(local)
+
+
+def _encodings(raw: str | None, model: str, version: str) -> dict[str, Vocabulary]:
+    """The recorded string-feature encodings (``UnsupportedModelError`` when unreadable)."""
+    try:
+        return encoding.from_json(raw)
+    except (ValueError, TreeserveError) as e:
+        raise UnsupportedModelError(
+            f"model {model!r} version {version}: unreadable {contract.TAG_ENCODINGS} tag: {e}"
+        ) from e

@@ -23,6 +23,7 @@ from gateway.docs_ui import mount_docs
 from gateway.errors import GatewayError, InvalidRequestError
 from gateway.features import MeteredFeatureSource
 from gateway.predlog import DurablePredictionLog, NullPredictionLog, PredictionLog
+from gateway.push import FeaturePusher, PushService
 from gateway.routes import PREDICT_PATH, predict_docs, router, v1
 from gateway.service import PredictionService
 from gateway.triton import InferenceClient
@@ -73,6 +74,7 @@ def create_app(
     features: FeatureSource | None = None,
     triton: InferenceClient | None = None,
     predlog: PredictionLog | None = None,
+    pusher: FeaturePusher | None = None,
     grpc: bool = True,
 ) -> FastAPI:
     """The gateway app. Missing adapters are built from ``settings`` when the app starts."""
@@ -98,6 +100,11 @@ def create_app(
         )
         await service.start()
         app.state.service = service
+        app.state.pushes = PushService(
+            gw,
+            pusher if pusher is not None else _feast_pusher(settings),
+            feature_service=settings.feast.feature_service,
+        )
         _hot_path(app).service = service
         grpc_server = None
         if grpc and gw.grpc_port:
@@ -130,6 +137,7 @@ def create_app(
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.api_keys = [k.encode() for k in gw.api_keys]
+    app.state.max_body_bytes = gw.max_body_bytes
     app.include_router(router)
     app.include_router(v1)
     mount_docs(app)
@@ -174,6 +182,14 @@ def create_app(
         retry_after_s=gw.retry_after_s,
     )
     return app
+
+
+def _feast_pusher(settings: GatewayConfig) -> FeaturePusher:
+    """Pushes through a Feast store of the settings (its own: the readers keep theirs)."""
+    from treeserve.features import open_feature_store
+    from treeserve.features.push import FeastFeaturePusher
+
+    return FeastFeaturePusher(open_feature_store(settings), store_name=settings.feast.online_store)
 
 
 _PREDICT_RE = re.compile("^" + re.escape(PREDICT_PATH).replace(re.escape("{model}"), "([^/]+)") + "$")

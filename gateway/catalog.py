@@ -2,17 +2,20 @@
 
 For each served model: the routing (alias -> version) and feature contract from ``config.pbtxt``
 ``parameters``, and each routed version's ``treeserve.json`` (task, features, medians, base rate).
-The skew guard lives here: a version whose recorded feature list differs from the
-FeatureService's is marked not servable, with the reason.
+The skew guard lives here: a version whose recorded feature list, or string encoding
+(``treeserve.encoding``), differs from the FeatureService's is marked not servable, with the reason.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from treeserve import encoding
 from treeserve import repository as repo_format
+from treeserve.encoding import Vocabulary
 from treeserve.repository import fingerprint
 
 __all__ = [
@@ -38,6 +41,8 @@ class VersionInfo:
     features: tuple[str, ...]
     medians: dict[str, float]
     base_rate: float
+    encodings: Mapping[str, Vocabulary] = field(default_factory=dict)
+    """String feature -> the vocabulary the version was trained with."""
     servable: bool = True
     problem: str = ""
     """Why the version is not servable (empty when it is)."""
@@ -58,6 +63,8 @@ class ModelView:
     versions: dict[str, VersionInfo] = field(default_factory=dict)
     problem: str = ""
     """Why the model cannot be served at all (empty when it can)."""
+    encodings: Mapping[str, Vocabulary] = field(default_factory=dict)
+    """The FeatureService's string features -> their vocabulary (instances may send the string)."""
 
     def version_for(self, alias: str) -> VersionInfo | None:
         """The servable version behind ``alias``, if any."""
@@ -98,14 +105,23 @@ def read_version_info(repository: Path, model: str, version: str) -> VersionInfo
         medians=dict(meta.medians),
         base_rate=meta.base_rate,
         explainer=int(version) in repo_format.explainer_versions(repository, model),
+        encodings=dict(meta.encodings),
     )
 
 
-def skew_problem(version: VersionInfo, service_features: tuple[str, ...], feature_service: str) -> str:
-    """The skew guard: '' when the version's feature list equals the FeatureService's."""
-    if tuple(version.features) == tuple(service_features):
-        return ""
-    return (
-        f"version {version.version} was trained on features {list(version.features)} but "
-        f"FeatureService {feature_service!r} now lists {list(service_features)}"
-    )
+def skew_problem(
+    version: VersionInfo,
+    service_features: tuple[str, ...],
+    feature_service: str,
+    service_encodings: Mapping[str, Vocabulary] | None = None,
+) -> str:
+    """The skew guard: '' when the version's feature list and encodings equal the FeatureService's."""
+    if tuple(version.features) != tuple(service_features):
+        return (
+            f"version {version.version} was trained on features {list(version.features)} but "
+            f"FeatureService {feature_service!r} now lists {list(service_features)}"
+        )
+    differs = encoding.mismatch(version.encodings, service_encodings or {})
+    if differs:
+        return f"version {version.version} encodes features differently from FeatureService {feature_service!r}: {differs}"
+    return ""

@@ -5,6 +5,7 @@
     ├── PayloadTooLargeError                413
     ├── UnauthorizedError                   401
     ├── UnknownModelError                   404  (also a NotFoundError)
+    ├── UnknownPushSourceError              404  no such Feast PushSource
     ├── ServiceDownError                    503 + Retry-After  (also a ServiceUnavailableError)
     │   ├── FeatureStoreUnavailableError        the online store cannot be read
     │   ├── TritonUnavailableError              Triton unreachable / model version not ready
@@ -57,6 +58,13 @@ class UnknownModelError(GatewayError, NotFoundError):
 
     def __init__(self, model: str) -> None:
         super().__init__(f"model {model!r} is not served here")
+
+
+class UnknownPushSourceError(GatewayError, NotFoundError):
+    """The push names a PushSource the Feast registry does not have."""
+
+    status_code = 404
+    kind = "unknown_push_source"
 
 
 class ServiceDownError(GatewayError, ServiceUnavailableError):

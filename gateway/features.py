@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from gateway import metrics
 from gateway.errors import FeatureStoreUnavailableError
-from treeserve.features import FeatureSource, OnlineStoreUnavailableError
+from treeserve.encoding import Vocabulary
+from treeserve.features import FeatureRows, FeatureSource, OnlineStoreUnavailableError
 
 __all__ = ["MeteredFeatureSource"]
 
@@ -28,6 +30,7 @@ class MeteredFeatureSource:
         self._timeout_s = timeout_s
         self.store_name = source.store_name
         self._duration = metrics.FEATURE_FETCH_DURATION.labels(source.store_name)
+        self._ages: dict[str, Any] = {}
 
     def describe(self, feature_service: str) -> tuple[list[str], list[str]]:
         """The FeatureService's ordered features and join keys."""
@@ -36,16 +39,33 @@ class MeteredFeatureSource:
         except OnlineStoreUnavailableError as e:
             raise FeatureStoreUnavailableError(str(e)) from e
 
+    def encodings(self, feature_service: str) -> Mapping[str, Vocabulary]:
+        """The FeatureService's string encodings."""
+        try:
+            return self._source.encodings(feature_service)
+        except OnlineStoreUnavailableError as e:
+            raise FeatureStoreUnavailableError(str(e)) from e
+
     async def fetch(self, feature_service: str, keys: Sequence[tuple[str, ...]]) -> np.ndarray:
         """One (coalesced) online read, timed."""
+        return (await self.read_rows(feature_service, keys)).values
+
+    async def read_rows(self, feature_service: str, keys: Sequence[tuple[str, ...]]) -> FeatureRows:
+        """One (coalesced) online read with each view's age, timed; ages go to the age histogram."""
         t0 = time.perf_counter()
         try:
-            out = await asyncio.wait_for(self._source.fetch(feature_service, keys), self._timeout_s)
+            out = await asyncio.wait_for(self._source.read_rows(feature_service, keys), self._timeout_s)
         except OnlineStoreUnavailableError as e:
             raise self._unavailable(e) from e
         except TimeoutError as e:
             raise self._unavailable(self._late(e)) from e
         self._duration.observe(time.perf_counter() - t0)
+        for view, ages in out.ages_s.items():
+            hist = self._ages.get(view)
+            if hist is None:
+                hist = self._ages[view] = metrics.FEATURE_AGE.labels(view)
+            for age in ages[~np.isnan(ages)]:
+                hist.observe(max(0.0, float(age)))
         return out
 
     async def verify(self, feature_service: str) -> None:

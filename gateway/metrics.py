@@ -137,6 +137,23 @@ COALESCED_REQUESTS = Histogram(
 )
 
 # ---- data quality -----------------------------------------------------------------------
+_AGE_BUCKETS_S = (1, 5, 15, 30, 60, 120, 300, 600, 900, 1800, 2700, 3600, 7200, 21600, 86400, 604800)
+FEATURE_AGE = Histogram(
+    PREFIX + "feature_age_seconds",
+    "Age of the online feature values read for a prediction (now - their event timestamp), per "
+    "FeatureView; values older than the view's TTL were treated as missing.",
+    ["view"],
+    buckets=_AGE_BUCKETS_S,
+)
+FEATURE_PUSH_ROWS = Counter(
+    PREFIX + "feature_push_rows_total",
+    "Rows written online and offline through POST /v1/features/push, per Feast PushSource.",
+    ["push_source"],
+)
+FEATURE_PUSH_REJECTED = Counter(
+    PREFIX + "feature_push_rejected_total",
+    "Pushes refused because their rows do not match the PushSource's schema (422/404).",
+)
 MISSING_FEATURES = Counter(
     PREFIX + "missing_features_total",
     "Feature values missing (null in the store or the request), per feature.",
@@ -233,6 +250,9 @@ ALL_METRIC_NAMES: tuple[str, ...] = tuple(
             ENTITIES_PER_REQUEST,
             FEATURE_FETCH_DURATION,
             FEATURE_FETCH_ERRORS,
+            FEATURE_AGE,
+            FEATURE_PUSH_ROWS,
+            FEATURE_PUSH_REJECTED,
             TRITON_DURATION,
             TRITON_ERRORS,
             TRITON_RETRIES,

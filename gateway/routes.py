@@ -14,8 +14,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from gateway import codec, metrics, schemas
 from gateway.catalog import ModelView
-from gateway.errors import PayloadTooLargeError
+from gateway.errors import PayloadTooLargeError, ServiceDownError
 from gateway.explain import DEFAULT_REASONS, MAX_REASONS, ExplanationResult, ExplanationService
+from gateway.push import PushService, render_push
 from gateway.service import PredictionService
 
 _bearer = HTTPBearer(auto_error=False, description="API key (only when gateway.api_keys is set).")
@@ -191,6 +192,28 @@ async def list_models(request: Request) -> dict[str, Any]:
 async def get_model(model: str, request: Request) -> dict[str, Any]:
     """Versions, routing (alias -> version) and the feature list of ``model``."""
     return model_info(_service(request).model(model))
+
+
+@v1.post(
+    "/features/push",
+    response_model=schemas.PushResponse,
+    summary="Push feature rows (Feast PushSource, online and offline)",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": schemas.PushRequest.model_json_schema()}},
+        }
+    },
+)
+async def push_features(request: Request) -> dict[str, Any]:
+    """Write rows of a PushSource online and offline; the next prediction reads them (422 names a bad row)."""
+    pushes: PushService | None = getattr(request.app.state, "pushes", None)
+    if pushes is None:
+        raise ServiceDownError("feature pushes are not available: the gateway is starting")
+    body = await codec.read_body(
+        request.receive, request.headers.get("content-length"), request.app.state.max_body_bytes
+    )
+    return render_push(await pushes.push(body))
 
 
 @router.get("/healthz", response_model=schemas.Health, summary="Liveness")

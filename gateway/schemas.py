@@ -23,6 +23,39 @@ class PredictRequest(BaseModel):
     )
 
 
+class PushRequest(BaseModel):
+    """Rows for a Feast PushSource; each holds the join keys, ``event_timestamp`` and every feature."""
+
+    push_source: str | None = Field(
+        default=None,
+        description="Feast PushSource; may be left out when one feeds the served model's FeatureService.",
+        examples=["customer_activity_push"],
+    )
+    rows: list[dict[str, str | int | float | None]] = Field(
+        description="1..max_entities rows; event_timestamp as ISO 8601 (naive = UTC) or epoch seconds.",
+        examples=[
+            [
+                {
+                    "customer_id": "cust-000042",
+                    "event_timestamp": "2026-11-30T20:15:00Z",
+                    "session_count_last_1h": 3,
+                    "cart_value_usd": 129.5,
+                    "last_page_viewed": "cart",
+                }
+            ]
+        ],
+    )
+
+
+class PushResponse(BaseModel):
+    """What a push wrote."""
+
+    push_source: str
+    rows: int = Field(description="Rows written.")
+    feature_views: list[str] = Field(description="FeatureViews fed by the push source.")
+    to: str = Field(description="online_and_offline: the online store and the source's offline copy.")
+
+
 class EntityPrediction(BaseModel):
     """One scored entity or instance."""
 

@@ -206,6 +206,7 @@ class PredictionService:
         service = cfg.feature_service or self._feature_service_default
         try:
             features, keys = self._features.describe(service)
+            encodings = self._features.encodings(service)
         except GatewayError as e:
             return ModelView(
                 name=name,
@@ -234,7 +235,7 @@ class PredictionService:
                 )
                 metrics.VERSION_SERVABLE.labels(name, version, alias).set(0)
                 continue
-            problem = catalog.skew_problem(info, tuple(features), service)
+            problem = catalog.skew_problem(info, tuple(features), service, encodings)
             if problem:
                 metrics.SKEW_GUARD_REJECTIONS.labels(name, version).inc()
                 log.error("skew guard: %s %s not served: %s", name, version, problem)
@@ -252,6 +253,7 @@ class PredictionService:
             routing=cfg.routing,
             versions=versions,
             problem=problem,
+            encodings=encodings,
         )
 
     # ---- queries --------------------------------------------------------------------------
@@ -357,6 +359,10 @@ class PredictionService:
                     )
                 if v is None:
                     continue
+                enc = view.encodings.get(name)
+                if enc is not None and isinstance(v, str):
+                    x[i, j] = enc.code(v)  # outside the vocabulary: missing, as when read online
+                    continue
                 if isinstance(v, bool) or not isinstance(v, int | float):
                     raise InvalidRequestError(f"instances[{i}].{name} must be a number or null")
                 fv = float(v)
@@ -461,7 +467,7 @@ class PredictionService:
                 view = self.model(model)
                 champion = self._champion(view)
                 challenger = view.version_for(contract.ALIAS_CHALLENGER)
-                x = np.asarray(await self._features.fetch(view.feature_service, keys))
+                x = (await self._features.read_rows(view.feature_service, keys)).values
                 joined = ["|".join(k) for k in keys]
                 to_challenger = self._routes(len(keys), joined, "", challenger)
                 scored = await self._score_rows(view, champion, challenger, x, to_challenger)

@@ -71,7 +71,7 @@ class GatewaySettings(BaseModel):
     """Registered model served."""
     triton: GatewayTritonSettings = GatewayTritonSettings()
     max_entities: int = Field(default=1000, ge=1)
-    """Largest request (entities or instances)."""
+    """Largest request (entities, instances or pushed feature rows)."""
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     """Request bodies larger than this are refused with 413."""
     entity_id_max_length: int = Field(default=128, ge=1)

@@ -6,9 +6,14 @@ The simulation runs day by day, vectorised over customers:
   order rate, the ticket rate and the e-mail open rate;
 * daily snapshots (``event_timestamp`` = 00:00 UTC) carry the seven features, with nulls where a
   real pipeline has them (no orders -> no average order value, no e-mail consent, gaps);
+* session activity (``customer_activity``): bursts of sessions in the three hours before each
+  label time and before the end of the world; every session is an event carrying the real-time
+  features (sessions in the last hour, cart value, page viewed), shaped by a latent churn intent
+  that the daily snapshot does not show;
 * each labelled customer gets one observation time; ``churned_within_30d`` is drawn from
-  ``sigmoid(ground_truth_logit(snapshot visible at that time) + noise)``, and customers who churn
-  stop ordering afterwards — so features from after the label time would leak the answer.
+  ``sigmoid(ground_truth_logit(snapshot + real-time features visible at that time) + noise)``
+  (real-time features older than one hour are not visible: the FeatureView's TTL), and customers
+  who churn stop ordering afterwards — so features from after the label time would leak the answer.
 
 ``--drift`` shifts the population (fewer, smaller orders, more tickets, fewer e-mail opens):
 see ``DRIFTED_FEATURES``. Same seed, same arguments -> byte-identical tables.
@@ -22,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -50,8 +56,16 @@ DRIFTED_FEATURES = (
 )
 """Features whose distribution ``drift=True`` shifts."""
 
+REALTIME_FEATURES = ("session_count_last_1h", "cart_value_usd", "last_page_viewed")
+"""The generated session-activity columns (FeatureView ``customer_realtime``)."""
+PAGES = ("home", "search", "product", "cart", "checkout", "account", "help", "cancel_subscription", "blog")
+"""Pages a session can end on; ``blog`` is outside the model's vocabulary (reaches it as missing)."""
+REALTIME_TTL_S = 3600
+"""Real-time values older than this are not visible (the FeatureView's TTL)."""
+
 LABEL = "churned_within_30d"
 STATS_FILE = "customer_stats.parquet"
+ACTIVITY_FILE = "customer_activity.parquet"
 LABELS_FILE = "labels.parquet"
 CUSTOMERS_FILE = "customers.parquet"
 
@@ -82,6 +96,7 @@ class GeneratedData:
     data_dir: Path
     n_customers: int
     n_snapshots: int
+    n_events: int
     n_labels: int
     churn_rate: float
     start: datetime
@@ -90,8 +105,32 @@ class GeneratedData:
     elapsed_s: float
 
 
+# Page -> its share of sessions (log scale) and how churn intent moves it; -> its churn effect.
+_PAGE_BASE = np.array([1.0, 0.8, 1.2, 0.3, -0.2, -0.3, -0.8, -2.0, -1.5])
+_PAGE_INTENT = np.array([0.0, 0.0, -0.2, -0.4, -0.8, 0.4, 0.6, 1.4, 0.0])
+_PAGE_EFFECT = dict(zip(PAGES, (0.0, 0.0, -0.2, -0.6, -1.2, 0.7, 1.2, 2.8, 0.0), strict=True))
+
+
+def realtime_logit(x: dict[str, np.ndarray]) -> np.ndarray:
+    """The real-time part of the churn log-odds; 0 where no fresh activity is visible."""
+    sessions = np.asarray(x["session_count_last_1h"], dtype=np.float64)
+    cart = np.asarray(x["cart_value_usd"], dtype=np.float64)
+    pages = np.asarray(x["last_page_viewed"], dtype=object)
+    page = np.array([_PAGE_EFFECT.get(p, 0.0) if isinstance(p, str) else 0.0 for p in pages])
+    visible = ~np.isnan(sessions)
+    term = (
+        1.15
+        - 0.45 * np.minimum(np.nan_to_num(sessions), 5.0)
+        - 0.015 * np.minimum(np.nan_to_num(cart), 150.0)
+    )
+    return np.where(visible, term + page, 0.0)
+
+
 def ground_truth_logit(x: dict[str, np.ndarray]) -> np.ndarray:
-    """The churn log-odds the labels are drawn from (before noise), from visible features."""
+    """The churn log-odds the labels are drawn from (before noise), from visible features.
+
+    Without the real-time columns in ``x`` only the snapshot part is computed.
+    """
     dslo = np.nan_to_num(x["days_since_last_order"], nan=30.0)
     orders = np.nan_to_num(x["order_count_90d"], nan=5.0)
     aov = np.nan_to_num(x["avg_order_value_usd"], nan=45.0)
@@ -109,6 +148,7 @@ def ground_truth_logit(x: dict[str, np.ndarray]) -> np.ndarray:
         + 0.9 * (tenure < 60)
         - 1.6 * (np.nan_to_num(open_rate, nan=0.25) - 0.3)
         + 0.25 * np.isnan(open_rate)
+        + (realtime_logit(x) if "session_count_last_1h" in x else 0.0)
     )
 
 
@@ -124,8 +164,8 @@ def simulate(
     end_date: date,
     drift: bool = False,
     progress: Callable[[float], None] | None = None,
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Simulate the world; returns (customers, customer_stats, labels) data frames."""
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Simulate the world; returns (customers, customer_stats, labels, customer_activity) frames."""
     if n_customers < 1 or n_days < _LABEL_HORIZON_DAYS + 7:
         raise ValueError(f"need n_customers >= 1 and n_days >= {_LABEL_HORIZON_DAYS + 7}")
     p = DRIFTED if drift else NORMAL
@@ -163,6 +203,11 @@ def simulate(
     label_noise = rng.normal(0.0, 0.6, n)
     label_draw = rng.random(n)
     churn_lag = rng.integers(0, 8, n)
+    # session bursts before each label time: their own stream, so the snapshots stay as they were
+    act_rng = np.random.default_rng([seed, 1])
+    obs_s = obs_day * 86_400 + obs_second
+    burst = _activity(act_rng, np.flatnonzero(labelled), obs_s[labelled], base_engagement[labelled], 0.0)
+    seen = _visible_at(burst, n, obs_s)
 
     # ---- day-by-day simulation -----------------------------------------------------------------
     wobble = rng.normal(0.0, 0.35, n)
@@ -214,7 +259,7 @@ def simulate(
         # the label time falls after today's 00:00 snapshot: today's snapshot is what is visible
         due = obs_day == t
         if due.any():
-            logit = ground_truth_logit({f: snap[f] for f in FEATURES}) + label_noise
+            logit = ground_truth_logit({**{f: snap[f] for f in FEATURES}, **seen}) + label_noise
             hit = due & (label_draw < _sigmoid(logit))
             label = np.where(due, hit.astype(np.int64), label)
             churned |= hit
@@ -247,6 +292,25 @@ def simulate(
         stats[f] = out[f][day_idx, cust_idx]
     stats["created"] = ts + pd.Timedelta(minutes=30)
 
+    # the latest burst: activity in the three hours before the world's last snapshot
+    alive_end = signup <= total - 1
+    end_s = np.full(n, (total - 1) * 86_400)
+    idx = np.flatnonzero(alive_end)
+    recent = _activity(act_rng, idx, end_s[idx], base_engagement[idx], 0.8 * churned[idx])
+    events = {k: np.concatenate([burst[k], recent[k]]) for k in burst}
+    order = np.lexsort((events["customer"], events["t"]))
+    t0 = pd.Timestamp(day0)
+    activity = pd.DataFrame(
+        {
+            "customer_id": ids[events["customer"][order]],
+            "event_timestamp": (t0 + pd.to_timedelta(events["t"][order], unit="s")).as_unit("us"),
+            "session_count_last_1h": events["session_count_last_1h"][order].astype(np.int64),
+            "cart_value_usd": events["cart_value_usd"][order],
+            "last_page_viewed": events["last_page_viewed"][order].astype(object),
+        }
+    )
+    activity["event_timestamp"] = activity["event_timestamp"].astype("datetime64[us, UTC]")
+
     li = np.nonzero(labelled)[0]
     labels = pd.DataFrame(
         {
@@ -255,7 +319,58 @@ def simulate(
             LABEL: label[li],
         }
     ).sort_values(["event_timestamp", "customer_id"], ignore_index=True)
-    return customers, stats, labels
+    return customers, stats, labels, activity
+
+
+def _activity(
+    rng: np.random.Generator,
+    customers: np.ndarray,
+    until_s: np.ndarray,
+    engagement: np.ndarray,
+    intent_shift: Any,
+) -> dict[str, np.ndarray]:
+    """Session events of ``customers`` in the three hours before ``until_s`` (simulation seconds).
+
+    Sessions arrive at a rate rising with engagement; each event carries the sessions of the last
+    hour (itself included), the cart value and the page, both shaped by a latent churn intent.
+    """
+    m = len(customers)
+    intent = rng.normal(0.0, 1.0, m) + intent_shift
+    counts = rng.poisson(np.exp(0.3 + 0.5 * engagement))
+    who = np.repeat(np.arange(m), counts)
+    t = np.repeat(until_s, counts) - rng.integers(1, 3 * 3600, len(who))
+    key = who.astype(np.int64) * 10**10 + t
+    order = np.argsort(key, kind="stable")
+    who, t, key = who[order], t[order], key[order]
+    last_hour = np.arange(len(key)) + 1 - np.searchsorted(key, key - REALTIME_TTL_S, side="right")
+    logits = _PAGE_BASE[None, :] + _PAGE_INTENT[None, :] * intent[who][:, None]
+    probs = np.exp(logits)
+    probs /= probs.sum(axis=1, keepdims=True)
+    page_idx = (probs.cumsum(axis=1) < rng.random(len(who))[:, None]).sum(axis=1)
+    has_cart = rng.random(len(who)) < 1.0 / (1.0 + np.exp(0.3 + 0.8 * intent[who]))
+    cart = np.where(has_cart, np.round(np.exp(rng.normal(np.log(60.0), 0.6, len(who))), 2), 0.0)
+    return {
+        "customer": customers[who],
+        "t": t,
+        "session_count_last_1h": last_hour.astype(np.float64),
+        "cart_value_usd": cart,
+        "last_page_viewed": np.array(PAGES, dtype=object)[page_idx],
+    }
+
+
+def _visible_at(events: dict[str, np.ndarray], n: int, at_s: np.ndarray) -> dict[str, np.ndarray]:
+    """Per customer: the latest event at or before ``at_s`` and within the TTL (NaN/None otherwise)."""
+    out: dict[str, np.ndarray] = {
+        "session_count_last_1h": np.full(n, np.nan),
+        "cart_value_usd": np.full(n, np.nan),
+        "last_page_viewed": np.full(n, None, dtype=object),
+    }
+    c, t = events["customer"], events["t"]
+    ok = (t <= at_s[c]) & (t > at_s[c] - REALTIME_TTL_S)
+    for i in np.flatnonzero(ok):  # events are sorted by (customer, time): the last one wins
+        for k in out:
+            out[k][c[i]] = events[k][i]
+    return out
 
 
 def generate_world(
@@ -275,11 +390,17 @@ def generate_world(
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ConfigError(f"cannot write the data folder {out_dir}: {e.strerror or e}") from e
-    customers, stats, labels = simulate(
+    customers, stats, labels, activity = simulate(
         n_customers=n_customers, n_days=n_days, seed=seed, end_date=end_date, drift=drift, progress=progress
     )
     out_dir.mkdir(parents=True, exist_ok=True)
-    for frame, name in ((customers, CUSTOMERS_FILE), (stats, STATS_FILE), (labels, LABELS_FILE)):
+    frames = (
+        (customers, CUSTOMERS_FILE),
+        (stats, STATS_FILE),
+        (labels, LABELS_FILE),
+        (activity, ACTIVITY_FILE),
+    )
+    for frame, name in frames:
         tmp = out_dir / f".{name}.tmp"
         frame.to_parquet(tmp, index=False)
         tmp.replace(out_dir / name)
@@ -287,6 +408,7 @@ def generate_world(
         data_dir=out_dir,
         n_customers=n_customers,
         n_snapshots=len(stats),
+        n_events=len(activity),
         n_labels=len(labels),
         churn_rate=float(labels[LABEL].mean()) if len(labels) else 0.0,
         start=stats["event_timestamp"].min().to_pydatetime(),

@@ -3,14 +3,16 @@
 Every label row (entity keys + ``event_timestamp`` = observation time) gets the latest feature
 values at or before its timestamp, within the FeatureView TTL, read through the model's
 FeatureService (DuckDB offline store). No label row may be lost in the join: a row without
-features keeps nulls, and a changed row count is an error, never a silent drop.
+features keeps nulls, and a changed row count is an error, never a silent drop. String features
+are encoded with the vocabulary their Feast field declares (``treeserve.encoding``), the same codes
+the online readers produce at serving time.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -18,7 +20,12 @@ import pandas as pd
 
 from training.data import LABEL, LABELS_FILE
 from training.errors import DataNotFoundError, TrainingDataError
-from treeserve.features.store import feature_service_entity_keys, feature_service_features
+from treeserve.encoding import Vocabulary
+from treeserve.features.store import (
+    feature_service_encodings,
+    feature_service_entity_keys,
+    feature_service_features,
+)
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -39,6 +46,8 @@ class TrainingSet:
     features: list[str]
     entity_keys: list[str]
     feature_service: str
+    encodings: dict[str, Vocabulary] = field(default_factory=dict)
+    """String feature -> the vocabulary that encoded it."""
 
     @property
     def X(self) -> pd.DataFrame:
@@ -78,6 +87,7 @@ def build_training_set(store: FeatureStore, labels: pd.DataFrame, feature_servic
     """Join ``labels`` (entity keys, ``event_timestamp``, label column) to historical features."""
     features = feature_service_features(store, feature_service)
     keys = feature_service_entity_keys(store, feature_service)
+    encodings = feature_service_encodings(store, feature_service)
     label_col = LABEL if LABEL in labels.columns else "label"
     missing = [c for c in [*keys, "event_timestamp", label_col] if c not in labels.columns]
     if missing:
@@ -104,7 +114,13 @@ def build_training_set(store: FeatureStore, labels: pd.DataFrame, feature_servic
     frame = joined[[*keys, "event_timestamp"]].copy()
     frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True)
     for f in features:
-        frame[f] = pd.to_numeric(joined[f], errors="coerce").astype(np.float64)
+        enc = encodings.get(f)
+        if enc is not None:
+            frame[f] = enc.encode(joined[f].to_numpy(dtype=object))
+        else:
+            frame[f] = pd.to_numeric(joined[f], errors="coerce").astype(np.float64)
     frame["label"] = joined["label"].to_numpy(dtype=np.int64)
     log.info("training set rows=%d features=%d service=%s", len(frame), len(features), feature_service)
-    return TrainingSet(frame=frame, features=features, entity_keys=keys, feature_service=feature_service)
+    return TrainingSet(
+        frame=frame, features=features, entity_keys=keys, feature_service=feature_service, encodings=encodings
+    )

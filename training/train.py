@@ -23,7 +23,7 @@ import pandas as pd
 from training import registry
 from training.dataset import TrainingSet, build_training_set, read_labels
 from training.errors import TrainingDataError
-from treeserve import contract, interrupts
+from treeserve import contract, encoding, interrupts
 from treeserve.features.store import open_feature_store
 
 if TYPE_CHECKING:
@@ -273,6 +273,7 @@ def _log_and_register(
         contract.TAG_FEATURES: json.dumps(ts.features),
         contract.TAG_FEATURE_SERVICE: ts.feature_service,
         contract.TAG_ENTITY_KEYS: json.dumps(ts.entity_keys),
+        contract.TAG_ENCODINGS: encoding.to_json(ts.encodings),
         contract.TAG_TASK: "binary",
         "treeserve.dataset.rows": str(fingerprint["rows"]),
         "treeserve.dataset.start": fingerprint["start"],

@@ -1,7 +1,8 @@
 """``treeserve demo``: the main job on embedded defaults, end to end.
 
 data → Feast apply/materialize → train → gate + ``champion`` → Triton → one sync pass →
-a sample inference in Triton → the gateway and one real prediction through it → a short Locust
+a sample inference in Triton → the gateway and one real prediction through it → a session event
+pushed for that customer (``POST /v1/features/push``) and the score it changes → a short Locust
 load test → a drifted population through the gateway → the drift job catches it.
 
 Every step calls the same Python API the CLI commands call; nothing here is demo-only logic
@@ -146,19 +147,34 @@ def run_demo(
             console.print(f"Triton sample inference (v{trained.version}): {sample}")
             summary.add("triton", f"{triton.grpc_url} serving v{trained.version}")
 
-        with _step(console, "6/8 gateway: entity id → Feast → Triton → score"):
+        with _step(console, "6/8 gateway: entity id → Feast → Triton → score; push → new score"):
             gateway = _start_gateway(s)
             customer = _known_customer(s)
-            body = _post_json(
-                f"{gateway.url}/v1/models/{model}/predict", {"entities": [{"customer_id": customer}]}
-            )
+            predict_url = f"{gateway.url}/v1/models/{model}/predict"
+            body = _post_json(predict_url, {"entities": [{"customer_id": customer}]})
             p = body["predictions"][0] if "predictions" in body else body
             prediction = f"{customer} → score {_score(p.get('score'))} ({p.get('risk_tier')})"
             console.print(
-                f"POST {gateway.url}/v1/models/{model}/predict: {prediction}, "
+                f"POST {predict_url}: {prediction}, "
                 f"v{p.get('model_version')} via {p.get('route')}, {body.get('latency_ms')} ms"
             )
             summary.add("gateway prediction", prediction)
+            event = _push_session(s, gateway.url, customer)
+            console.print(
+                f"POST {gateway.url}/v1/features/push: {customer} viewed {event['last_page_viewed']} "
+                f"({event['session_count_last_1h']} session in the last hour, cart {event['cart_value_usd']:.2f} USD)"
+            )
+            after = _post_json(predict_url, {"entities": [{"customer_id": customer}]})["predictions"][0]
+            console.print(
+                f"score before the push {_score(p.get('score'))} (real-time features imputed: "
+                f"{', '.join(p['imputed_features']) or 'none'}) → after {_score(after.get('score'))} "
+                f"(imputed: {', '.join(after['imputed_features']) or 'none'})"
+            )
+            summary.add(
+                "push → score",
+                f"{customer}: {_score(p.get('score'))} → {_score(after.get('score'))} after a "
+                f"{event['last_page_viewed']} session",
+            )
 
         with _step(console, "7/8 short Locust load test against the gateway"):
             from loadtest.runner import run_loadtest
@@ -270,6 +286,27 @@ def _start_gateway(s: Settings) -> Any:
     return proc.start(timeout_s=90.0)
 
 
+def _push_session(s: Settings, url: str, customer: str) -> dict[str, Any]:
+    """Push one fresh session event for ``customer`` (a visit to the cancellation page)."""
+    from datetime import UTC, datetime
+
+    from treeserve.features.push_client import PushClient
+
+    event = {
+        "customer_id": customer,
+        "event_timestamp": datetime.now(UTC).isoformat(),
+        "session_count_last_1h": 1,
+        "cart_value_usd": 0.0,
+        "last_page_viewed": "cancel_subscription",
+    }
+    client = PushClient(url, api_key=s.gateway.api_keys[0] if s.gateway.api_keys else None)
+    try:
+        client.push([event])
+    finally:
+        client.close()
+    return event
+
+
 def _known_customer(s: Settings) -> str:
     import pandas as pd
 
@@ -290,6 +327,14 @@ def _send_drifted_traffic(s: Settings, url: str, model: str, *, n_rows: int = 20
     )
     stats = pd.read_parquet(out / "customer_stats.parquet")
     latest = stats.sort_values("event_timestamp").groupby("customer_id").tail(1).head(n_rows)
+    # real-time features as a live stream would have them: the last hour's latest session event
+    activity = pd.read_parquet(out / "customer_activity.parquet")
+    end = stats["event_timestamp"].max()
+    fresh = activity[activity["event_timestamp"] > end - pd.Timedelta(hours=1)]
+    fresh = (
+        fresh.sort_values("event_timestamp").groupby("customer_id").tail(1).drop(columns="event_timestamp")
+    )
+    latest = latest.merge(fresh, on="customer_id", how="left")
     body = json.loads(urllib.request.urlopen(f"{url}/v1/models/{model}", timeout=10).read())
     features: list[str] = body["features"]
     sent = 0
@@ -297,7 +342,13 @@ def _send_drifted_traffic(s: Settings, url: str, model: str, *, n_rows: int = 20
         chunk = latest.iloc[start : start + batch][features]
         instances = [
             {
-                k: (None if (v is None or (isinstance(v, float) and np.isnan(v))) else float(v))
+                k: (
+                    None
+                    if (v is None or (isinstance(v, float) and np.isnan(v)))
+                    else v
+                    if isinstance(v, str)
+                    else float(v)
+                )
                 for k, v in row.items()
             }
             for row in chunk.to_dict(orient="records")

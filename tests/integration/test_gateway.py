@@ -53,20 +53,10 @@ def random_entities(world: Any, n: int, seed: int) -> list[str]:
 
 
 def sdk_features(world: Any, ids: list[str]) -> np.ndarray:
-    """What Feast's own SDK returns for ``ids`` (null -> NaN), in FeatureService order."""
-    from treeserve.features.store import open_feature_store
+    """What Feast's own SDK returns for ``ids`` as the model sees it (TTL, encoding applied)."""
+    from tests.fixtures.feast_data import sdk_features as read
 
-    store = open_feature_store(world.settings)
-    data = store.get_online_features(
-        features=store.get_feature_service(world.feature_service),
-        entity_rows=[{"customer_id": i} for i in ids],
-    ).to_dict()
-    return np.array(
-        [
-            [np.nan if data[f][r] is None else float(data[f][r]) for f in world.features]
-            for r in range(len(ids))
-        ]
-    )
+    return np.asarray(read(world, ids))
 
 
 def expected_scores(stack: Any, world: Any, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -40,6 +40,9 @@ def test_features_follow_the_feature_service_order(demo_world: DemoWorld) -> Non
         "product_category_diversity",
         "days_since_signup",
         "email_open_rate_30d",
+        "session_count_last_1h",
+        "cart_value_usd",
+        "last_page_viewed",
     ]
 
 

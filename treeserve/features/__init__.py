@@ -15,7 +15,12 @@ from typing import TYPE_CHECKING, Literal
 
 from treeserve.features.direct import DirectFeatureSource
 from treeserve.features.sdk import FeastFeatureSource
-from treeserve.features.source import FeatureReaderMismatchError, FeatureSource, OnlineStoreUnavailableError
+from treeserve.features.source import (
+    FeatureReaderMismatchError,
+    FeatureRows,
+    FeatureSource,
+    OnlineStoreUnavailableError,
+)
 from treeserve.features.store import open_feature_store
 
 if TYPE_CHECKING:
@@ -27,6 +32,7 @@ __all__ = [
     "DirectFeatureSource",
     "FeastFeatureSource",
     "FeatureReaderMismatchError",
+    "FeatureRows",
     "FeatureSource",
     "OnlineStoreUnavailableError",
     "feature_source",

@@ -4,7 +4,10 @@
 converting it to Python (about 0.1 ms per entity here). This reader calls the configured online
 store's ``online_read_async`` (Redis: one non-blocking pipeline of HMGETs, packed here) or
 ``online_read`` (SQLite) for each FeatureView of the FeatureService, with the entity keys
-serialized by Feast itself, and turns the returned ``ValueProto``s into floats.
+serialized by Feast itself, and turns the returned ``ValueProto``s into floats (strings through
+their vocabulary, ``treeserve.encoding``). Each view's stored event timestamp (Redis: the
+``_ts:<view>`` hash field, SQLite: the row's ``event_ts``) gives the values' age; values older
+than the view's TTL are missing (``source.expire``, as in the SDK reader).
 
 It relies on how Feast lays out keys and fields. ``verify`` (run at start-up by the gateway and
 batch scoring) reads entities found in the store with this reader and with the SDK and raises
@@ -17,15 +20,19 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from treeserve.encoding import Vocabulary
 from treeserve.errors import TreeserveError
 from treeserve.features.sdk import FeastFeatureSource
 from treeserve.features.source import (
     FeatureReaderMismatchError,
+    FeatureRows,
     OnlineStoreUnavailableError,
+    expire,
     first_line,
     store_unavailable,
 )
@@ -42,12 +49,24 @@ _ABSENT = "__treeserve_verify__"
 """Join-key value of the views a verify row does not look at."""
 
 
-def value_to_float(value: Any) -> float:
-    """A Feast ``ValueProto`` as a float; NaN for null/unset/non-numeric."""
+def value_to_float(value: Any, encoding: Vocabulary | None = None) -> float:
+    """A Feast ``ValueProto`` as a float; NaN for null/unset/non-numeric.
+
+    With ``encoding``, a string value is its vocabulary code (NaN outside the vocabulary).
+    """
     kind = value.WhichOneof("val")
+    if encoding is not None:
+        return encoding.code(value.string_val) if kind == "string_val" else math.nan
     if kind in _NUMERIC:
         return float(getattr(value, kind))
     return math.nan
+
+
+def _epoch_s(ts: datetime | None) -> float:
+    """An online store's event timestamp (naive = UTC) as epoch seconds; NaN when absent."""
+    if ts is None:
+        return math.nan
+    return (ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts).timestamp()
 
 
 class _ViewPlan:
@@ -61,6 +80,8 @@ class _ViewPlan:
         self.columns = columns
         self.join_keys = join_keys
         self.key_types = key_types
+        self.encodings: list[Vocabulary | None] = [None] * len(features)
+        """Per feature of this view: its string encoding (None: numeric)."""
         self.hmget_head = b""
         """RESP of ``HMGET`` up to the key; ``hmget_tail``: the hash fields (Feast's own names)."""
         self.hmget_tail = b""
@@ -113,6 +134,8 @@ class DirectFeatureSource(FeastFeatureSource):
                     )
             names = [f.name for f in proj.features]
             plan = _ViewPlan(view, names, [index[n] for n in names], join_keys, key_types)
+            encodings = self.encodings(feature_service)
+            plan.encodings = [encodings.get(n) for n in names]
             if self._resp:
                 from feast.infra.online_stores.helpers import _mmh3
                 from feast.infra.online_stores.redis import _versioned_fv_name
@@ -151,15 +174,21 @@ class DirectFeatureSource(FeastFeatureSource):
 
     async def fetch(self, feature_service: str, keys: Sequence[tuple[str, ...]]) -> np.ndarray:
         """One online_read per FeatureView for all ``keys``."""
+        return (await self.read_rows(feature_service, keys)).values
+
+    async def read_rows(self, feature_service: str, keys: Sequence[tuple[str, ...]]) -> FeatureRows:
+        """One online_read per FeatureView for all ``keys``, with each view's age."""
         try:
             if feature_service not in self._plans:
                 self.describe(feature_service)
             plans, join_keys = self._plans[feature_service]
             n_features = sum(len(p.features) for p in plans)
             out = np.full((len(keys), n_features), np.nan, dtype=np.float64)
+            event_ts: dict[str, np.ndarray] = {}
             for plan in plans:
+                ts = event_ts[plan.view.name] = np.full(len(keys), np.nan)
                 if self._resp:
-                    await self._read_resp(plan, join_keys, keys, out)
+                    await self._read_resp(plan, join_keys, keys, out, ts)
                     continue
                 protos = self._entity_protos(plan, join_keys, keys)
                 if self._async:
@@ -168,18 +197,19 @@ class DirectFeatureSource(FeastFeatureSource):
                     )
                 else:
                     rows = self._online.online_read(self._config, plan.view, protos, list(plan.features))
-                for i, (_, values) in enumerate(rows):
+                for i, (stamp, values) in enumerate(rows):
                     if not values:
                         continue
-                    for name, col in zip(plan.features, plan.columns, strict=True):
+                    ts[i] = _epoch_s(stamp)
+                    for name, col, enc in zip(plan.features, plan.columns, plan.encodings, strict=True):
                         v = values.get(name)
                         if v is not None:
-                            out[i, col] = value_to_float(v)
+                            out[i, col] = value_to_float(v, enc)
         except TreeserveError:
             raise
         except Exception as e:
             raise store_unavailable(self.store_name, e) from e
-        return out
+        return expire(self.layout(feature_service), out, event_ts)
 
     def _redis_key(self, plan: _ViewPlan, join_keys: list[str], row: tuple[str, ...]) -> bytes:
         key = plan.redis_keys.get(row)
@@ -194,9 +224,15 @@ class DirectFeatureSource(FeastFeatureSource):
         return key
 
     async def _read_resp(
-        self, plan: _ViewPlan, join_keys: list[str], keys: Sequence[tuple[str, ...]], out: np.ndarray
+        self,
+        plan: _ViewPlan,
+        join_keys: list[str],
+        keys: Sequence[tuple[str, ...]],
+        out: np.ndarray,
+        event_ts: np.ndarray,
     ) -> None:
         from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+        from google.protobuf.timestamp_pb2 import Timestamp
 
         if self._config.entity_key_serialization_version != 3:
             raise OnlineStoreUnavailableError("the direct reader needs entity_key_serialization_version 3")
@@ -222,7 +258,10 @@ class DirectFeatureSource(FeastFeatureSource):
             for k in range(n):
                 raw = reply[k]
                 if raw:
-                    out[i, plan.columns[k]] = value_to_float(parse(raw))
+                    out[i, plan.columns[k]] = value_to_float(parse(raw), plan.encodings[k])
+            if reply[n]:
+                stamp = Timestamp.FromString(reply[n])
+                event_ts[i] = stamp.seconds + stamp.nanos / 1e9
 
     # ---- start-up self-check ----------------------------------------------------------------
     async def verify(self, feature_service: str) -> None:

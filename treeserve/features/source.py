@@ -12,11 +12,14 @@ that met them; the error keeps the original as its ``__cause__``.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
+from treeserve.encoding import Vocabulary
 from treeserve.errors import ConfigError, ServiceUnavailableError
 
 
@@ -26,6 +29,52 @@ class OnlineStoreUnavailableError(ServiceUnavailableError):
 
 class FeatureReaderMismatchError(ConfigError):
     """The direct reader and the Feast SDK read different values for the same stored entity."""
+
+
+@dataclass(frozen=True)
+class ViewLayout:
+    """One FeatureView of a FeatureService: its columns in the model matrix and its TTL."""
+
+    name: str
+    ttl_s: float
+    """Values older than this count as missing (0: no TTL)."""
+    columns: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ServiceLayout:
+    """What a reader needs beyond the feature list: the views (TTL) and the string encodings."""
+
+    views: tuple[ViewLayout, ...]
+    encodings: Mapping[int, Vocabulary] = field(default_factory=dict)
+    """Column -> the vocabulary that encodes its strings (``treeserve.encoding``)."""
+
+
+@dataclass(frozen=True)
+class FeatureRows:
+    """One online read: the model matrix and how old each view's values were."""
+
+    values: np.ndarray
+    """float64 [n, n_features]; NaN = missing (null, unknown entity, older than the TTL, unknown string)."""
+    ages_s: Mapping[str, np.ndarray]
+    """FeatureView -> float64 [n]: age of the stored values at read time (NaN: nothing stored)."""
+
+
+def expire(layout: ServiceLayout, values: np.ndarray, event_ts: Mapping[str, np.ndarray]) -> FeatureRows:
+    """Ages from the views' event timestamps (epoch seconds, NaN: none); values past the TTL -> NaN."""
+    now = time.time()
+    ages: dict[str, np.ndarray] = {}
+    for view in layout.views:
+        ts = event_ts.get(view.name)
+        if ts is None:
+            continue
+        age = now - ts
+        ages[view.name] = age
+        if view.ttl_s > 0:
+            stale = age > view.ttl_s
+            if stale.any():
+                values[np.ix_(np.flatnonzero(stale), np.asarray(view.columns, dtype=np.intp))] = np.nan
+    return FeatureRows(values, ages)
 
 
 class FeatureSource(Protocol):
@@ -38,8 +87,16 @@ class FeatureSource(Protocol):
         """The FeatureService's ordered features and its entity join keys."""
         ...
 
+    def encodings(self, feature_service: str) -> Mapping[str, Vocabulary]:
+        """The FeatureService's string features -> the vocabulary that encodes them."""
+        ...
+
     async def fetch(self, feature_service: str, keys: Sequence[tuple[str, ...]]) -> np.ndarray:
         """Features of ``keys`` (values in join-key order): float64 [len(keys), n_features], NaN missing."""
+        ...
+
+    async def read_rows(self, feature_service: str, keys: Sequence[tuple[str, ...]]) -> FeatureRows:
+        """``fetch`` with the age of each view's values (one read)."""
         ...
 
     async def verify(self, feature_service: str) -> None:

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from treeserve.encoding import Vocabulary, from_field_tags
 from treeserve.errors import ConfigError, NotFoundError
 
 if TYPE_CHECKING:
@@ -156,6 +157,32 @@ def feature_service_feature_refs(store: FeatureStore, name: str) -> list[str]:
     return [
         f"{proj.name_to_use()}:{f.name}" for proj in service.feature_view_projections for f in proj.features
     ]
+
+
+def feature_service_encodings(store: FeatureStore, name: str) -> dict[str, Vocabulary]:
+    """The encodings the FeatureService's string features declare (feature -> vocabulary)."""
+    service = _feature_service(store, name)
+    out: dict[str, Vocabulary] = {}
+    for proj in service.feature_view_projections:
+        view = store.get_feature_view(proj.name)
+        declared = {f.name: f for f in view.features}
+        for f in proj.features:
+            field = declared.get(f.name, f)
+            enc = from_field_tags(f.name, dict(field.tags or {}))
+            if enc is not None:
+                out[f.name] = enc
+    return out
+
+
+def feature_service_views(store: FeatureStore, name: str) -> list[tuple[str, float, list[str]]]:
+    """Per FeatureView of the service: (view name, TTL in seconds (0: none), its features)."""
+    service = _feature_service(store, name)
+    out = []
+    for proj in service.feature_view_projections:
+        view = store.get_feature_view(proj.name)
+        ttl = view.ttl.total_seconds() if view.ttl else 0.0
+        out.append((proj.name, ttl, [f.name for f in proj.features]))
+    return out
 
 
 def feature_service_entity_keys(store: FeatureStore, name: str) -> list[str]:

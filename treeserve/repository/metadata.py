@@ -20,13 +20,14 @@ from typing import Any
 
 import numpy as np
 
-from treeserve import contract
+from treeserve import contract, encoding
+from treeserve.encoding import Vocabulary
 from treeserve.repository.errors import RepositoryError
 
 REFERENCE_INPUTS = "inputs"
 """The array of ``reference.npz`` that holds the inputs; every other array is an output tensor."""
 
-CONTRACT_KEYS: tuple[str, ...] = ("features", "task", "n_classes")
+CONTRACT_KEYS: tuple[str, ...] = ("features", "task", "n_classes", "encodings")
 """What two versions must share to be served by one Triton model."""
 
 
@@ -46,6 +47,8 @@ class VersionMetadata:
     """Training medians per feature (features whose median is unknown are absent)."""
     base_rate: float = 0.0
     """Positive rate in training: the fallback score."""
+    encodings: Mapping[str, Vocabulary] = field(default_factory=dict)
+    """String feature -> the vocabulary that encodes it (``treeserve.encoding``); absent: numeric."""
     flavor: str = ""
     files: tuple[str, ...] = ()
     """Model files the flavour wrote into the version directory."""
@@ -80,6 +83,7 @@ class VersionMetadata:
             entity_keys=tuple(str(k) for k in raw.get("entity_keys") or ()),
             medians={str(k): float(v) for k, v in medians.items() if v is not None},
             base_rate=float(raw.get("base_rate") or 0.0),
+            encodings=encoding.from_json(raw.get("encodings") or None),
             flavor=str(raw.get("flavor") or ""),
             files=tuple(str(f) for f in raw.get("files") or ()),
             run_id=str(raw.get("run_id") or ""),
@@ -99,6 +103,7 @@ class VersionMetadata:
         for key in ("features", "entity_keys", "files"):
             out[key] = list(out[key])
         out["medians"] = dict(self.medians)
+        out["encodings"] = {f: e.to_dict() for f, e in sorted(self.encodings.items())}
         out["parity"] = dict(self.parity)
         out["attribution"] = dict(self.attribution)
         return {**dict(self.extra), **out}

@@ -100,6 +100,91 @@ def features_materialize(
     )
 
 
+def _gateway_url(settings: Any, url: str | None) -> str:
+    """``--url`` or the local gateway of the settings (``gateway.host``/``port``)."""
+    if url:
+        return url.rstrip("/")
+    host = settings.gateway.host
+    host = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+    return f"http://{host}:{settings.gateway.port}"
+
+
+def _api_key(settings: Any, api_key: str | None) -> str | None:
+    """``--api-key`` or the first of ``gateway.api_keys`` (None: the gateway is open)."""
+    return api_key or (settings.gateway.api_keys[0] if settings.gateway.api_keys else None)
+
+
+_URL_HELP = "Gateway base URL (default: http://<gateway.host>:<gateway.port>)."
+_KEY_HELP = "API key (default: the first of gateway.api_keys)."
+_SOURCE_HELP = "Feast PushSource (default: the one feeding the served FeatureService)."
+
+
+@features_app.command("push")
+@clikit.command
+def features_push(
+    source: Annotated[
+        str,
+        typer.Option(
+            "--from",
+            help="Rows to push: a .csv, .jsonl/.ndjson, .json or .parquet file, or - (JSON lines on stdin).",
+        ),
+    ],
+    url: Annotated[str | None, typer.Option("--url", help=_URL_HELP)] = None,
+    push_source: Annotated[str | None, typer.Option("--push-source", help=_SOURCE_HELP)] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Rows per request.")] = 500,
+    api_key: Annotated[str | None, typer.Option("--api-key", help=_KEY_HELP)] = None,
+) -> None:
+    """Push feature rows (e.g. session activity) through the gateway: online and offline."""
+    from treeserve.features.push_client import PushClient, read_rows
+
+    settings = clikit.settings()
+    client = PushClient(_gateway_url(settings, url), api_key=_api_key(settings, api_key))
+    rows = batches = 0
+    try:
+        for batch in read_rows(source, batch_size=batch_size):
+            answer = client.push(batch, push_source=push_source)
+            rows += int(answer.get("rows", len(batch)))
+            batches += 1
+    finally:
+        client.close()
+    _console().print(f"pushed {rows} rows in {batches} requests to {client.url} (online and offline)")
+
+
+@data_app.command("stream")
+@clikit.command
+def data_stream(
+    rate: Annotated[float, typer.Option("--rate", help="Events per second.")] = 10.0,
+    count: Annotated[int, typer.Option("--count", help="Stop after this many events.")] = 1000,
+    duration: Annotated[float, typer.Option("--duration", help="Stop after this many seconds.")] = 60.0,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Most events per request.")] = 100,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the event draws.")] = 0,
+    url: Annotated[str | None, typer.Option("--url", help=_URL_HELP + " Loopback only.")] = None,
+    push_source: Annotated[str | None, typer.Option("--push-source", help=_SOURCE_HELP)] = None,
+    api_key: Annotated[str | None, typer.Option("--api-key", help=_KEY_HELP)] = None,
+) -> None:
+    """Replay simulated session events (stamped now) against a local gateway's push endpoint."""
+    from training.stream import stream
+
+    settings = clikit.settings()
+    with _console().status("streaming events") as status:
+        result = stream(
+            settings,
+            url=_gateway_url(settings, url),
+            rate=rate,
+            count=count,
+            duration_s=duration,
+            batch_size=batch_size,
+            seed=seed,
+            api_key=_api_key(settings, api_key),
+            push_source=push_source,
+            progress=lambda n: status.update(f"streaming events: {n} sent"),
+        )
+    _console().print(
+        f"sent {result.events} events for {result.customers} customers in {result.batches} requests "
+        f"over {result.elapsed_s:.1f}s"
+    )
+
+
 def train_command() -> None:
     """Train XGBoost on point-in-time Feast features and register a new MLflow model version."""
     from training.api import train

@@ -16,7 +16,7 @@ END = date(2026, 11, 27)
 @cache
 def world(seed: int, drift: bool = False, n_customers: int = 2500) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(customer_stats, labels) of a generated world."""
-    _, stats, labels = simulate(n_customers=n_customers, n_days=120, seed=seed, end_date=END, drift=drift)
+    _, stats, labels, _ = simulate(n_customers=n_customers, n_days=120, seed=seed, end_date=END, drift=drift)
     return stats, labels
 
 

@@ -11,6 +11,8 @@ import numpy as np
 
 from exporter.flavors import get_flavor
 from gateway.errors import DeadlineExceededError, FeatureStoreUnavailableError, TritonUnavailableError
+from treeserve.encoding import Vocabulary
+from treeserve.features import FeatureRows
 from treeserve.repository import TritonModelSpec, write_config, write_version_metadata
 
 MODEL = "churn-prediction"
@@ -48,6 +50,12 @@ class FakeFeatures:
 
     def describe(self, feature_service: str) -> tuple[list[str], list[str]]:
         return list(self.features), ["customer_id"]
+
+    def encodings(self, feature_service: str) -> dict[str, Vocabulary]:
+        return {}
+
+    async def read_rows(self, feature_service: str, keys: Sequence[tuple[str, ...]]) -> FeatureRows:
+        return FeatureRows(await self.fetch(feature_service, keys), {})
 
     async def fetch(self, feature_service: str, keys: Sequence[tuple[str, ...]]) -> np.ndarray:
         if self.down:

@@ -33,6 +33,9 @@ class HangingStore:
             raise
         raise AssertionError("unreachable")
 
+    async def read_rows(self, feature_service: str, keys: Sequence[tuple[str, ...]]) -> np.ndarray:
+        return await self.fetch(feature_service, keys)
+
     async def check(self, feature_service: str) -> None:
         await asyncio.Event().wait()
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.data import FEATURES, LABEL, STATS_FILE, generate_world
+from training.data import ACTIVITY_FILE, FEATURES, LABEL, PAGES, REALTIME_FEATURES, STATS_FILE, generate_world
 from training.dataset import build_training_set
 from training.features import apply_features
 from treeserve.features.store import open_feature_store
@@ -33,6 +33,19 @@ def world(tmp_path_factory: pytest.TempPathFactory):
     later["created"] = later["event_timestamp"]
     later[list(FEATURES)] = PLANTED
     pd.concat([stats, later], ignore_index=True).to_parquet(data / STATS_FILE, index=False)
+    # and a session event one second after every label time: no row may see its values
+    activity = pd.read_parquet(data / ACTIVITY_FILE)
+    planted = pd.DataFrame(
+        {
+            "customer_id": labels["customer_id"],
+            "event_timestamp": labels["event_timestamp"] + pd.Timedelta(seconds=1),
+            "session_count_last_1h": np.int64(PLANTED),
+            "cart_value_usd": PLANTED,
+            "last_page_viewed": "cancel_subscription",
+        }
+    )
+    planted["event_timestamp"] = planted["event_timestamp"].astype(activity["event_timestamp"].dtype)
+    pd.concat([activity, planted], ignore_index=True).to_parquet(data / ACTIVITY_FILE, index=False)
     apply_features(settings)
     return settings, labels, victim
 
@@ -91,3 +104,39 @@ def test_no_label_row_is_silently_dropped(world) -> None:
     assert len(ts.frame) == len(more)
     assert ts.frame.iloc[-2:][ts.features].isna().all().all()
     assert list(ts.frame["customer_id"]) == list(more["customer_id"])
+
+
+def test_realtime_values_are_the_latest_session_event_at_or_before_the_label_within_an_hour(world) -> None:
+    settings, labels, _ = world
+    ts = build_training_set(open_feature_store(settings), labels, "churn_model")
+    assert ts.features[-3:] == list(REALTIME_FEATURES)  # model order = FeatureService order
+    frame = ts.frame
+    assert not (frame[["session_count_last_1h", "cart_value_usd"]] == PLANTED).any().any()
+    activity = pd.read_parquet(Path(settings.path(settings.data.data_dir)) / ACTIVITY_FILE)
+    activity = activity[activity["cart_value_usd"] != PLANTED]
+    labels_ = labels.assign(event_timestamp=labels["event_timestamp"].astype("datetime64[us, UTC]"))
+    want = pd.merge_asof(
+        labels_.reset_index().sort_values("event_timestamp"),
+        activity.assign(
+            event_timestamp=activity["event_timestamp"].astype("datetime64[us, UTC]")
+        ).sort_values("event_timestamp"),
+        on="event_timestamp",
+        by="customer_id",
+        direction="backward",
+        tolerance=pd.Timedelta(hours=1),  # the FeatureView's TTL: older activity is missing
+    ).sort_values("index")
+    np.testing.assert_allclose(
+        frame["session_count_last_1h"].to_numpy(),
+        want["session_count_last_1h"].to_numpy(dtype=float),
+        equal_nan=True,
+    )
+    np.testing.assert_allclose(
+        frame["cart_value_usd"].to_numpy(), want["cart_value_usd"].to_numpy(), equal_nan=True
+    )
+    # the page reaches the model as its vocabulary code; "blog" is outside it (missing)
+    vocab = ts.encodings["last_page_viewed"]
+    codes = vocab.encode(want["last_page_viewed"].to_numpy(dtype=object))
+    np.testing.assert_array_equal(frame["last_page_viewed"].to_numpy(), codes)
+    assert set(vocab.values) == set(PAGES) - {"blog"}
+    fresh = frame["session_count_last_1h"].notna()
+    assert 0.1 < fresh.mean() < 0.9  # some labels see fresh activity, the others have none within the TTL
