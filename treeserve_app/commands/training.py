@@ -34,7 +34,7 @@ def data_generate(
         str | None, typer.Option("--end-date", help="Last snapshot day, YYYY-MM-DD (default: today, UTC).")
     ] = None,
 ) -> None:
-    """Generate the seeded churn world: customers, daily customer_stats snapshots, labels."""
+    """Generate the seeded churn world: customers, daily customer_stats snapshots, session activity, labels."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from training.api import generate_data
@@ -61,7 +61,8 @@ def data_generate(
     console = _console()
     console.print(
         f"wrote {result.data_dir}: {result.n_customers} customers, {result.n_snapshots} snapshots "
-        f"({result.start:%Y-%m-%d} .. {result.end:%Y-%m-%d}), {result.n_labels} labels, "
+        f"({result.start:%Y-%m-%d} .. {result.end:%Y-%m-%d}), {result.n_events} session events, "
+        f"{result.n_labels} labels, "
         f"churn rate {result.churn_rate:.3f} in {result.elapsed_s:.1f}s"
     )
     if drift:
