@@ -114,8 +114,6 @@ def setup_logging(
         handler.addFilter(_ThirdPartyFilter(logging.getLevelName(third_parties.upper())))
     root.addHandler(handler)
     root.setLevel(level.upper())
-    # httpx logs every request at INFO: a push of many batches would print one line per batch.
-    logging.getLogger("httpx").setLevel(max(logging.WARNING, root.level))
 
 
 def _plain(value: Any) -> str:
