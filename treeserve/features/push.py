@@ -17,13 +17,16 @@ prediction reads) and the source's offline copy (what the next training joins po
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import math
 import re
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
@@ -228,7 +231,9 @@ class FeastFeaturePusher:
     """Writes validated rows through ``FeatureStore.push`` (online and offline), one push at a time.
 
     One at a time: the DuckDB/file offline store appends by rewriting the source's Parquet file, so
-    two concurrent pushes would lose one's rows.
+    two concurrent pushes would lose one's rows. A thread lock serializes this process; an
+    exclusive ``flock`` on ``<source file>.lock`` serializes gateway workers and replicas that
+    share the folder.
     """
 
     def __init__(self, store: FeatureStore, *, store_name: str) -> None:
@@ -269,12 +274,37 @@ class FeastFeaturePusher:
         from feast.data_source import PushMode
 
         schema = self.schema(push_source)
-        with self._lock:
+        with self._lock, _file_lock(self._source_path(push_source)):
             try:
                 self._store.push(push_source, frame, to=PushMode.ONLINE_AND_OFFLINE)
             except Exception as e:
                 raise store_unavailable(self.store_name, e) from e
         return PushResult(push_source, len(frame), schema.feature_views)
+
+    def _source_path(self, push_source: str) -> Path | None:
+        """The local file behind the push source's batch source (None: not a local file)."""
+        try:
+            source: Any = self._store.get_data_source(push_source)
+            path = getattr(source.batch_source, "path", None)
+        except Exception:
+            return None
+        if not path or "://" in str(path):
+            return None
+        return Path(path)
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path | None) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``<path>.lock`` (nothing when ``path`` is None)."""
+    if path is None or not path.parent.is_dir():
+        yield
+        return
+    with open(path.with_name(path.name + ".lock"), "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def rows_from_records(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
