@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 
 from drift import outputs
+from drift.attribution import attribution_drift
 from drift.errors import WindowTooSmallError
 from drift.evaluate import DriftConfig, evaluate
 from drift.reference import VersionInfo, load_reference, resolve_version
@@ -77,7 +78,8 @@ def run_drift(
 ) -> DriftSummary:
     """Run the drift job end to end and write its outputs; the returned summary says the verdict.
 
-    Output: ``<reports_dir>/<UTC timestamp>/{report.html,summary.json}``, an MLflow run in
+    Attribution drift (``drift.attribution``) is reported beside the feature drift; it does not
+    change the verdict. Output: ``<reports_dir>/<UTC timestamp>/{report.html,summary.json}``, an MLflow run in
     ``drift.experiment``, Prometheus gauges in ``drift.textfile_path`` and, when the verdict is
     drift and ``drift.alert_url`` is set, a POSTed alert payload.
     """
@@ -103,8 +105,19 @@ def run_drift(
         min_rows=ds.min_rows,
         now=now,
     )
+    shifts, note = attribution_drift(
+        settings.path(settings.exporter.repository),
+        model,
+        info.version,
+        current,
+        info.features,
+        gateway=settings.gateway,
+        threshold=ds.attribution_threshold,
+    )
+    if note:
+        log.info("drift: no attribution drift for %s version %s: %s", model, info.version, note)
     report_dir = outputs.timestamp_dir(settings.path(ds.reports_dir), now.isoformat())
-    summary = _with(summary, report_dir=str(report_dir))
+    summary = _with(summary, report_dir=str(report_dir), attribution=shifts, attribution_note=note)
     outputs.write_report(report_dir, summary, snapshot)
     if ds.log_to_mlflow:
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 import os
@@ -23,9 +24,41 @@ def write_report(report_dir: Path, summary: DriftSummary, snapshot: Any | None) 
     report_dir.mkdir(parents=True, exist_ok=True)
     if snapshot is not None:
         snapshot.save_html(str(report_dir / "report.html"))
+        _append_attribution_html(report_dir / "report.html", summary)
     tmp = report_dir / "summary.json.tmp"
     tmp.write_text(json.dumps(summary.to_dict(), indent=2, default=str))
     os.replace(tmp, report_dir / "summary.json")
+
+
+def attribution_html(summary: DriftSummary) -> str:
+    """An HTML section with the attribution drift table (or why there is none)."""
+    rows = "".join(
+        f"<tr><td>{html.escape(a.feature)}</td><td>{a.reference_share:.3f}</td><td>{a.current_share:.3f}</td>"
+        f"<td>{a.shift:.3f}</td><td>{'yes' if a.drifted else 'no'}</td></tr>"
+        for a in summary.attribution
+    )
+    body = (
+        "<table><tr><th>feature</th><th>reference share</th><th>window share</th><th>shift</th>"
+        f"<th>drifted</th></tr>{rows}</table>"
+        if summary.attribution
+        else f"<p>{html.escape(summary.attribution_note or 'not computed')}</p>"
+    )
+    return (
+        '<section id="treeserve-attribution-drift" style="font-family: sans-serif; margin: 1em">'
+        "<h2>Attribution drift</h2><p>Each feature's share of the mean |TreeSHAP contribution|, "
+        f"window vs the version's reference sample (threshold {_threshold(summary)}).</p>{body}</section>"
+    )
+
+
+def _threshold(summary: DriftSummary) -> str:
+    return f"{summary.attribution[0].threshold:g}" if summary.attribution else "n/a"
+
+
+def _append_attribution_html(path: Path, summary: DriftSummary) -> None:
+    text = path.read_text()
+    section = attribution_html(summary)
+    at = text.rfind("</body>")
+    path.write_text(text[:at] + section + text[at:] if at >= 0 else text + section)
 
 
 def log_to_mlflow(
@@ -77,6 +110,11 @@ def _log_run(
             values["score_drift"] = summary.score_drift.score
         for f, r in summary.null_rates.items():
             values[f"null_rate.{f}"] = r["current"]
+        for a in summary.attribution:
+            values[f"attribution_share.{a.feature}"] = a.current_share
+            values[f"attribution_shift.{a.feature}"] = a.shift
+        if summary.attribution:
+            values["n_attribution_drifted"] = float(len(summary.attribution_drifted))
         now_ms = int(time.time() * 1000)
         client.log_batch(
             rid,
@@ -123,6 +161,28 @@ def write_textfile(path: Path, summary: DriftSummary) -> None:
             list(labels),
             registry=reg,
         ).labels(**labels).set(summary.score_drift.score)
+    if summary.attribution:
+        share = Gauge(
+            "treeserve_drift_attribution_share",
+            "Feature's share of the mean |TreeSHAP contribution| in the window",
+            [*labels, "feature"],
+            registry=reg,
+        )
+        shift = Gauge(
+            "treeserve_drift_attribution_shift",
+            "|window share - reference share| of the mean |TreeSHAP contribution|",
+            [*labels, "feature"],
+            registry=reg,
+        )
+        for a in summary.attribution:
+            share.labels(**labels, feature=a.feature).set(a.current_share)
+            shift.labels(**labels, feature=a.feature).set(a.shift)
+        Gauge(
+            "treeserve_drift_attribution_drifted",
+            "Features whose share of attribution moved past the threshold",
+            list(labels),
+            registry=reg,
+        ).labels(**labels).set(len(summary.attribution_drifted))
     Gauge(
         "treeserve_drift_last_run_timestamp_seconds",
         "When the drift job last ran",

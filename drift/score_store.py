@@ -1,7 +1,8 @@
 """The batch score table: one partition per (model, score_date), replaced on rerun, never duplicated.
 
 Columns: ``entity`` str, ``score`` float64, ``score_decile`` int (10 = highest scores), ``model``
-str, ``model_version`` str, ``score_date`` date. Sinks: DuckDB file (default), Parquet partitions,
+str, ``model_version`` str, ``score_date`` date, ``reasons`` str or null (JSON list of the top
+reasons, written by ``treeserve score --explain``; tables from before it gain the column). Sinks: DuckDB file (default), Parquet partitions,
 PostgreSQL. Each replaces a partition atomically: DELETE + INSERT in one transaction (DuckDB,
 PostgreSQL) or a new file renamed over the old one (Parquet).
 """
@@ -23,7 +24,7 @@ from treeserve.errors import ConfigError, ServiceUnavailableError
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ("entity", "score", "score_decile", "model", "model_version", "score_date")
+COLUMNS = ("entity", "score", "score_decile", "model", "model_version", "score_date", "reasons")
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -62,8 +63,14 @@ def _empty() -> pd.DataFrame:
             "model": pd.Series(dtype="object"),
             "model_version": pd.Series(dtype="object"),
             "score_date": pd.Series(dtype="object"),
+            "reasons": pd.Series(dtype="object"),
         }
     )
+
+
+def _with_reasons(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with a ``reasons`` column (null when the scores were written without reasons)."""
+    return frame if "reasons" in frame.columns else frame.assign(reasons=None)
 
 
 class DuckDBScoreSink:
@@ -83,8 +90,10 @@ class DuckDBScoreSink:
         con = duckdb.connect(str(self.path))
         con.execute(
             f"CREATE TABLE IF NOT EXISTS {self.table} (entity VARCHAR NOT NULL, score DOUBLE, "
-            "score_decile INTEGER, model VARCHAR NOT NULL, model_version VARCHAR NOT NULL, score_date DATE NOT NULL)"
+            "score_decile INTEGER, model VARCHAR NOT NULL, model_version VARCHAR NOT NULL, score_date DATE NOT NULL, "
+            "reasons VARCHAR)"
         )
+        con.execute(f"ALTER TABLE {self.table} ADD COLUMN IF NOT EXISTS reasons VARCHAR")
         return con
 
     def replace_partition(self, frame: pd.DataFrame, model: str, score_date: date) -> int:
@@ -92,7 +101,7 @@ class DuckDBScoreSink:
         try:
             con.execute("BEGIN TRANSACTION")
             con.execute(f"DELETE FROM {self.table} WHERE model = ? AND score_date = ?", [model, score_date])
-            con.register("_new_scores", frame[list(COLUMNS)])
+            con.register("_new_scores", _with_reasons(frame)[list(COLUMNS)])
             con.execute(f"INSERT INTO {self.table} SELECT {', '.join(COLUMNS)} FROM _new_scores")
             con.execute("COMMIT")
         except Exception:
@@ -143,7 +152,8 @@ class ParquetScoreSink:
         folder = self._dir(model, score_date)
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / ".part-0.parquet.tmp"
-        out = frame[list(COLUMNS)].copy()
+        out = _with_reasons(frame)[list(COLUMNS)].copy()
+        out["reasons"] = out["reasons"].astype("object")
         out["score_date"] = pd.to_datetime(out["score_date"]).dt.date
         out.to_parquet(tmp, index=False)
         os.replace(tmp, folder / "part-0.parquet")
@@ -156,7 +166,7 @@ class ParquetScoreSink:
         f = self._dir(model, score_date) / "part-0.parquet"
         if not f.exists():
             return _empty()
-        return pd.read_parquet(f).sort_values("entity", ignore_index=True)
+        return _with_reasons(pd.read_parquet(f)).sort_values("entity", ignore_index=True)
 
     def dates(self, model: str) -> list[date]:
         folder = self.root / f"model={model}"
@@ -193,8 +203,10 @@ class PostgresScoreSink:
         with con, con.cursor() as cur:
             cur.execute(
                 f"CREATE TABLE IF NOT EXISTS {self.table} (entity TEXT NOT NULL, score DOUBLE PRECISION, "
-                "score_decile INTEGER, model TEXT NOT NULL, model_version TEXT NOT NULL, score_date DATE NOT NULL)"
+                "score_decile INTEGER, model TEXT NOT NULL, model_version TEXT NOT NULL, score_date DATE NOT NULL, "
+                "reasons TEXT)"
             )
+            cur.execute(f"ALTER TABLE {self.table} ADD COLUMN IF NOT EXISTS reasons TEXT")
             cur.execute(
                 f"CREATE INDEX IF NOT EXISTS {self.table}_partition_idx ON {self.table} (model, score_date)"
             )
@@ -210,8 +222,10 @@ class PostgresScoreSink:
                     f"DELETE FROM {self.table} WHERE model = %s AND score_date = %s", (model, score_date)
                 )
                 rows = [
-                    (str(e), float(s), int(d), str(m), str(v), sd)
-                    for e, s, d, m, v, sd in frame[list(COLUMNS)].itertuples(index=False, name=None)
+                    (str(e), float(s), int(d), str(m), str(v), sd, None if r is None else str(r))
+                    for e, s, d, m, v, sd, r in _with_reasons(frame)[list(COLUMNS)].itertuples(
+                        index=False, name=None
+                    )
                 ]
                 execute_values(
                     cur, f"INSERT INTO {self.table} ({', '.join(COLUMNS)}) VALUES %s", rows, page_size=5000

@@ -4,10 +4,15 @@ The features come from the Feast online store through the gateway's reader
 (``treeserve.features``), the missing-value policy and the output -> score mapping are the
 gateway's own (``treeserve.scoring``), and the model is ``model_repository/<model>/<version>/model.onnx`` run by ONNX Runtime — so a batch
 score equals the gateway's score for the same entity on the same day.
+
+With ``explain_k`` (``treeserve score --explain``) each row also gets its top reasons (JSON in the
+``reasons`` column), from the version's explainer companion (``explainer.json``, the trees the
+gateway's explanations come from) evaluated in-process by ``treeserve.treeshap``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -21,7 +26,7 @@ import pandas as pd
 
 from drift.reference import repository_routing
 from drift.score_store import ScoreSink, open_sink
-from treeserve import contract, scoring
+from treeserve import contract, scoring, treeshap
 from treeserve import repository as repo_format
 from treeserve.encoding import Vocabulary
 from treeserve.errors import NotFoundError, ValidationFailedError
@@ -113,6 +118,48 @@ class ServingModel:
         """The model's raw output for float32 rows without NaN (``scoring.output_name(task)``)."""
         (out,) = self.session.run([scoring.output_name(self.task)], {contract.INPUT_TENSOR: x})
         return np.asarray(out)
+
+
+def load_explainer(repository: Path, model: str, version: str) -> treeshap.TreeExplainer:
+    """The explainer of an installed version (NotFoundError when it has none)."""
+    folder = repo_format.version_dir(repository, repo_format.explainer_name(model), version)
+    try:
+        text = repo_format.explainer_file(folder).read_text()
+    except FileNotFoundError as e:
+        raise NotFoundError(
+            f"model {model!r} version {version} has no explainer (installed before explanations "
+            "existed); promote a version exported by this treeserve to explain it"
+        ) from e
+    return treeshap.TreeExplainer(treeshap.loads(text))
+
+
+def explain_rows(
+    model: ServingModel, explainer: treeshap.TreeExplainer, x: np.ndarray, gateway: GatewayOutputs, *, k: int
+) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
+    """Like ``score_rows`` plus each row's top ``k`` reasons as JSON (None on fallback rows)."""
+    policy = scoring.MissingValuePolicy.build(
+        model.features,
+        per_feature=gateway.missing_policy,
+        default=gateway.default_missing_policy,
+        unknown_entity=gateway.unknown_entity_policy,
+    )
+    prepared = scoring.prepare(
+        x, policy, medians=scoring.median_vector(model.medians, model.features), base_rate=model.base_rate
+    )
+    has_rows = len(prepared.inputs) > 0
+    result = scoring.finish(prepared, model.predict(prepared.inputs) if has_rows else None, model.task)
+    phi = explainer.contributions(prepared.inputs) if has_rows else None
+    rows = prepared.model_rows if prepared.model_rows is not None else np.arange(len(x))
+    reasons: list[str | None] = [None] * len(x)
+    n = len(model.features)
+    for r, i in enumerate(rows):
+        assert phi is not None
+        label = int(result.labels[i]) if result.labels is not None else None
+        group = scoring.reason_group(model.task, label)
+        top = scoring.top_reasons(phi[r, group, :n], prepared.inputs[r], model.features, result.imputed[i], k)
+        reasons[int(i)] = json.dumps([t.to_dict() for t in top])
+    fallback = np.array([bool(f) for f in result.fallback], dtype=bool)
+    return result.scores, fallback, reasons
 
 
 def score_rows(model: ServingModel, x: np.ndarray, gateway: GatewayOutputs) -> tuple[np.ndarray, np.ndarray]:
@@ -224,8 +271,12 @@ def score_all(
     entities: list[str] | None = None,
     sink: ScoreSink | None = None,
     progress: Progress | None = None,
+    explain_k: int | None = None,
 ) -> ScoringResult:
-    """Score every active entity with the serving version and replace the day's partition."""
+    """Score every active entity with the serving version and replace the day's partition.
+
+    ``explain_k``: also write each entity's top ``explain_k`` reasons (JSON) beside its score.
+    """
     from treeserve.features import open_feature_store
 
     t0 = time.perf_counter()
@@ -233,7 +284,11 @@ def score_all(
     sc = settings.drift.scoring
     score_date = score_date or datetime.now(UTC).date()
     version = resolve_serving_version(settings, model, version)
-    serving = ServingModel.load(settings.path(settings.exporter.repository), model, version)
+    repository = settings.path(settings.exporter.repository)
+    serving = ServingModel.load(repository, model, version)
+    if explain_k is not None and explain_k < 1:
+        raise ValidationFailedError(f"--explain needs at least 1 reason (got {explain_k})")
+    explainer = load_explainer(repository, model, version) if explain_k else None
     store = open_feature_store(settings)
     fs_name = serving.feature_service or settings.feast.feature_service
     keys = serving.entity_keys or ["customer_id"]
@@ -245,11 +300,16 @@ def score_all(
     log.info("score: %s version %s, %d entities, date %s", model, version, len(ids), score_date)
     scores = np.empty(len(ids), dtype=np.float64)
     fallback = np.zeros(len(ids), dtype=bool)
+    reasons: list[str | None] = [None] * len(ids)
     chunks = [ids[i : i + sc.chunk_size] for i in range(0, len(ids), sc.chunk_size)]
     done = 0
     t_loop = time.perf_counter()
     for chunk, x in zip(chunks, read_online(settings, store, fs_name, chunks), strict=True):
-        s, fb = score_rows(serving, x, settings.gateway)
+        if explainer is not None and explain_k:
+            s, fb, why = explain_rows(serving, explainer, x, settings.gateway, k=explain_k)
+            reasons[done : done + len(chunk)] = why
+        else:
+            s, fb = score_rows(serving, x, settings.gateway)
         scores[done : done + len(chunk)] = s
         fallback[done : done + len(chunk)] = fb
         done += len(chunk)
@@ -264,6 +324,7 @@ def score_all(
             "model": model,
             "model_version": version,
             "score_date": score_date,
+            "reasons": reasons,
         }
     )
     sink = sink or open_sink(settings)

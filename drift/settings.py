@@ -91,6 +91,9 @@ class DriftSettings(BaseModel):
     score_threshold: float = 0.5
     """Normed Wasserstein distance of the prediction score reported as score drift (shown next to,
     not counted in, the feature share). Demo: training-world traffic 0.14-0.31, drift mode 0.90-1.11."""
+    attribution_threshold: float = Field(default=0.1, gt=0, le=1)
+    """Change of a feature's share of the total mean |TreeSHAP contribution| (window vs the
+    version's reference sample) at which it is reported as attribution drift."""
     null_rate_tolerance: float = 0.1
     """Absolute increase of a feature's null rate over the reference that is flagged."""
     out_of_range_tolerance: float = 0.05

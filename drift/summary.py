@@ -35,6 +35,18 @@ class QualityIssue:
 
 
 @dataclass(frozen=True)
+class AttributionShift:
+    """One feature's share of the total mean |TreeSHAP contribution|, reference vs window."""
+
+    feature: str
+    reference_share: float
+    current_share: float
+    shift: float
+    threshold: float
+    drifted: bool
+
+
+@dataclass(frozen=True)
 class DriftSummary:
     """Everything a machine needs to act on a drift run."""
 
@@ -58,6 +70,14 @@ class DriftSummary:
     mlflow_run_id: str = ""
     alert_posted: bool | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    attribution: list[AttributionShift] = field(default_factory=list)
+    """Attribution drift per feature (empty when the version has no explainer: see attribution_note)."""
+    attribution_note: str = ""
+
+    @property
+    def attribution_drifted(self) -> list[AttributionShift]:
+        """Features whose share of attribution moved past the threshold."""
+        return [a for a in self.attribution if a.drifted]
 
     @property
     def drifted_columns(self) -> list[ColumnDrift]:
@@ -75,6 +95,7 @@ class DriftSummary:
         d["drifted_columns"] = [asdict(c) for c in self.drifted_columns]
         d["n_drifted"] = len(self.drifted_columns)
         d["n_columns"] = len(self.columns)
+        d["attribution_drifted"] = [a.feature for a in self.attribution_drifted]
         return d
 
     @classmethod
@@ -85,6 +106,7 @@ class DriftSummary:
         fields["quality"] = [QualityIssue(**q) for q in d.get("quality", [])]
         sd = d.get("score_drift")
         fields["score_drift"] = ColumnDrift(**sd) if sd else None
+        fields["attribution"] = [AttributionShift(**a) for a in d.get("attribution", [])]
         return cls(**fields)
 
     def alert_payload(self) -> dict[str, Any]:
@@ -105,6 +127,14 @@ class DriftSummary:
             "score_drift": None
             if self.score_drift is None
             else {"score": round(self.score_drift.score, 4), "drifted": self.score_drift.drifted},
+            "attribution_drifted": [
+                {
+                    "feature": a.feature,
+                    "reference_share": round(a.reference_share, 4),
+                    "current_share": round(a.current_share, 4),
+                }
+                for a in self.attribution_drifted
+            ],
             "report": self.report_dir,
             "created_at": self.created_at,
         }

@@ -26,6 +26,7 @@ from gateway.errors import InvalidRequestError, ServiceDownError
 from gateway.service import Prediction, PredictionService
 from treeserve import contract, scoring
 from treeserve.repository import explainer_name
+from treeserve.scoring import Reason, reason_group, top_reasons
 
 DEFAULT_REASONS = 3
 MAX_REASONS = 100
@@ -35,17 +36,6 @@ class ExplainerUnavailableError(ServiceDownError):
     """The routed version has no explainer companion (503)."""
 
     kind = "explainer_unavailable"
-
-
-@dataclass(frozen=True)
-class Reason:
-    """A feature pushing the score up."""
-
-    feature: str
-    value: float
-    """The value the model saw (the training median when imputed)."""
-    imputed: bool
-    contribution: float
 
 
 @dataclass(frozen=True)
@@ -79,23 +69,6 @@ def check_k(k: int) -> int:
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_REASONS:
         raise InvalidRequestError(f"k must be an integer from 1 to {MAX_REASONS} (got {k!r})")
     return k
-
-
-def top_reasons(
-    phi: np.ndarray, seen: np.ndarray, features: Sequence[str], imputed: Sequence[str], k: int
-) -> list[Reason]:
-    """The ``k`` largest positive contributions of one row (ties: feature order), largest first."""
-    order = sorted((j for j in range(len(features)) if phi[j] > 0), key=lambda j: (-phi[j], j))[:k]
-    flagged = set(imputed)
-    return [
-        Reason(
-            feature=features[j],
-            value=float(seen[j]),
-            imputed=features[j] in flagged,
-            contribution=float(phi[j]),
-        )
-        for j in order
-    ]
 
 
 class ExplanationService:
@@ -206,8 +179,7 @@ class ExplanationService:
         features = view.features
         n = len(features)
         per_group = [{f: float(v) for f, v in zip(features, g[:n], strict=True)} for g in phi]
-        # Reasons explain the score: class 1 for binary (one group), the predicted class for multiclass.
-        group = prediction.label if info.task == "multiclass" and prediction.label is not None else 0
+        group = reason_group(info.task, prediction.label)
         reasons = top_reasons(phi[group, :n], seen, features, prediction.imputed, k)
         if info.task == "multiclass":
             return Explanation(prediction, per_group, [float(g[n]) for g in phi], reasons, None)

@@ -89,15 +89,7 @@ def render_explanations(result: ExplanationResult, entities: list[Any] | None) -
                 "fallback_reason": p.fallback or None,
                 "contributions": e.contributions,
                 "bias": e.bias,
-                "reasons": [
-                    {
-                        "feature": r.feature,
-                        "value": r.value,
-                        "imputed": r.imputed,
-                        "contribution": r.contribution,
-                    }
-                    for r in e.reasons
-                ],
+                "reasons": [r.to_dict() for r in e.reasons],
                 "no_explanation": e.no_explanation,
             }
         )

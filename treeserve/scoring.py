@@ -12,6 +12,9 @@ construction::
       -> the model (Triton, ONNX Runtime) -> raw output rows
       -> finish()   output -> score per row: P(class 1) for binary, the highest probability (and
                     its class) for multiclass, the value for regression
+
+Explanations (TreeSHAP contributions of the model inputs) become reasons with ``top_reasons``:
+the features pushing the score up, largest first, with the value the model saw.
 """
 
 from __future__ import annotations
@@ -173,3 +176,51 @@ def score(
     prepared = prepare(x, policy, medians=medians, base_rate=base_rate)
     output = model(prepared.inputs) if len(prepared.inputs) else None
     return finish(prepared, output, task)
+
+
+@dataclass(frozen=True)
+class Reason:
+    """A feature pushing the score up."""
+
+    feature: str
+    value: float
+    """The value the model saw (the training median when imputed)."""
+    imputed: bool
+    contribution: float
+    """TreeSHAP contribution in the model's margin space."""
+
+    def to_dict(self) -> dict[str, object]:
+        """The JSON object of a reason (the gateway's and the batch table's shape)."""
+        return {
+            "feature": self.feature,
+            "value": self.value,
+            "imputed": self.imputed,
+            "contribution": self.contribution,
+        }
+
+
+def reason_group(task: str, label: int | None) -> int:
+    """Which row of a contributions matrix explains the score: the predicted class for multiclass."""
+    return int(label) if task == "multiclass" and label is not None and label >= 0 else 0
+
+
+def top_reasons(
+    contributions: np.ndarray, seen: np.ndarray, features: Sequence[str], imputed: Sequence[str], k: int
+) -> list[Reason]:
+    """The ``k`` largest positive ``contributions`` of one row (ties: feature order), largest first.
+
+    ``contributions`` [n_features] (bias excluded), ``seen`` the model inputs of the row,
+    ``imputed`` the names of the features that were imputed.
+    """
+    phi = np.asarray(contributions, dtype=np.float64)
+    order = sorted((j for j in range(len(features)) if phi[j] > 0), key=lambda j: (-phi[j], j))[:k]
+    flagged = set(imputed)
+    return [
+        Reason(
+            feature=features[j],
+            value=float(seen[j]),
+            imputed=features[j] in flagged,
+            contribution=float(phi[j]),
+        )
+        for j in order
+    ]

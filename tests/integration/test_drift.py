@@ -182,3 +182,27 @@ def test_bad_input_is_one_clear_line(
     assert (
         mismatch.exit_code == 1 and "do not match" in mismatch.output and case.features[0] in mismatch.output
     )
+
+
+def test_attribution_drift_is_in_the_json_html_mlflow_and_textfile(
+    case: DriftCase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result = _cli(monkeypatch, case.env(case.drifted), "drift", "--since", "1d")
+    assert result.exit_code == 3, result.output
+    summary = _latest_summary(case)
+    shares = {a["feature"]: a for a in summary["attribution"]}
+    assert set(shares) == set(case.features) and summary["attribution_note"] == ""
+    assert sum(a["reference_share"] for a in shares.values()) == pytest.approx(1.0)
+    assert sum(a["current_share"] for a in shares.values()) == pytest.approx(1.0)
+    assert summary["attribution_drifted"] == [f for f, a in shares.items() if a["shift"] >= a["threshold"]]
+    newest = max((case.root / "reports").iterdir(), key=lambda p: p.stat().st_mtime)
+    assert "Attribution drift" in (newest / "report.html").read_text()
+    from mlflow import MlflowClient
+
+    client = MlflowClient(
+        case.world.settings.mlflow_tracking_uri, registry_uri=case.world.settings.mlflow_tracking_uri
+    )
+    metrics = client.get_run(summary["mlflow_run_id"]).data.metrics
+    assert all(f"attribution_shift.{f}" in metrics for f in case.features)
+    prom = (case.root / "metrics" / "drift.prom").read_text()
+    assert "treeserve_drift_attribution_share{" in prom and "treeserve_drift_attribution_drifted{" in prom

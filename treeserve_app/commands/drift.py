@@ -61,6 +61,14 @@ def score_cmd(
     version: str = typer.Option(None, "--version", help="Model version (default: the serving champion)."),
     model: str = typer.Option(None, "--model", help="Registered model (default: mlflow.model_name)."),
     score_date: str = typer.Option(None, "--date", help="Partition date YYYY-MM-DD (default: today, UTC)."),
+    explain: bool = typer.Option(
+        False,
+        "--explain",
+        help="Also write each entity's top reasons (TreeSHAP, JSON in the reasons column) beside its score.",
+    ),
+    reasons: int = typer.Option(
+        3, "--reasons", min=1, max=100, help="How many reasons per entity with --explain."
+    ),
 ) -> None:
     """Score every active entity with the serving ONNX model; replace the day's partition."""
     from datetime import date
@@ -83,11 +91,19 @@ def score_cmd(
         def progress(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
 
-        result = score_all(s, model=model, version=version, score_date=day, progress=progress)
+        result = score_all(
+            s,
+            model=model,
+            version=version,
+            score_date=day,
+            progress=progress,
+            explain_k=reasons if explain else None,
+        )
     typer.echo(
         f"scored {result.rows} entities with {result.model} v{result.model_version} for {result.score_date} "
         f"in {result.elapsed_s:.2f}s ({result.rows_per_s:,.0f} rows/s overall, {result.loop_rows_per_s:,.0f} rows/s "
-        f"features+inference, {result.fallback_rows} base-rate fallbacks) "
+        f"features+inference, {result.fallback_rows} base-rate fallbacks"
+        f"{', top ' + str(reasons) + ' reasons per entity' if explain else ''}) "
         f"-> {result.sink}"
     )
 
@@ -111,6 +127,13 @@ def _print_summary(summary: object) -> None:
     console.print(table)
     for q in summary.quality:
         console.print(f"[yellow]quality:[/yellow] {q.message}")
+    for a in summary.attribution_drifted:
+        console.print(
+            f"[yellow]attribution:[/yellow] {a.feature} carries {a.current_share:.0%} of the attribution "
+            f"(reference {a.reference_share:.0%}, threshold {a.threshold:g})"
+        )
+    if summary.attribution_note:
+        console.print(f"attribution drift not computed: {summary.attribution_note}")
     colour = "red" if summary.verdict == "drift" else "green"
     console.print(
         f"verdict [{colour}]{summary.verdict}[/{colour}]: drift share {summary.drift_share:.2f} "

@@ -77,6 +77,8 @@ def drift_series(tmp_path: Path) -> set[str]:
         current_rows=1000,
         columns=[column],
         score_drift=types.SimpleNamespace(score=0.05),
+        attribution=[types.SimpleNamespace(feature="tenure_days", current_share=0.3, shift=0.05)],
+        attribution_drifted=[],
     )
     path = tmp_path / "drift.prom"
     write_textfile(path, summary)  # type: ignore[arg-type]

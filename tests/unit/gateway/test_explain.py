@@ -7,7 +7,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from gateway.explain import top_reasons
 from tests.unit.gateway.fakes import (
     BASE_RATE,
     FEATURES,
@@ -16,6 +15,7 @@ from tests.unit.gateway.fakes import (
     model_contributions,
     model_probability,
 )
+from treeserve.scoring import top_reasons
 
 pytestmark = pytest.mark.anyio
 URL = f"/v1/models/{MODEL}/explain"
