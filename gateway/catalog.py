@@ -61,6 +61,8 @@ class ModelView:
     entity_keys: tuple[str, ...]
     routing: dict[str, str]
     versions: dict[str, VersionInfo] = field(default_factory=dict)
+    routing_generation: int = 0
+    """The routing's change counter (0: a config written before the counter existed)."""
     problem: str = ""
     """Why the model cannot be served at all (empty when it can)."""
     encodings: Mapping[str, Vocabulary] = field(default_factory=dict)
@@ -81,6 +83,7 @@ class RepositoryConfig:
     routing: dict[str, str]
     feature_service: str
     entity_keys: tuple[str, ...]
+    routing_generation: int = 0
 
 
 def read_repository_config(repository: Path, model: str) -> RepositoryConfig:
@@ -89,6 +92,7 @@ def read_repository_config(repository: Path, model: str) -> RepositoryConfig:
     return RepositoryConfig(
         features=tuple(cfg.features),
         routing=cfg.routing,
+        routing_generation=cfg.routing_generation,
         feature_service=cfg.feature_service,
         entity_keys=tuple(cfg.entity_keys),
     )

@@ -195,7 +195,8 @@ ROUTING_CHANGES = Counter(
 )
 ROUTING_GENERATION = Gauge(
     PREFIX + "routing_generation",
-    "Unix time of the config.pbtxt write that set the routing this gateway serves: gateways showing "
+    "Generation of the routing this gateway serves: a counter the sync raises with every routing "
+    "change (configs written before the counter: Unix time of their write). Gateways showing "
     "different values answer with different versions.",
     ["model"],
     multiprocess_mode="min",

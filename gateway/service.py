@@ -184,7 +184,10 @@ class PredictionService:
             if old is not None and old.routing != view.routing:
                 metrics.ROUTING_CHANGES.labels(name).inc()
                 log.info("routing of %s changed: %s -> %s", name, old.routing, view.routing)
-            if stamp and (old is None or old.routing != view.routing):
+            if view.routing_generation:
+                metrics.ROUTING_GENERATION.labels(name).set(view.routing_generation)
+            elif stamp and (old is None or old.routing != view.routing):
+                # a config written before the counter existed: the time of its write tells them apart
                 metrics.ROUTING_GENERATION.labels(name).set(stamp[0] / 1e9)
             self._models[name] = view
             self._fingerprints[name] = stamp
@@ -214,6 +217,7 @@ class PredictionService:
                 features=cfg.features,
                 entity_keys=cfg.entity_keys,
                 routing=cfg.routing,
+                routing_generation=cfg.routing_generation,
                 problem=str(e),
             )
         versions: dict[str, VersionInfo] = {}
@@ -251,6 +255,7 @@ class PredictionService:
             features=tuple(features),
             entity_keys=tuple(keys),
             routing=cfg.routing,
+            routing_generation=cfg.routing_generation,
             versions=versions,
             problem=problem,
             encodings=encodings,

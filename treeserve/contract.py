@@ -44,6 +44,9 @@ ARTIFACT_HOLDOUT = "reference/holdout.parquet"
 PARAM_FEATURES = "treeserve.features"
 PARAM_ROUTING = "treeserve.routing"
 """JSON object alias -> version string, e.g. {"champion": "3", "challenger": "4"}."""
+PARAM_ROUTING_GENERATION = "treeserve.routing_generation"
+"""Decimal counter of routing changes: a config write that changes the routing sets it one higher
+than the config it replaces. Absent (read as 0) in configs written before the counter existed."""
 PARAM_FEATURE_SERVICE = "treeserve.feature_service"
 PARAM_ENTITY_KEYS = "treeserve.entity_keys"
 

@@ -50,6 +50,8 @@ class TritonModelSpec:
     """Versions Triton loads (``version_policy: specific``)."""
     routing: Mapping[str, str] = field(default_factory=dict)
     """Alias -> version string, e.g. {"champion": "3"}."""
+    routing_generation: int = 0
+    """How many times the routing changed (``store.write_config`` counts); 0: never counted."""
     feature_service: str = ""
     entity_keys: tuple[str, ...] = ()
     max_batch_size: int = 1024
@@ -78,6 +80,8 @@ class TritonModelSpec:
             raise ConfigError(f"model {self.name!r}: multiclass task needs n_classes>=2")
         if self.max_batch_size < 1:
             raise ConfigError("max_batch_size must be >= 1")
+        if self.routing_generation < 0:
+            raise ConfigError("routing_generation must be >= 0")
         # Normalise containers so equal specs compare equal whatever the caller passed.
         object.__setattr__(self, "features", tuple(self.features))
         object.__setattr__(self, "entity_keys", tuple(self.entity_keys))
@@ -148,6 +152,8 @@ def build_model_config(spec: TritonModelSpec, flavor: FlavorConfig) -> mc.ModelC
         PARAM_ORT_INTRA_OP: str(spec.ort_intra_op_threads),
         PARAM_ORT_INTER_OP: str(spec.ort_inter_op_threads),
     }
+    if spec.routing_generation:
+        params[contract.PARAM_ROUTING_GENERATION] = str(spec.routing_generation)
     for key, value in params.items():
         cfg.parameters[key].string_value = value
 
@@ -199,6 +205,19 @@ def routing_from_model_config(cfg: mc.ModelConfig) -> dict[str, str]:
     return {str(k): str(v) for k, v in routing.items()}
 
 
+def routing_generation_from_model_config(cfg: mc.ModelConfig) -> int:
+    """The routing generation counter (0 when the config has none: written before it existed)."""
+    param = cfg.parameters.get(contract.PARAM_ROUTING_GENERATION)
+    raw = param.string_value.strip() if param is not None else ""
+    if not raw:
+        return 0
+    if not raw.isdigit():
+        raise ConfigError(
+            f"model {cfg.name!r}: parameter {contract.PARAM_ROUTING_GENERATION} is not a count: {raw!r}"
+        )
+    return int(raw)
+
+
 def spec_from_model_config(cfg: mc.ModelConfig) -> tuple[TritonModelSpec, str]:
     """The (spec, flavour name) a ``ModelConfig`` message describes."""
     params = {k: v.string_value for k, v in cfg.parameters.items()}
@@ -228,6 +247,7 @@ def spec_from_model_config(cfg: mc.ModelConfig) -> tuple[TritonModelSpec, str]:
         n_classes=n_classes,
         versions=tuple(int(v) for v in cfg.version_policy.specific.versions),
         routing=routing,
+        routing_generation=routing_generation_from_model_config(cfg),
         feature_service=params.get(contract.PARAM_FEATURE_SERVICE, ""),
         entity_keys=tuple(str(k) for k in entity_keys),
         max_batch_size=cfg.max_batch_size,
@@ -245,9 +265,10 @@ def spec_from_model_config(cfg: mc.ModelConfig) -> tuple[TritonModelSpec, str]:
 
 
 def with_routing_message(
-    cfg: mc.ModelConfig, routing: Mapping[str, str], versions: tuple[int, ...]
+    cfg: mc.ModelConfig, routing: Mapping[str, str], versions: tuple[int, ...], *, generation: int
 ) -> mc.ModelConfig:
-    """A copy of ``cfg`` with new routing and version policy; every other field is kept as is."""
+    """A copy of ``cfg`` with new routing, routing generation and version policy; every other field
+    is kept as is."""
     out = mc.ModelConfig()
     out.CopyFrom(cfg)
     del out.version_policy.specific.versions[:]
@@ -255,6 +276,8 @@ def with_routing_message(
     out.parameters[contract.PARAM_ROUTING].string_value = json.dumps(
         {str(k): str(v) for k, v in routing.items()}, sort_keys=True
     )
+    if generation:
+        out.parameters[contract.PARAM_ROUTING_GENERATION].string_value = str(generation)
     return out
 
 

@@ -15,7 +15,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tritonclient.grpc import model_config_pb2 as mc
@@ -29,6 +29,7 @@ from treeserve.repository.config import (
     render_config,
     render_message,
     routing_from_model_config,
+    routing_generation_from_model_config,
     spec_from_model_config,
     with_routing_message,
 )
@@ -65,6 +66,11 @@ class RepositoryModel:
     def routing(self) -> dict[str, str]:
         """Alias -> version string, e.g. {"champion": "3"}."""
         return dict(self.spec.routing)
+
+    @property
+    def routing_generation(self) -> int:
+        """How many times the routing changed; 0 for a config written before the counter existed."""
+        return self.spec.routing_generation
 
     @property
     def features(self) -> list[str]:
@@ -182,10 +188,24 @@ def write_config(repo: Path, spec: TritonModelSpec, flavor: FlavorConfig) -> Pat
     """Render ``spec`` in ``flavor`` and write ``<repo>/<model>/config.pbtxt`` atomically.
 
     The explainer companion's config follows: the same versions, those that have an explainer.
+    The routing generation is the file's business, not the caller's: it is the replaced config's,
+    plus one when the routing changes (``spec.routing_generation`` is ignored).
     """
+    spec = replace(spec, routing_generation=_next_generation(repo, spec.name, spec.routing))
     path = _write_config_text(repo, spec, render_config(spec, flavor))
     write_explainer_config(repo, spec)
     return path
+
+
+def _next_generation(repo: Path, model: str, routing: Mapping[str, str]) -> int:
+    """The routing generation a config with ``routing`` gets when it replaces the current one."""
+    try:
+        cfg, _ = _read_config_message(repo, model)
+        before, generation = routing_from_model_config(cfg), routing_generation_from_model_config(cfg)
+    except (RepositoryError, ModelNotInRepositoryError, ConfigError):  # none yet, or unreadable
+        before, generation = {}, 0
+    changed = {str(k): str(v) for k, v in routing.items()} != before
+    return generation + 1 if changed else generation
 
 
 def explainer_versions(repo: Path, model: str) -> list[int]:
@@ -233,7 +253,9 @@ def update_routing(
         raise RepositoryError(
             f"model {model!r}: routing points at version(s) {sorted(missing)} that are not in the version policy"
         )
-    updated = with_routing_message(cfg, routing, tuple(new_versions))
+    updated = with_routing_message(
+        cfg, routing, tuple(new_versions), generation=_next_generation(repo, model, routing)
+    )
     spec, _ = spec_from_model_config(updated)
     path = _write_config_text(repo, spec, render_message(updated))
     write_explainer_config(repo, spec)

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
 
+from exporter.flavors import get_flavor
 from tests.unit.gateway.fakes import BASE_RATE, FEATURES, MEDIANS, MODEL, model_probability
-from treeserve.repository import update_routing
+from treeserve.repository import read_model_config, render_config, update_routing
 
 pytestmark = pytest.mark.anyio
 URL = f"/v1/models/{MODEL}/predict"
@@ -187,10 +189,13 @@ async def test_routing_change_is_picked_up(make_gateway: Any) -> None:
     async with make_gateway() as h:
         body = {"entities": [{"customer_id": "cust-000001"}]}
         assert (await h.client.post(URL, json=body)).json()["model_version"] == "1"
+        gauge = f'treeserve_gateway_routing_generation{{model="{MODEL}"}}'
+        generation = _gauge(await h.client.get("/metrics"), gauge)
         update_routing(h.home / "model_repository", MODEL, {"champion": "2"})
         await h.service.refresh()
         r = (await h.client.post(URL, json=body)).json()
         assert r["model_version"] == "2"
+        assert _gauge(await h.client.get("/metrics"), gauge) == generation + 1
         assert r["predictions"][0]["score"] == pytest.approx(
             model_probability("2", [1.0, 2.0, 3.0]), abs=1e-6
         )
@@ -266,3 +271,25 @@ def test_openapi_documents_the_api(treeserve_home: Path) -> None:
     } <= set(spec["paths"])
     body = spec["paths"]["/v1/models/{model}/predict"]["post"]["requestBody"]
     assert "entities" in json.dumps(body)
+
+
+def _gauge(response: Any, sample: str) -> float:
+    """The value of one sample line in a /metrics response."""
+    for line in response.text.splitlines():
+        if line.startswith(sample + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"{sample} not in /metrics")
+
+
+async def test_routing_generation_of_a_config_without_the_counter(make_gateway: Any) -> None:
+    """A config written before the counter existed is served; the gauge falls back to its write time."""
+    async with make_gateway() as h:
+        repo = h.home / "model_repository"
+        model = read_model_config(repo, MODEL)
+        legacy = replace(model.spec.with_routing({"champion": "2"}), routing_generation=0)
+        (repo / MODEL / "config.pbtxt").write_text(render_config(legacy, get_flavor(model.flavor)))
+        await h.service.refresh()
+        body = {"entities": [{"customer_id": "cust-000001"}]}
+        assert (await h.client.post(URL, json=body)).json()["model_version"] == "2"
+        gauge = f'treeserve_gateway_routing_generation{{model="{MODEL}"}}'
+        assert _gauge(await h.client.get("/metrics"), gauge) > 1e9  # Unix time of the write

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +41,7 @@ def _install(repo: Path, version: int, *, marker: str = "x") -> Path:
 def test_config_round_trip_through_the_repository(tmp_path: Path) -> None:
     repo_mod.write_config(tmp_path, SPEC, get_flavor("python-ort"))
     model = repo_mod.read_model_config(tmp_path, SPEC.name)
-    assert model.spec == SPEC
+    assert model.spec == replace(SPEC, routing_generation=1)
     assert model.flavor == "python-ort"
     assert model.routing == {"champion": "3"}
     assert model.features == ["a", "b", "c"]
@@ -176,3 +177,48 @@ def test_removing_a_version_removes_its_explainer_and_the_last_one_its_config(tm
     assert repo_mod.explainer_versions(tmp_path, SPEC.name) == []
     repo_mod.update_routing(tmp_path, SPEC.name, {}, versions=())
     assert not companion_dir.exists()
+
+
+def test_the_routing_generation_counts_routing_changes_exactly(tmp_path: Path) -> None:
+    """Every write that changes the routing raises the counter by one; other writes keep it."""
+    flavor = get_flavor("python-ort")
+
+    def generation() -> int:
+        return repo_mod.read_model_config(tmp_path, SPEC.name).routing_generation
+
+    repo_mod.write_config(tmp_path, SPEC.with_routing({}), flavor)
+    assert generation() == 0  # nothing routed yet
+    repo_mod.write_config(tmp_path, SPEC, flavor)
+    assert generation() == 1
+    repo_mod.write_config(tmp_path, SPEC.with_routing({"champion": "3"}, versions=(3, 4)), flavor)
+    assert generation() == 1, "a new version loaded beside the routing is not a routing change"
+    repo_mod.write_config(tmp_path, replace(SPEC, routing_generation=99), flavor)
+    assert generation() == 1, "the caller does not set the counter"
+    repo_mod.update_routing(tmp_path, SPEC.name, {"champion": "4"}, versions=[3, 4])
+    assert generation() == 2
+    repo_mod.write_config(tmp_path, SPEC.with_routing({"champion": "3"}, versions=(3, 4)), flavor)
+    assert generation() == 3  # a rollback is a change too
+    text = (tmp_path / SPEC.name / repo_mod.CONFIG_FILE).read_text()
+    assert f'key: "{contract.PARAM_ROUTING_GENERATION}"' in text and 'string_value: "3"' in text
+
+
+def test_a_config_without_the_counter_reads_as_generation_0_and_counts_on(tmp_path: Path) -> None:
+    """Configs written before the counter existed keep working; the first routing change makes it 1."""
+    legacy = repo_mod.render_config(SPEC, get_flavor("python-ort"))  # no counter parameter
+    assert contract.PARAM_ROUTING_GENERATION not in legacy
+    (tmp_path / SPEC.name).mkdir()
+    (tmp_path / SPEC.name / repo_mod.CONFIG_FILE).write_text(legacy)
+    model = repo_mod.read_model_config(tmp_path, SPEC.name)
+    assert model.routing_generation == 0 and model.routing == {"champion": "3"}
+    repo_mod.update_routing(tmp_path, SPEC.name, {"champion": "3"})
+    assert repo_mod.read_model_config(tmp_path, SPEC.name).routing_generation == 0
+    repo_mod.update_routing(tmp_path, SPEC.name, {"champion": "4"}, versions=[3, 4])
+    assert repo_mod.read_model_config(tmp_path, SPEC.name).routing_generation == 1
+
+
+def test_a_malformed_counter_is_named(tmp_path: Path) -> None:
+    text = repo_mod.render_config(replace(SPEC, routing_generation=5), get_flavor("python-ort"))
+    (tmp_path / SPEC.name).mkdir()
+    (tmp_path / SPEC.name / repo_mod.CONFIG_FILE).write_text(text.replace('"5"', '"five"'))
+    with pytest.raises(RepositoryError, match="routing_generation is not a count"):
+        repo_mod.read_model_config(tmp_path, SPEC.name)
