@@ -284,3 +284,60 @@ class TritonAdminClient:
             raise
         except TritonControlError as e:
             raise CanaryError(f"model {companion!r} version {version}: {e}") from e
+
+
+class TritonAdminGroup:
+    """Several Triton servers sharing one repository, asked as one (e.g. "is it served everywhere?").
+
+    ``urls`` is the list of servers or a function giving it, called again for every question (a
+    DNS name listing the pods that exist now). A server that does not answer is left out, the way
+    the sync leaves it out of a switch; when none answers, TritonNotRunningError names them all.
+    """
+
+    def __init__(
+        self,
+        urls: Sequence[str] | Callable[[], Sequence[str]],
+        *,
+        timeout_s: float = 5.0,
+        client_factory: Callable[[str], Any] | None = None,
+    ) -> None:
+        """``client_factory`` (url -> admin client) replaces ``TritonAdminClient`` (tests)."""
+        self._urls = urls if callable(urls) else (lambda fixed=list(urls): fixed)
+        self._make = client_factory or (lambda url: TritonAdminClient(url, timeout_s=timeout_s))
+        self._clients: dict[str, Any] = {}
+
+    def _current(self) -> dict[str, Any]:
+        urls = list(dict.fromkeys(self._urls()))
+        for gone in set(self._clients) - set(urls):
+            self._clients.pop(gone).close()
+        for url in urls:
+            if url not in self._clients:
+                self._clients[url] = self._make(url)
+        return {url: self._clients[url] for url in urls}
+
+    def ready_versions(self, model: str) -> set[str]:
+        """Versions of ``model`` READY on every server that answers."""
+        found: list[set[str]] = []
+        down: list[str] = []
+        clients = self._current()
+        for url, client in clients.items():
+            try:
+                found.append(client.ready_versions(model))
+            except TritonControlError as e:
+                down.append(f"{url}: {e}")
+        if not found:
+            why = "; ".join(down) or "no Triton server is configured (the name resolves to no address)"
+            raise TritonNotRunningError(f"no Triton server answers ({why})")
+        return set.intersection(*found)
+
+    def close(self) -> None:
+        """Release every client."""
+        for client in self._clients.values():
+            client.close()
+        self._clients.clear()
+
+    def __enter__(self) -> TritonAdminGroup:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -70,11 +70,12 @@ def sync_pass(settings: Settings, *, trigger: str, lock_timeout_s: float | None)
 
 
 def triton_admin(settings: Settings) -> Any:
-    """The Triton admin client the sync talks to (``exporter.triton_admin.TritonAdminClient``)."""
-    from exporter.sync.reconcile import triton_url
-    from exporter.triton_admin import TritonAdminClient
+    """Every Triton server the sync drives, asked as one (``exporter.triton_admin.TritonAdminGroup``):
+    a version is served once READY on each server that answers (``sync.triton_dns`` re-resolved)."""
+    from exporter.sync.fleet import triton_endpoints
+    from exporter.triton_admin import TritonAdminGroup
 
-    return TritonAdminClient(triton_url(settings), timeout_s=5.0)
+    return TritonAdminGroup(lambda: triton_endpoints(settings), timeout_s=5.0)
 
 
 def register(app: typer.Typer) -> None:

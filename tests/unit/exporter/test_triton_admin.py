@@ -9,7 +9,7 @@ import pytest
 from tritonclient.utils import InferenceServerException
 
 from exporter.errors import ModelLoadError, TritonControlError, TritonNotRunningError
-from exporter.triton_admin import TritonAdminClient
+from exporter.triton_admin import TritonAdminClient, TritonAdminGroup
 
 
 class FakeHttpClient:
@@ -81,3 +81,41 @@ def test_other_refusals_are_triton_control_errors() -> None:
         TritonAdminClient("127.0.0.1:1", client=fake).infer(
             "m", 1, np.zeros((1, 2)), ["prediction"], input_name="x"
         )
+
+
+class FakeAdmin:
+    """An admin client of one server: its READY versions, or unreachable."""
+
+    def __init__(self, ready: set[str]) -> None:
+        self.ready = ready
+        self.up = True
+        self.closed = False
+
+    def ready_versions(self, model: str) -> set[str]:
+        if not self.up:
+            raise TritonNotRunningError("Triton at fake is unreachable (test)")
+        return set(self.ready)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_group_reports_what_every_answering_server_has_ready() -> None:
+    """What the pipeline waits on: READY on each server, a down one left out, none up is an error."""
+    servers = {"a:8000": FakeAdmin({"1", "2"}), "b:8000": FakeAdmin({"1"})}
+    listed = ["a:8000", "b:8000"]
+    group = TritonAdminGroup(lambda: listed, client_factory=servers.__getitem__)
+    assert group.ready_versions("m") == {"1"}, "version 2 is not loaded on b yet"
+    servers["b:8000"].ready = {"1", "2"}
+    assert group.ready_versions("m") == {"1", "2"}
+    servers["a:8000"].up = False
+    assert group.ready_versions("m") == {"1", "2"}
+    servers["b:8000"].up = False
+    with pytest.raises(TritonNotRunningError, match=r"a:8000.*b:8000"):
+        group.ready_versions("m")
+    listed.remove("a:8000")  # the DNS name no longer lists it: its client is released
+    servers["b:8000"].up = True
+    assert group.ready_versions("m") == {"1", "2"} and servers["a:8000"].closed
+    listed.clear()
+    with pytest.raises(TritonNotRunningError, match="no Triton server is configured"):
+        group.ready_versions("m")
