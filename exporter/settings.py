@@ -100,6 +100,11 @@ class SyncSettings(BaseModel):
     server back or restarted empty starts a pass at once (no wait for ``poll_interval_s``)."""
     unload_grace_s: float = Field(default=1.0, ge=0.0)
     """Pause between a routing switch and unloading the versions it retired (gateways re-read routing)."""
+    prestage_max: int = Field(default=1, ge=0)
+    """Registry versions newer than a served model's champion that the sync exports, loads on every
+    server and canaries ahead of their promotion (newest first, beyond the kept ones), so moving
+    ``champion`` to one is only a routing switch. Each costs one more loaded version per Triton
+    server. 0: nothing is staged before it is promoted."""
     retry_failed_after_s: float = Field(default=600.0, ge=0.0)
     """A version that failed validation or canary is not re-exported before this long."""
 

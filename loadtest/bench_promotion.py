@@ -8,9 +8,14 @@ Measured end to end from outside, like a user sees it: the clock starts right be
 - **webhook**: MLflow's ``model_version_alias.created`` webhook wakes the sync (poll far away);
 - **poll**: no webhook, the sync polls every ``poll_interval_s``.
 
-Each path promotes fresh versions (export + validation + Triton load + canary + switch) and
-then rolls back to an already loaded version (routing switch only). Runs its own ``mlflow
-server`` (SQLite backend, webhook variables set) and Triton on free ports under ``out_dir``.
+- **webhook**: each version is registered, staged by the sync ahead of its promotion (MLflow's
+  ``model_version.created`` webhook starts it; ``sync.prestage_max``), then promoted: the
+  promotion is a routing switch. The Triton memory the staged version costs is measured too.
+- **poll**: each version is registered right before its promotion, so the pass that finds the
+  alias moved does the whole work (export + validation + Triton load + canary + switch).
+
+Each path then rolls back to an already loaded version (routing switch only). Runs its own
+``mlflow server`` (SQLite backend, webhook variables set) and Triton on free ports under ``out_dir``.
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ MODEL = "promotion-bench"
 FEATURES = ("recency_days", "orders_90d", "spend_usd", "tickets_30d", "tenure_days", "open_rate")
 BENCH_POLL_INTERVAL_S = 10.0
 """Poll interval for the poll-only path (the default, 30 s, would only make the bench slower)."""
+PRESTAGE_TIMEOUT_S = 120.0
+"""How long a registered version may take to be staged before its promotion (normally seconds)."""
 
 
 def run_promotion_bench(
@@ -56,10 +63,11 @@ def run_promotion_bench(
     fernet_key = Fernet.generate_key().decode()
     with _mlflow_server(out_dir / "mlflow", fernet_key) as url, _triton(settings, out_dir) as triton:
         client = mlflow_client(url)
-        # Versions: 1 warm-up, then `repeats` fresh ones per path (two trained models, registered
-        # alternately: every version is still exported, validated and loaded on its own).
+        # Versions: 1 warm-up, then `repeats` fresh ones per path, each registered when its turn
+        # comes (two trained models, registered alternately: every version is still exported,
+        # validated and loaded on its own).
         logged = [_log_model(url, seed) for seed in (1, 2)]
-        versions = [_register(client, logged[i % 2]) for i in range(1 + 2 * repeats)]
+        warm_version = _register(client, logged[0])
         port = free_port()
         secret = uuid.uuid4().hex
         bench_settings = _settings(settings, out_dir, url, triton, port=port, secret=secret)
@@ -73,12 +81,20 @@ def run_promotion_bench(
                 client, f"http://127.0.0.1:{port}{WEBHOOK_PATH}", secret=secret, name="bench"
             )
             time.sleep(1.5)  # server-side webhook list cache (MLFLOW_WEBHOOK_CACHE_TTL=1)
-            warm = _promote(client, bench_settings, versions[0], timeout_s=120)
-            webhook_new = [
-                _promote(client, bench_settings, v, timeout_s=120) for v in versions[1 : 1 + repeats]
-            ]
+            warm = _promote(client, bench_settings, warm_version, timeout_s=120)
+            promoted = [warm_version]
+            webhook_new, staged_s, staged_mib = [], [], []
+            for i in range(repeats):
+                rss_before = _triton_rss_mib(triton)
+                t0 = time.perf_counter()
+                v = _register(client, logged[(i + 1) % 2])
+                _wait_staged(bench_settings, v, timeout_s=PRESTAGE_TIMEOUT_S)
+                staged_s.append(time.perf_counter() - t0)
+                staged_mib.append(_triton_rss_mib(triton) - rss_before)
+                webhook_new.append(_promote(client, bench_settings, v, timeout_s=120))
+                promoted.append(v)
             # Back to the previous champion, still loaded for rollback.
-            webhook_rollback = [_promote(client, bench_settings, versions[repeats - 1], timeout_s=60)]
+            webhook_rollback = [_promote(client, bench_settings, promoted[-2], timeout_s=60)]
             client.delete_webhook(hook_id)
 
         poll_settings = bench_settings.model_copy(
@@ -93,11 +109,13 @@ def run_promotion_bench(
             # A promotion lands at a random point of the poll cycle (not right after a pass).
             rng = random.Random(0)
             poll_new, poll_rollback = [], []
-            for v in versions[1 + repeats :]:
+            for i in range(repeats):
                 time.sleep(rng.uniform(0, BENCH_POLL_INTERVAL_S))
+                v = _register(client, logged[i % 2])  # right before its promotion: not staged
                 poll_new.append(_promote(client, poll_settings, v, timeout_s=180))
+                promoted.append(v)
             time.sleep(rng.uniform(0, BENCH_POLL_INTERVAL_S))
-            poll_rollback.append(_promote(client, poll_settings, versions[2 * repeats - 1], timeout_s=120))
+            poll_rollback.append(_promote(client, poll_settings, promoted[-2], timeout_s=120))
 
     result = {
         "title": "Promotion latency (alias set → new version served)",
@@ -107,9 +125,15 @@ def run_promotion_bench(
         "promotion_latency_webhook_rollback_s": _summary(webhook_rollback),
         "promotion_latency_poll_rollback_s": _summary(poll_rollback),
         "warmup_first_promotion_s": round(warm, 3),
+        "prestage_after_registration_s": _summary(staged_s),
+        "prestage_triton_memory_mib": _summary(staged_mib),
         "poll_interval_s": BENCH_POLL_INTERVAL_S,
         "rows": [
-            {"path": "webhook", "promotion": "new version (export+load+canary)", **_summary(webhook_new)},
+            {
+                "path": "webhook",
+                "promotion": "new version, staged ahead (routing switch)",
+                **_summary(webhook_new),
+            },
             {"path": "webhook", "promotion": "rollback to a loaded version", **_summary(webhook_rollback)},
             {
                 "path": f"poll every {BENCH_POLL_INTERVAL_S:g} s",
@@ -125,8 +149,14 @@ def run_promotion_bench(
         "notes": [
             "Clock: right before set_registered_model_alias (via mlflow server) until config.pbtxt routes "
             "champion to the version and Triton reports it READY.",
-            "A new version is exported (ONNX + parity), loaded beside the serving ones (only the new "
-            "version loads), canaried, then routed. Each promotion starts with an idle sync: the pass "
+            "Webhook: each new version is registered, and the sync stages it (export, parity, load on "
+            "Triton beside the serving versions, canary; sync.prestage_max=1) on MLflow's "
+            "model_version.created webhook; once it is staged (prestage_after_registration_s) it is "
+            "promoted, which only switches the routing. prestage_triton_memory_mib: Triton's resident "
+            "memory (process tree) after staging minus before.",
+            "Poll: each new version is registered right before its promotion, so the pass does the "
+            "whole work: export (ONNX + parity), load beside the serving ones (only the new version "
+            "loads), canary, then the switch. Each promotion starts with an idle sync: the pass "
             "that switched the routing ends with a config reload of a few seconds, and a promotion "
             "arriving during it waits for it.",
             "Poll: each promotion lands at a random point of the poll cycle, so latency ≈ U(0, interval) "
@@ -172,6 +202,41 @@ def _promote(client: Any, settings: LoadtestConfig, version: str, *, timeout_s: 
     log.info("promoted %s in %.2f s", version, latency_s)
     _settle(settings, since=time.time())
     return latency_s
+
+
+def _wait_staged(settings: LoadtestConfig, version: str, *, timeout_s: float) -> None:
+    """Wait until the sync reports ``version`` staged (loaded and canaried, not routed) and is idle."""
+    from exporter.sync.status import read_status
+
+    path = settings.path(settings.sync.status_file)
+
+    def staged() -> bool:
+        st = read_status(path).models.get(MODEL)
+        return st is not None and version in st.prestaged
+
+    if not wait_until(staged, timeout_s=timeout_s, interval_s=0.1):
+        raise TimeoutError(f"version {version} was not staged within {timeout_s:g} s (see the sync log)")
+
+
+def _triton_rss_mib(triton: Any) -> float:
+    """Resident memory of the Triton process and its children (Python-backend stubs), MiB."""
+    import psutil
+
+    pid = triton.pid()
+    if pid is None:
+        return 0.0
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    total = 0
+    for p in procs:
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:
+            continue
+    return total / 2**20
 
 
 def _settle(settings: LoadtestConfig, *, since: float, timeout_s: float = 120.0) -> None:

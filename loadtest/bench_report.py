@@ -51,7 +51,7 @@ KEY_MEANING: dict[str, str] = {
     "gateway_p99_ms_c64": "gateway p99 latency (ms), concurrency 64 (goal ≤ baseline p99 / 10)",
     "baseline_p99_ms_c64": "baseline p99 latency (ms), concurrency 64",
     "feature_coalesced_vs_per_request_ratio": "feature resolution throughput, coalesced / per request",
-    "promotion_latency_webhook_s": "alias moved → new version served, webhook wake-up (s)",
+    "promotion_latency_webhook_s": "alias moved → new version served, webhook wake-up, version staged ahead (s, goal ≤ 1)",
     "promotion_latency_poll_s": "alias moved → new version served, poll only (s)",
     "predlog_durable_rps_ratio_c64": "gateway req/s with the durable prediction log / log disabled, concurrency 64 (goal ≥ 0.9)",
     "triton_restart_recovery_s": "Triton kill -9 + start → the gateway answers with the routed version again, sync running (s, goal ≤ 5)",

@@ -144,6 +144,18 @@ def read_model_state(client: Any, model: str) -> ModelState:
     )
 
 
+def newest_versions(client: Any, model: str, *, limit: int) -> list[str]:
+    """The ``limit`` highest version numbers of ``model`` whose registration is complete, newest first."""
+    if limit <= 0:
+        return []
+    name = model.replace("'", "\\'")
+    with mlflow_errors(f"version listing of {model!r}"):
+        found = client.search_model_versions(
+            f"name = '{name}'", order_by=["version_number DESC"], max_results=limit
+        )
+    return [str(mv.version) for mv in found if str(getattr(mv, "status", "READY") or "READY") == "READY"]
+
+
 def champion_history(tags: Mapping[str, str]) -> list[str]:
     """The champion history from registered-model tags (empty when absent or malformed)."""
     try:

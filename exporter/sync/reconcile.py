@@ -3,7 +3,8 @@
 Per model, in this order (each step safe to repeat, so a crash anywhere converges next pass):
 
 1. clean staging folders left by dead exports;
-2. desired = ``champion`` + ``challenger`` + the last N champions (``desired``);
+2. desired = ``champion`` + ``challenger`` + the last N champions (``desired``), plus up to
+   ``prestage_max`` registry versions newer than the champion, staged ahead of their promotion;
 3. install missing versions (export -> validation -> atomic move; ``exporter.install``);
 4. write ``config.pbtxt`` with the old *and* new versions (routing unchanged) and load it in
    Triton: serving versions stay loaded while the new ones come up;
@@ -31,7 +32,7 @@ from exporter.errors import CanaryError, TritonControlError
 from exporter.settings import SyncConfig
 from exporter.sync import adapters
 from exporter.sync.decide import choose_routing, explain
-from exporter.sync.desired import compute_desired
+from exporter.sync.desired import DesiredState, compute_desired
 from exporter.sync.fleet import TritonFleet, triton_endpoints
 from exporter.sync.lock import sync_lock
 from exporter.sync.metrics import SyncMetrics
@@ -39,7 +40,7 @@ from exporter.sync.status import ModelStatus, SyncStatus, VersionFailure, read_s
 from exporter.triton_admin import TritonAdminClient
 from treeserve import contract
 from treeserve.errors import NotFoundError, ServiceUnavailableError, TreeserveError, ValidationFailedError
-from treeserve.registry import mlflow_client, read_model_state, record_champion
+from treeserve.registry import mlflow_client, newest_versions, read_model_state, record_champion
 from treeserve.repository import explainer_name, explainer_versions, read_reference
 
 log = logging.getLogger(__name__)
@@ -224,12 +225,14 @@ def _reconcile_model(ctx: _Context, model: str, st: ModelStatus) -> None:
     st.desired_aliases = dict(desired.aliases)
     st.retained = list(desired.retained)
     st.desired_versions = list(desired.versions)
+    prestage = _prestage_targets(ctx, model, desired)
+    wanted = [*desired.versions, *prestage]
     # Forget failures of versions nobody wants any more.
-    st.failures = {v: f for v, f in st.failures.items() if v in desired.versions}
+    st.failures = {v: f for v, f in st.failures.items() if v in wanted}
 
-    # 3. install what is missing.
+    # 3. install what is missing (pre-staged versions too: a promotion to one is a routing switch).
     installed = adapters.installed(ctx.repo, model)
-    for v in desired.versions:
+    for v in wanted:
         if v in installed or _still_failing(ctx, st, v, now):
             continue
         adapters.prepare_install()
@@ -255,16 +258,19 @@ def _reconcile_model(ctx: _Context, model: str, st: ModelStatus) -> None:
     recheck = {v for v in keep_serving if v in st.failures and st.failures[v].reason in _RECHECK_REASONS}
     for v in recheck:
         log.info("decision=recheck model=%s version=%s reason=%s", model, v, st.failures.pop(v).reason)
-    for v in desired.versions:
+    for v in wanted:
         if v in installed and v not in st.failures and keep_serving:
             why = adapters.contract_mismatch(ctx.repo, model, v, keep_serving[0])
             if why:
                 _fail(ctx, st, model, v, "contract", why)
-    candidates = [v for v in desired.versions if v in installed and v not in st.failures]
-    load_set = _ordered({*candidates, *keep_serving})
+    candidates = [v for v in wanted if v in installed and v not in st.failures]
+    # Versions loaded now stay in the config until after the switch (step 7 retires them): a
+    # promotion to a loaded version then changes nothing in Triton before the routing moves.
+    still_loaded = [v for v in old_versions if v in installed]
+    load_set = _ordered({*candidates, *keep_serving, *still_loaded})
     if not load_set:
         st.installed_versions = sorted(installed, key=int)
-        st.routing, st.served_versions = old_routing, []
+        st.routing, st.served_versions, st.prestaged = old_routing, [], []
         _finish(ctx, model, st, desired.aliases)
         return
 
@@ -299,8 +305,8 @@ def _reconcile_model(ctx: _Context, model: str, st: ModelStatus) -> None:
     for alias, had in old_routing.items():
         # The last version serving an alias is never dropped (nor deleted below): failing to load
         # it now (a restarted Triton, a canary) leaves the alias unserved until a pass succeeds.
-        wanted = alias in desired.aliases or alias == contract.ALIAS_CHAMPION
-        if wanted and alias not in new_routing and had in installed:
+        still_wanted = alias in desired.aliases or alias == contract.ALIAS_CHAMPION
+        if still_wanted and alias not in new_routing and had in installed:
             log.error("decision=keep-unserved model=%s alias=%s version=%s", model, alias, had)
             new_routing[alias] = had
     if new_routing != staged_routing:
@@ -348,7 +354,29 @@ def _reconcile_model(ctx: _Context, model: str, st: ModelStatus) -> None:
             )
     st.served_versions = sorted(ready, key=int)
     st.installed_versions = sorted(installed, key=int)
+    st.prestaged = [v for v in prestage if v in ready and v not in st.failures]
     _finish(ctx, model, st, desired.aliases)
+
+
+def _prestage_targets(ctx: _Context, model: str, desired: DesiredState) -> list[str]:
+    """Registry versions newer than the champion to stage ahead of a promotion, newest first.
+
+    Up to ``sync.prestage_max`` beyond the desired (served and kept) versions. Staging is a head
+    start, not a duty: a registry that cannot list versions now leaves it for the next pass.
+    """
+    limit = ctx.settings.sync.prestage_max
+    champion = desired.champion
+    if limit <= 0 or champion is None:
+        return []
+    try:
+        newest = newest_versions(ctx.client, model, limit=limit + len(desired.versions))
+    except ServiceUnavailableError as e:
+        log.warning("decision=prestage-skipped model=%s error=%s", model, e)
+        return []
+    targets = [v for v in newest if int(v) > int(champion) and v not in desired.versions][:limit]
+    if targets:
+        log.info("decision=prestage model=%s versions=%s", model, ",".join(targets))
+    return targets
 
 
 def _finish(ctx: _Context, model: str, st: ModelStatus, desired: Mapping[str, str]) -> None:

@@ -1,11 +1,11 @@
-"""Create (or update) the MLflow webhook that wakes the sync on alias changes."""
+"""Create (or update) the MLflow webhook that wakes the sync on alias changes and new versions."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
-from exporter.sync.webhook import ALIAS_EVENTS
+from exporter.sync.webhook import WEBHOOK_EVENTS
 from treeserve.errors import ConfigError
 from treeserve.registry import mlflow_errors
 
@@ -24,13 +24,13 @@ def register_webhook(client: Any, url: str, *, secret: str, name: str = DEFAULT_
         existing = [w for w in _all_webhooks(client) if w.name == name]
         if existing:
             hook = client.update_webhook(
-                existing[0].webhook_id, url=url, events=list(ALIAS_EVENTS), secret=secret, status="ACTIVE"
+                existing[0].webhook_id, url=url, events=list(WEBHOOK_EVENTS), secret=secret, status="ACTIVE"
             )
             for extra in existing[1:]:
                 client.delete_webhook(extra.webhook_id)
             log.info("decision=webhook-updated name=%s url=%s", name, url)
         else:
-            hook = client.create_webhook(name=name, url=url, events=list(ALIAS_EVENTS), secret=secret)
+            hook = client.create_webhook(name=name, url=url, events=list(WEBHOOK_EVENTS), secret=secret)
             log.info("decision=webhook-created name=%s url=%s", name, url)
     return str(hook.webhook_id)
 

@@ -42,6 +42,7 @@ def build_report(settings: SyncConfig, *, live: bool = True) -> dict[str, Any]:
                 "retained": list(st.retained) if st else [],
                 "routing": dict(st.routing) if st else {},
                 "served_versions": list(st.served_versions) if st else [],
+                "prestaged": list(st.prestaged) if st else [],
                 "in_sync": bool(st and st.in_sync),
                 "message": st.message if st else "no sync pass recorded yet",
                 "failures": {
@@ -148,6 +149,7 @@ def render_report(report: dict[str, Any]) -> None:
         ready = live.get("triton_ready_versions", m["served_versions"])
         console.print(
             f"  loaded in Triton: {', '.join(ready) or 'none'}; kept for rollback: {', '.join(m['retained']) or 'none'}"
+            f"; staged ahead: {', '.join(m.get('prestaged', [])) or 'none'}"
         )
         for key in ("registry_error", "repository_error", "triton_error"):
             if key in live:

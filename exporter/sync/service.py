@@ -93,7 +93,7 @@ class SyncService:
             event.action,
             event.delivery_id,
         )
-        if event.version is not None:
+        if event.version is not None and event.alias:
             with self._lock:
                 self._hints[f"{event.model}:{event.alias}={event.version}"] = event.sent_at
         self._wake.set()

@@ -42,6 +42,8 @@ class ModelStatus:
     served_versions: list[str] = field(default_factory=list)
     """Versions ready in Triton after the pass."""
     installed_versions: list[str] = field(default_factory=list)
+    prestaged: list[str] = field(default_factory=list)
+    """Versions newer than the champion, loaded and canaried ahead of their promotion (not routed)."""
     failures: dict[str, VersionFailure] = field(default_factory=dict)
     alias_seen_at: dict[str, float] = field(default_factory=dict)
     """"alias=version" -> unix time the alias move was first known (webhook or poll)."""

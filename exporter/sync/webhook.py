@@ -26,11 +26,15 @@ HEADER_DELIVERY_ID = "X-MLflow-Delivery-Id"
 HEADER_TIMESTAMP = "X-MLflow-Timestamp"
 SIGNATURE_VERSION = "v1"
 ALIAS_EVENTS = ("model_version_alias.created", "model_version_alias.deleted")
+VERSION_EVENTS = ("model_version.created",)
+"""A new version: the sync stages it ahead of its promotion (``sync.prestage_max``)."""
+WEBHOOK_EVENTS = ALIAS_EVENTS + VERSION_EVENTS
+"""Every event the sync's webhook subscribes to."""
 
 
 @dataclass(frozen=True)
 class AliasEvent:
-    """A verified alias change: which model, alias and version, and when MLflow sent it."""
+    """A verified alias change (or a new version: ``alias`` empty): model, alias, version, when sent."""
 
     delivery_id: str
     action: str
@@ -76,7 +80,7 @@ def verify(
 
 
 def parse_alias_event(delivery_id: str, headers: dict[str, str], body: bytes) -> AliasEvent | None:
-    """The alias change in a verified body, or None for any other event."""
+    """The alias change (or new version) in a verified body, or None for any other event."""
     try:
         payload: Any = json.loads(body)
     except ValueError:
@@ -85,7 +89,7 @@ def parse_alias_event(delivery_id: str, headers: dict[str, str], body: bytes) ->
         return None
     event = f"{payload.get('entity')}.{payload.get('action')}"
     data = payload.get("data") or {}
-    if event not in ALIAS_EVENTS or not isinstance(data, dict) or not data.get("name"):
+    if event not in WEBHOOK_EVENTS or not isinstance(data, dict) or not data.get("name"):
         return None
     h = {k.lower(): v for k, v in headers.items()}
     sent_at = float(h.get(HEADER_TIMESTAMP.lower(), time.time()))

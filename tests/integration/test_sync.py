@@ -178,7 +178,10 @@ def test_promote_keep_rollback_and_challenger(
     first = reconcile_once(settings, client=client)
     assert first.ok, first.models[model_name].message
     assert routing(settings, model_name) == {"champion": v1}
-    assert ready(triton_server, model_name) == {v1}
+    # v2, newer than the champion, is staged ahead of its promotion: loaded and canaried, not routed.
+    assert ready(triton_server, model_name) == {v1, v2}
+    assert first.models[model_name].prestaged == [v2]
+    v2_export = read_version_metadata(triton_server.repository, model_name, v2).exported_at
     # Triton's answer for v1 is the registered model's answer.
     ref = np.load(version_dir(triton_server.repository, model_name, v1) / "reference.npz")
     np.testing.assert_allclose(
@@ -190,6 +193,9 @@ def test_promote_keep_rollback_and_challenger(
     assert second.ok
     assert routing(settings, model_name) == {"champion": v2}
     assert ready(triton_server, model_name) == {v1, v2}, "the previous champion stays loaded for rollback"
+    assert read_version_metadata(triton_server.repository, model_name, v2).exported_at == v2_export, (
+        "promoting a staged version is a routing switch: no second export"
+    )
     # One champion history: the registry's, which `treeserve rollback` reads, names what is kept.
     history = json.loads(client.get_registered_model(model_name).tags["treeserve.champion_history"])
     assert history == [v1, v2] and second.models[model_name].retained == [v1]
@@ -226,7 +232,8 @@ def test_failed_parity_never_replaces_the_champion(
     """
     url = mlflow_server.url
     client = mlflow_client(url)
-    settings = sync_settings(tmp_path, url, triton_server, model_name)
+    # Nothing staged ahead: v2's parity check runs when it is promoted, under the strict tolerance.
+    settings = sync_settings(tmp_path, url, triton_server, model_name, prestage_max=0)
     v1 = register(client, model_name, logged[0])
     v2 = register(client, model_name, logged[1])
     client.set_registered_model_alias(model_name, "champion", v1)
@@ -451,3 +458,62 @@ def _routing_or_none(settings: Any, model: str) -> dict[str, str] | None:
         return routing(settings, model)
     except Exception:
         return None
+
+
+def test_registry_unreachable_mid_sync_keeps_serving_reports_and_heals(
+    tmp_path, model_name, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``mlflow server`` (PostgreSQL) killed while a promotion is being exported: Triton keeps
+    serving the champion, the pass and the status file name the registry, a pass while it is down
+    fails fast the same way, and the first pass after it is back serves the new champion."""
+    from exporter.sync import adapters
+    from tests.fixtures.mlflow_server import (
+        kill_mlflow_server,
+        restart_mlflow_server,
+        start_mlflow_server,
+        stop_mlflow_server,
+    )
+    from treeserve.registry import FAIL_FAST_HTTP
+
+    for key, value in FAIL_FAST_HTTP.items():  # what `sync --watch` runs with
+        monkeypatch.setenv(key, value)
+    server = start_mlflow_server(tmp_path / "mlflow")
+    triton = private_triton(tmp_path / "repo", tmp_path / "triton")
+    triton.start()
+    try:
+        model = log_small_model(server.url, seed=3)
+        client = mlflow_client(server.url)
+        settings = sync_settings(tmp_path, server.url, triton, model_name, prestage_max=0)
+        v1, v2 = register(client, model_name, model), register(client, model_name, model)
+        client.set_registered_model_alias(model_name, "champion", v1)
+        assert reconcile_once(settings, client=client).ok
+        x = np.random.default_rng(0).normal(size=(8, len(FEATURES))).astype(np.float32)
+        before = score(triton, model_name, v1, x)
+
+        client.set_registered_model_alias(model_name, "champion", v2)
+
+        def registry_dies_during_export(*args: Any) -> None:
+            kill_mlflow_server(server)
+            adapters.install(*args)
+
+        mid = reconcile_once(settings, client=client, installer=registry_dies_during_export)
+        assert mid.result == "failed" and "MLflow" in mid.error
+        assert routing(settings, model_name) == {"champion": v1}
+        assert v1 in ready(triton, model_name)
+        np.testing.assert_allclose(score(triton, model_name, v1, x), before, atol=1e-6)
+        assert not any((triton.repository / ".staging").glob(f"{model_name}-*"))
+        status = json.loads(settings.path(settings.sync.status_file).read_text())
+        assert status["result"] == "failed" and "MLflow" in status["models"][model_name]["message"]
+
+        down = reconcile_once(settings, client=client)  # unreachable from the pass's first call
+        assert down.result == "failed" and "MLflow registry read" in down.error
+        assert routing(settings, model_name) == {"champion": v1} and v1 in ready(triton, model_name)
+
+        server = restart_mlflow_server(server)
+        healed = reconcile_once(settings, client=client)
+        assert healed.ok, healed.models[model_name].message
+        assert routing(settings, model_name) == {"champion": v2}
+        assert ready(triton, model_name) == {v1, v2}
+    finally:
+        triton.stop()
+        stop_mlflow_server(server)  # stops it if it runs, and drops its database

@@ -33,12 +33,22 @@ class FakeRegistry:
     aliases: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
     version_tags: dict[tuple[str, str], str] = field(default_factory=dict)
+    versions: list[str] = field(default_factory=list)
+    """Registered versions (search_model_versions lists them)."""
     down: bool = False
     """Unreachable: every call fails the way MlflowClient does when the server does not answer."""
 
     def get_registered_model(self, name: str) -> Any:
         self._check()
         return SimpleNamespace(aliases=dict(self.aliases), tags=dict(self.tags))
+
+    def search_model_versions(
+        self, filter_string: str, order_by: list[str] | None = None, max_results: int = 1000
+    ) -> list[Any]:
+        self._check()
+        assert order_by == ["version_number DESC"]
+        newest = sorted(self.versions, key=int, reverse=True)[:max_results]
+        return [SimpleNamespace(version=v, status="READY") for v in newest]
 
     def set_registered_model_tag(self, name: str, key: str, value: str) -> None:
         self._check()
@@ -459,3 +469,50 @@ def test_registry_unreachable_mid_sync_keeps_serving_reports_and_heals(world: An
     assert _routing(world) == {"champion": "2"} and world.triton.ready == {"1", "2"}
     assert status()["result"] == "ok"
     _routed_always_ready(world)
+
+
+def test_a_new_version_is_staged_ahead_so_its_promotion_is_a_routing_switch(world: Any) -> None:
+    """``prestage_max`` (default 1): the newest version above the champion is exported, loaded and
+    canaried before anyone promotes it; promoting it then exports and loads nothing first."""
+    world.registry.versions = ["1"]
+    world.registry.aliases = {"champion": "1"}
+    assert world.run().ok
+    world.registry.versions = ["1", "2", "3"]  # two new versions registered: only the newest is staged
+    staged = world.run()
+    assert staged.ok and staged.models[MODEL].prestaged == ["3"]
+    assert _routing(world) == {"champion": "1"} and world.triton.ready == {"1", "3"}
+    assert world.exports == ["1", "3"]
+
+    world.registry.aliases = {"champion": "3"}
+    routing_at_load: list[dict[str, str]] = []
+    real_load = world.triton.load
+
+    def load(model: str) -> None:
+        routing_at_load.append(_routing(world))
+        real_load(model)
+
+    world.triton.load = load
+    promoted = world.run()
+    assert promoted.ok and _routing(world) == {"champion": "3"}
+    assert world.exports == ["1", "3"], "no export at promotion"
+    assert all(r == {"champion": "3"} for r in routing_at_load), "nothing loaded before the switch"
+    assert promoted.models[MODEL].prestaged == []
+    _routed_always_ready(world)
+
+
+def test_prestage_max_zero_stages_nothing_and_a_failed_stage_does_not_degrade(world: Any) -> None:
+    world.registry.versions = ["1", "2"]
+    world.registry.aliases = {"champion": "1"}
+    off = world.settings.model_copy(
+        update={"sync": world.settings.sync.model_copy(update={"prestage_max": 0})}
+    )
+    assert reconcile_once(
+        off, client=world.registry, triton_client=lambda url, t: world.triton, installer=world.install
+    ).ok
+    assert world.exports == ["1"] and world.triton.ready == {"1"}
+
+    world.parity_fails.add("2")
+    result = world.run()
+    assert result.ok, "a version nobody promoted yet does not make the model out of sync"
+    assert result.models[MODEL].failures["2"].reason == "validation"
+    assert result.models[MODEL].prestaged == [] and world.triton.ready == {"1"}

@@ -132,3 +132,19 @@ def test_receiver_accepts_once_and_wakes(service: SyncService) -> None:
     metrics = client.get("/metrics").text
     assert 'treeserve_sync_webhook_deliveries_total{outcome="accepted"} 1.0' in metrics
     assert client.get("/healthz").json() == {"status": "ok"}
+
+
+def test_a_new_version_wakes_the_sync_to_stage_it(tmp_path: Path) -> None:
+    """``model_version.created``: the sync wakes (it stages new versions ahead of promotion)."""
+    body = {
+        "entity": "model_version",
+        "action": "created",
+        "timestamp": "2026-11-27T08:00:00+00:00",
+        "data": {"name": "churn-prediction", "version": "5", "source": "models:/m-1", "tags": {}},
+    }
+    headers, raw = _delivery(body, did="d-new")
+    event = parse_alias_event("d-new", headers, raw)
+    assert event is not None and (event.model, event.alias, event.version) == ("churn-prediction", "", "5")
+    service = SyncService(load_settings(home=tmp_path, sync={"webhook_secret": SECRET}))
+    assert service.accept(headers, raw) == (200, {"accepted": True})
+    assert service._wake.is_set()
