@@ -83,7 +83,8 @@ def _setup_logging(s: Settings, *, service: bool) -> None:
     setup_logging(
         s.log_level if explicit else QUIET_LEVEL,
         json_lines=s.log_json,
-        third_parties=None if output.verbose else "ERROR",
+        # A service's operators read its libraries' warnings (uvicorn, grpc) in the same log.
+        third_parties=None if (output.verbose or service) else "ERROR",
     )
 
 

@@ -82,9 +82,9 @@ def export_command(
         f"{len(inst.features)} features, parity max |diff| {inst.max_abs_diff:.2g}) "
         f"in {time.monotonic() - started:.1f} s"
     )
-    typer.echo(
-        f"config: {result.config_path}  versions={result.model.versions} routing={result.model.routing}"
-    )
+    versions = ", ".join(str(v) for v in result.model.versions) or "none"
+    routing = ", ".join(f"{a} → v{v}" for a, v in sorted(result.model.routing.items())) or "nothing routed"
+    typer.echo(f"config: {result.config_path}  versions {versions}; {routing}")
     if load:
         _load(settings, repo, model, inst.version)
 
