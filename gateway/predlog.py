@@ -18,7 +18,6 @@ requests are answered 503 and ``/readyz`` names the cause: no answer without a r
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
@@ -206,12 +205,17 @@ class DurablePredictionLog:
 
     # ---- the writer -----------------------------------------------------------------------
     async def _writer(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             if not self._pending:
                 if self._closing:
                     return
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=self._idle_timeout_s())
+                # Awaiting the event itself, with a timer to end an idle wait: wait_for() would
+                # wrap the wait in a task of its own, two more loop passes before every commit
+                # that each waiting request's answer sits through.
+                timer = loop.call_later(self._idle_timeout_s(), self._wake.set)
+                await self._wake.wait()
+                timer.cancel()
                 self._wake.clear()
             items, self._pending = self._pending, []
             self._room.set()
