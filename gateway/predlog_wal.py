@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import io
+import operator
 import os
 import pickle
 import struct
@@ -92,27 +93,51 @@ def segments(predlog_dir: Path) -> list[Path]:
 
 
 def encode(batches: Sequence[PredictionBatch]) -> bytes:
-    """One record (frame header + payload) holding the rows of ``batches``."""
-    rows = []
+    """One record (frame header + payload) holding the rows of ``batches``, column by column."""
+    request_id: list[str] = []
+    timestamp_us: list[int] = []
+    model: list[str] = []
+    features: list[str] = []
+    width: list[int] = []
+    n_rows: list[int] = []
+    versions: list[str] = []
+    routes: list[str] = []
+    entity_keys: list[str | None] = []
+    values: list[bytes] = []
+    scores: list[bytes] = []
+    imputed: list[str] = []
+    fallback: list[str] = []
     for b in batches:
         t = b.timestamp if b.timestamp.tzinfo is not None else b.timestamp.replace(tzinfo=UTC)
-        rows.append(
-            (
-                b.request_id,
-                (t - _EPOCH) // _US,
-                b.model,
-                ",".join(b.features),
-                len(b.features),
-                b.versions,
-                b.routes,
-                b.entity_keys,
-                np.ascontiguousarray(b.values, dtype=_F8).tobytes(),
-                np.ascontiguousarray(b.scores, dtype=_F8).tobytes(),
-                b.imputed,
-                b.fallback,
-            )
-        )
-    payload = pickle.dumps(rows, protocol=5)
+        request_id.append(b.request_id)
+        timestamp_us.append((t - _EPOCH) // _US)
+        model.append(b.model)
+        features.append(",".join(b.features))
+        width.append(len(b.features))
+        n_rows.append(len(b.versions))
+        versions += b.versions
+        routes += b.routes
+        entity_keys += b.entity_keys
+        values.append(np.ascontiguousarray(b.values, dtype=_F8).tobytes())
+        scores.append(np.ascontiguousarray(b.scores, dtype=_F8).tobytes())
+        imputed += b.imputed
+        fallback += b.fallback
+    record = (
+        request_id,
+        timestamp_us,
+        model,
+        features,
+        width,
+        n_rows,
+        versions,
+        routes,
+        entity_keys,
+        b"".join(values),
+        b"".join(scores),
+        imputed,
+        fallback,
+    )
+    payload = pickle.dumps(record, protocol=5)
     return _FRAME.pack(len(payload), zlib.crc32(payload)) + payload
 
 
@@ -123,11 +148,24 @@ class _DataOnly(pickle.Unpickler):
         raise pickle.UnpicklingError(f"{module}.{name} in a write-ahead record")
 
 
-def _decode(payload: bytes) -> list[tuple[Any, ...]]:
-    rows = _DataOnly(io.BytesIO(payload)).load()
-    if not isinstance(rows, list) or not all(isinstance(r, tuple) and len(r) == 12 for r in rows):
+def _decode(payload: bytes) -> tuple[Any, ...]:
+    """A record's columns, checked for shape (a record that does not add up is not ours)."""
+    record = _DataOnly(io.BytesIO(payload)).load()
+    if type(record) is not tuple or len(record) != 13:
         raise ValueError("not a write-ahead record")
-    return rows
+    rid, ts, model, feats, width, n_rows, versions, routes, keys, values, scores, imputed, fallback = record
+    k, n = len(rid), len(versions)
+    if not (
+        type(rid) is type(ts) is type(model) is type(feats) is type(width) is type(n_rows) is list
+        and type(versions) is type(routes) is type(keys) is type(imputed) is type(fallback) is list
+        and type(values) is type(scores) is bytes
+        and len(ts) == len(model) == len(feats) == len(width) == len(n_rows) == k
+        and len(routes) == len(keys) == len(imputed) == len(fallback) == n == sum(n_rows)
+        and len(scores) == n * _F8.itemsize
+        and len(values) == sum(map(operator.mul, width, n_rows)) * _F8.itemsize
+    ):
+        raise ValueError("a write-ahead record whose columns do not add up")
+    return record
 
 
 def read_valid(path: Path) -> pa.Table:
@@ -135,7 +173,7 @@ def read_valid(path: Path) -> pa.Table:
     data = path.read_bytes()
     if not data.startswith(MAGIC):
         return _read_arrow_stream(data) if path.name.endswith(LEGACY_SUFFIX) else schema().empty_table()
-    rows: list[tuple[Any, ...]] = []
+    columns = _Columns()
     pos = len(MAGIC)
     while pos + _FRAME.size <= len(data):
         size, crc = _FRAME.unpack_from(data, pos)
@@ -143,59 +181,67 @@ def read_valid(path: Path) -> pa.Table:
         if size > _MAX_RECORD or len(payload) < size or zlib.crc32(payload) != crc:
             break
         try:
-            rows += _decode(payload)
+            columns.add(_decode(payload))
         except (pickle.UnpicklingError, ValueError, TypeError, EOFError, IndexError, KeyError):
             break
         pos += _FRAME.size + size
-    return _table(rows)
+    return columns.table()
 
 
-def _table(rows: list[tuple[Any, ...]]) -> pa.Table:
-    """The Arrow table (:func:`schema`) of decoded records."""
-    import pyarrow as pa
+class _Columns:
+    """Decoded records gathered column by column (no per-record object stays alive)."""
 
-    request_id: list[str] = []
-    timestamp_us: list[int] = []
-    model: list[str] = []
-    features: list[str] = []
-    versions: list[str] = []
-    routes: list[str] = []
-    entity_keys: list[str | None] = []
-    offsets = [0]
-    values: list[np.ndarray] = []
-    scores: list[np.ndarray] = []
-    imputed: list[str] = []
-    fallback: list[str] = []
-    for rid, ts, m, feats, width, ver, rte, keys, vals, scs, imp, fb in rows:
-        n = len(ver)
-        request_id += [rid] * n
-        timestamp_us += [ts] * n
-        model += [m] * n
-        features += [feats] * n
-        versions += ver
-        routes += rte
-        entity_keys += keys
-        start = offsets[-1]
-        offsets += range(start + width, start + width * n + 1, width) if width else [start] * n
-        values.append(np.frombuffer(vals, dtype=_F8))
-        scores.append(np.frombuffer(scs, dtype=_F8))
-        imputed += imp
-        fallback += fb
-    flat = np.concatenate(values) if values else np.empty(0)
-    arrays = [
-        pa.array(request_id, pa.string()),
-        pa.array(timestamp_us, pa.int64()),
-        pa.array(model, pa.string()),
-        pa.array(features, pa.string()),
-        pa.array(versions, pa.string()),
-        pa.array(routes, pa.string()),
-        pa.array(entity_keys, pa.string()),
-        pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(flat, pa.float64())),
-        pa.array(np.concatenate(scores) if scores else np.empty(0), pa.float64()),
-        pa.array(imputed, pa.string()),
-        pa.array(fallback, pa.string()),
-    ]
-    return pa.Table.from_batches([pa.record_batch(arrays, schema=schema())], schema=schema())
+    def __init__(self) -> None:
+        self.lists: list[list[Any]] = [[] for _ in range(13)]
+        self.values: list[bytes] = []
+        self.scores: list[bytes] = []
+
+    def add(self, record: tuple[Any, ...]) -> None:
+        c = self.lists
+        c[0] += record[0]
+        c[1] += record[1]
+        c[2] += record[2]
+        c[3] += record[3]
+        c[4] += record[4]
+        c[5] += record[5]
+        c[6] += record[6]
+        c[7] += record[7]
+        c[8] += record[8]
+        self.values.append(record[9])
+        self.scores.append(record[10])
+        c[11] += record[11]
+        c[12] += record[12]
+
+    def table(self) -> pa.Table:
+        """The Arrow table (:func:`schema`): per-request columns repeated for each of their rows."""
+        import pyarrow as pa
+
+        c = self.lists
+        n_rows = np.asarray(c[5], dtype=np.int64)
+        row_of = pa.array(np.repeat(np.arange(len(n_rows)), n_rows))
+        row_width = np.repeat(np.asarray(c[4], dtype=np.int64), n_rows)
+        offsets = np.zeros(len(row_width) + 1, dtype=np.int32)
+        np.cumsum(row_width, out=offsets[1:])
+        values = np.frombuffer(b"".join(self.values), dtype=_F8)
+        scores = np.frombuffer(b"".join(self.scores), dtype=_F8)
+
+        def per_row(i: int) -> pa.Array:
+            return pa.array(c[i], pa.string()).take(row_of)
+
+        arrays = [
+            per_row(0),
+            pa.array(np.repeat(np.asarray(c[1], dtype=np.int64), n_rows), pa.int64()),
+            per_row(2),
+            per_row(3),
+            pa.array(c[6], pa.string()),
+            pa.array(c[7], pa.string()),
+            pa.array(c[8], pa.string()),
+            pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, pa.float64())),
+            pa.array(scores, pa.float64()),
+            pa.array(c[11], pa.string()),
+            pa.array(c[12], pa.string()),
+        ]
+        return pa.Table.from_batches([pa.record_batch(arrays, schema=schema())], schema=schema())
 
 
 def _read_arrow_stream(data: bytes) -> pa.Table:

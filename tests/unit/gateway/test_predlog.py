@@ -223,3 +223,31 @@ async def test_segments_of_the_earlier_arrow_layout_are_still_recovered(tmp_path
     done = recover(tmp_path)
     assert (done.segments, done.rows) == (1, 4) and not legacy.exists()
     assert sorted(parquet_rows(tmp_path).column("request_id").to_pylist()) == ["r0", "r0", "r1", "r1"]
+
+
+async def test_a_record_whose_columns_do_not_add_up_is_not_read(tmp_path: Path) -> None:
+    import pickle
+    import struct
+    import zlib
+
+    path = write_crashed_segment(tmp_path, 1, torn=False)
+    # one row of two features, but the bytes of only one feature value
+    record = (
+        ["r7"],
+        [0],
+        ["m"],
+        ["a,b"],
+        [2],
+        [1],
+        ["3"],
+        ["champion"],
+        ["e"],
+        b"\0" * 8,
+        b"\0" * 8,
+        [""],
+        [""],
+    )
+    payload = pickle.dumps(record, protocol=5)
+    with path.open("ab") as f:
+        f.write(struct.pack("<II", len(payload), zlib.crc32(payload)) + payload)
+    assert predlog_wal.read_valid(path).column("request_id").to_pylist() == ["r0", "r0"]
