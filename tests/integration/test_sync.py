@@ -306,7 +306,7 @@ def test_kill_9_mid_export_then_next_pass_converges(
     env = env_for(settings, model_name)
 
     exe = str(Path(sys.executable).parent / "treeserve")
-    proc = subprocess.Popen([exe, "sync", "--once"], env=env, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([exe, "-v", "sync", "--once"], env=env, stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
     for line in proc.stderr:
         if "decision=install" in line:
