@@ -181,7 +181,11 @@ def private_registry(tracking_uri: str, model: str, version: str, folder: Path) 
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     mv = client.get_model_version(model, version)
     new = client.create_model_version(
-        model, str(mv.source), run_id=mv.run_id, model_id=getattr(mv, "model_id", None)
+        model,
+        str(mv.source),
+        run_id=mv.run_id,
+        tags=dict(mv.tags or {}),  # the contract (features, encodings, entity keys) travels in tags
+        model_id=getattr(mv, "model_id", None),
     )
     return uri, str(new.version)
 

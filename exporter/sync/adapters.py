@@ -62,15 +62,18 @@ def build_spec(
     )
 
 
-def contract_mismatch(repo: Path, model: str, version: str, serving: str) -> str | None:
-    """Why ``version`` cannot share a Triton model with the serving version, or None."""
-    if version == serving:
+def contract_mismatch(
+    repo: Path, model: str, version: str, reference: str, *, serving: bool = True
+) -> str | None:
+    """Why ``version`` cannot share a Triton model with ``reference`` (the serving version, or
+    the version that will be served first when ``serving`` is False), or None."""
+    if version == reference:
         return None
     return _contract_mismatch(
         repo_mod.read_version_metadata(repo, model, version),
-        repo_mod.read_version_metadata(repo, model, serving),
+        repo_mod.read_version_metadata(repo, model, reference),
         version_label=f"version {version}",
-        other_label=f"the serving version {serving}",
+        other_label=f"the serving version {reference}" if serving else f"version {reference}",
     )
 
 

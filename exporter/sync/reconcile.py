@@ -258,9 +258,13 @@ def _reconcile_model(ctx: _Context, model: str, st: ModelStatus) -> None:
     recheck = {v for v in keep_serving if v in st.failures and st.failures[v].reason in _RECHECK_REASONS}
     for v in recheck:
         log.info("decision=recheck model=%s version=%s reason=%s", model, v, st.failures.pop(v).reason)
-    for v in wanted:
-        if v in installed and v not in st.failures and keep_serving:
-            why = adapters.contract_mismatch(ctx.repo, model, v, keep_serving[0])
+    # One Triton model serves one contract: the serving version's, or (nothing served yet) the
+    # first wanted version's — the champion before a challenger or a staged version.
+    usable = [v for v in wanted if v in installed and v not in st.failures]
+    reference = keep_serving[0] if keep_serving else (usable[0] if usable else None)
+    for v in usable:
+        if reference is not None:
+            why = adapters.contract_mismatch(ctx.repo, model, v, reference, serving=bool(keep_serving))
             if why:
                 _fail(ctx, st, model, v, "contract", why)
     candidates = [v for v in wanted if v in installed and v not in st.failures]

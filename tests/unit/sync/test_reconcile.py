@@ -516,3 +516,15 @@ def test_prestage_max_zero_stages_nothing_and_a_failed_stage_does_not_degrade(wo
     assert result.ok, "a version nobody promoted yet does not make the model out of sync"
     assert result.models[MODEL].failures["2"].reason == "validation"
     assert result.models[MODEL].prestaged == [] and world.triton.ready == {"1"}
+
+
+def test_a_staged_version_with_another_contract_never_blocks_the_first_champion(world: Any) -> None:
+    """Nothing served yet: the champion sets the contract, a staged version that differs is refused."""
+    world.features_for["2"] = ["a", "b", "c"]
+    world.registry.versions = ["1", "2"]
+    world.registry.aliases = {"champion": "1"}
+    result = world.run()
+    assert result.ok, result.models[MODEL].message
+    assert _routing(world) == {"champion": "1"} and world.triton.ready == {"1"}
+    failure = result.models[MODEL].failures["2"]
+    assert failure.reason == "contract" and "one Triton model serves one contract" in failure.message
