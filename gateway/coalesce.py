@@ -1,16 +1,20 @@
 """Coalescing of concurrent requests into one call: the gateway's own dynamic batching.
 
-The first submission of a batch starts a short window (``window_us``); every submission that
-arrives before it closes (or until ``max_batch`` rows are pending) joins the batch, which is sent
-as one call. Each submitter gets back exactly its own slice of the result, or the call's error.
-Submissions are chunks (a list or an array of rows); ``merge`` joins the chunks of a batch.
+Every submission that arrives while a batch is being formed joins it (until ``max_batch`` rows
+are pending); the batch is sent as one call and each submitter gets back exactly its own slice of
+the result, or the call's error. Submissions are chunks (a list or an array of rows); ``merge``
+joins the chunks of a batch. When a batch is sent:
 
-With ``max_inflight`` set, a window that closes while that many batches are still running keeps
-the batch open until one of them finishes (or ``max_batch`` rows are pending): under load the
-batches grow with the downstream latency instead of the event loop paying a whole online read
-and Triton call per request, and a lightly loaded gateway still sends after ``window_us``.
+- nothing in flight: on the next event-loop pass (whatever arrives in this pass still joins), so
+  a lone request never waits for company;
+- ``max_inflight`` batches in flight: when one of them returns ("natural batching", as Triton's
+  own dynamic batcher): under load the batches grow with the downstream latency instead of the
+  event loop paying a whole online read and Triton call per request;
+- fewer in flight (``max_inflight`` 0 = no limit, or above 1): after ``window_us``.
+
 Transports whose requests arrive one at a time (the grpc.aio server accepts one call per event
-loop pass) only coalesce this way.
+loop pass) coalesce through the in-flight rule: requests that trickle in while a batch runs form
+the next one.
 """
 
 from __future__ import annotations
@@ -83,10 +87,13 @@ class Coalescer(Generic[C]):
         if self._pending >= self._max_batch:
             self._flush()
         elif self._timer is None and not self._held:
-            if self._window_s > 0:
-                self._timer = loop.call_later(self._window_s, self._window_closed)
-            else:
+            if self._inflight == 0 or self._window_s <= 0:
+                # Idle: send on the next loop pass (what arrives in this pass still joins).
                 self._timer = loop.call_soon(self._window_closed)
+            elif self._max_inflight and self._inflight >= self._max_inflight:
+                self._held = True  # natural batching: sent when the batch in flight returns
+            else:
+                self._timer = loop.call_later(self._window_s, self._window_closed)
         return await fut
 
     def _window_closed(self) -> None:

@@ -86,12 +86,13 @@ class GatewaySettings(BaseModel):
     the SDK on stored entities at start-up (a mismatch stops the start, naming it); sdk:
     ``FeatureStore.get_online_features``."""
     coalesce_window_us: int = Field(default=500, ge=0, le=1000)
-    """How long the first request of a batch waits for others (online read and Triton call)."""
+    """How long a batch forms while other batches of its stage run but fewer than
+    ``coalesce_max_inflight`` (an idle stage sends at once, on the next event-loop pass)."""
     coalesce_max_batch: int = Field(default=512, ge=1)
     """Most rows merged into one online read or Triton call."""
     coalesce_max_inflight: int = Field(default=1, ge=0)
-    """Batches of one stage running at once; a window closing while that many run keeps its batch
-    open until one finishes, so batches grow under load (0: no limit, send every window)."""
+    """Batches of one stage running at once; while that many run, the next batch gathers requests
+    until one returns, so batches grow with the load (0: no limit, send every window)."""
     missing_policy: dict[str, Literal["impute", "fallback"]] = Field(default_factory=dict)
     """Per-feature policy for missing values: impute (training median) or fallback (base rate)."""
     default_missing_policy: Literal["impute", "fallback"] = "impute"
