@@ -17,6 +17,7 @@ import asyncio
 import logging
 import struct
 import time
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -26,7 +27,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from gateway import codec, metrics
 from gateway.errors import GatewayError, InvalidRequestError
 from gateway.explain import ExplanationResult, ExplanationService
-from gateway.service import PredictionResult, PredictionService
+from gateway.service import Prediction, PredictionResult, PredictionService
 from treeserve import contract
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ class KServeServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ig
     def __init__(self, service: PredictionService, api_keys: list[bytes]) -> None:
         self._service = service
         self._keys = api_keys
+        self._children: dict[tuple[int, str, str], tuple[Any, Any]] = {}
 
     def _auth(self, context: grpc.aio.ServicerContext) -> None:
         if not self._keys:
@@ -135,32 +137,47 @@ class KServeServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ig
             await context.abort(grpc.StatusCode.INTERNAL, codec.INTERNAL_ERROR)
             raise
         finally:
-            if model not in {m.name for m in self._service.models()}:
+            if not self._service.serves(model):  # callers must not mint label values
                 model = ""
-            labels = ("grpc", "ModelInfer", str(status), model, version)
-            metrics.REQUESTS.labels(*labels).inc()
-            metrics.REQUEST_DURATION.labels(*labels).observe(time.perf_counter() - t0)
+            key = (status, model, version)
+            children = self._children.get(key)
+            if children is None:
+                labels = ("grpc", "ModelInfer", str(status), model, version)
+                children = (metrics.REQUESTS.labels(*labels), metrics.REQUEST_DURATION.labels(*labels))
+                if len(self._children) < 10_000:
+                    self._children[key] = children
+            children[0].inc()
+            children[1].observe(time.perf_counter() - t0)
 
     async def _infer(self, request: Any) -> PredictionResult:
-        view, entities, instances, rid = self._rows(request)
-        if entities is not None:
-            return await self._service.predict_entities(view.name, entities, request_id=rid)
-        return await self._service.predict_instances(view.name, instances or [], request_id=rid)
+        # Key rows and feature matrices go to the service as they are: no per-row dicts here.
+        view, keys, x, rid = self._rows(request)
+        if keys is not None:
+            return await self._service.predict_keys(view.name, keys, request_id=rid)
+        assert x is not None
+        return await self._service.predict_matrix(view.name, x, request_id=rid)
 
     async def _explain(self, request: Any) -> ExplanationResult:
-        view, entities, instances, rid = self._rows(request)
+        view, keys, x, rid = self._rows(request)
         explainer = ExplanationService(self._service)
-        if entities is not None:
+        if keys is not None:
+            entities = [dict(zip(view.entity_keys, row, strict=True)) for row in keys]
             return await explainer.explain_entities(view.name, entities, request_id=rid)
-        return await explainer.explain_instances(view.name, instances or [], request_id=rid)
+        assert x is not None
+        instances = [
+            {f: (None if np.isnan(v) else float(v)) for f, v in zip(view.features, row, strict=True)}
+            for row in x
+        ]
+        return await explainer.explain_instances(view.name, instances, request_id=rid)
 
-    def _rows(self, request: Any) -> tuple[Any, list[Any] | None, list[Any] | None, str | None]:
-        """(model view, entities, instances, request id) of a ModelInfer request; exactly one is a list."""
+    def _rows(self, request: Any) -> tuple[Any, list[tuple[str, ...]] | None, np.ndarray | None, str | None]:
+        """(model view, entity key rows, feature matrix, request id) of a ModelInfer request; one is set."""
         view = self._service.model(request.model_name)
-        raw = list(request.raw_input_contents)
+        raw = request.raw_input_contents
+        n_raw = len(raw)
         by_name: dict[str, tuple[Any, bytes | None]] = {}
         for i, inp in enumerate(request.inputs):
-            by_name[inp.name] = (inp, raw[i] if i < len(raw) else None)
+            by_name[inp.name] = (inp, raw[i] if i < n_raw else None)
         rid = request.id or None
         if view.entity_keys and all(k in by_name for k in view.entity_keys):
             columns: list[list[str]] = []
@@ -175,8 +192,10 @@ class KServeServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ig
                     raise InvalidRequestError(f"input {key!r} must be UTF-8 strings") from e
             if len({len(c) for c in columns}) != 1:
                 raise InvalidRequestError("entity key inputs must have the same number of elements")
-            entities = [dict(zip(view.entity_keys, row, strict=True)) for row in zip(*columns, strict=True)]
-            return view, entities, None, rid
+            keys: list[tuple[str, ...]] = (
+                [(v,) for v in columns[0]] if len(columns) == 1 else list(zip(*columns, strict=True))
+            )
+            return view, keys, None, rid
         if contract.INPUT_TENSOR in by_name:
             inp, data = by_name[contract.INPUT_TENSOR]
             dtype = {"FP32": np.float32, "FP64": np.float64}.get(inp.datatype)
@@ -192,12 +211,7 @@ class KServeServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ig
                 raise InvalidRequestError(
                     f"input {contract.INPUT_TENSOR!r} must have shape [n, {n_features}]"
                 )
-            x = arr.reshape(-1, n_features)
-            instances = [
-                {f: (None if np.isnan(v) else float(v)) for f, v in zip(view.features, row, strict=True)}
-                for row in x
-            ]
-            return view, None, instances, rid
+            return view, None, arr.reshape(-1, n_features), rid  # NaN: missing, as null is on HTTP
         raise InvalidRequestError(
             f"send the entity keys as BYTES inputs named {list(view.entity_keys)} "
             f"(or {contract.INPUT_TENSOR!r} FP32 [n, {len(view.features)}])"
@@ -224,34 +238,40 @@ def _explain_response(request: Any, explained: ExplanationResult) -> Any:
     return resp
 
 
+_OUTPUT_TENSOR = service_pb2.ModelInferResponse.InferOutputTensor
+_BYTES_OUTPUTS: dict[str, Callable[[Prediction], str]] = {
+    "risk_tier": lambda p: p.risk_tier or "",
+    "model_version": lambda p: p.model_version,
+    "fallback_reason": lambda p: p.fallback,
+    "imputed_features": lambda p: ",".join(p.imputed),
+}
+
+
 def _response(request: Any, result: PredictionResult, *, wanted: list[str] | None = None) -> Any:
-    n = len(result.predictions)
+    preds = result.predictions
+    n = len(preds)
     if wanted is None:
         wanted = [o.name for o in request.outputs] or list(OUTPUTS)
-    resp = service_pb2.ModelInferResponse(
-        model_name=result.model, model_version=result.model_version, id=result.request_id
-    )
+    outputs = []
+    raw = []
     for name in wanted:
         if name == "score":
-            data = np.array([p.score for p in result.predictions], dtype=np.float64).tobytes()
+            raw.append(np.fromiter((p.score for p in preds), dtype=np.float64, count=n).tobytes())
             dtype = "FP64"
-        elif name in OUTPUTS:
-            values = {
-                "risk_tier": lambda p: p.risk_tier or "",
-                "model_version": lambda p: p.model_version,
-                "fallback_reason": lambda p: p.fallback,
-                "imputed_features": lambda p: ",".join(p.imputed),
-            }[name]
-            data = serialize_bytes([values(p).encode() for p in result.predictions])
-            dtype = "BYTES"
         else:
-            raise InvalidRequestError(f"unknown output {name!r}; outputs are {list(OUTPUTS)}")
-        out = resp.outputs.add()
-        out.name = name
-        out.datatype = dtype
-        out.shape.extend([n])
-        resp.raw_output_contents.append(data)
-    return resp
+            value = _BYTES_OUTPUTS.get(name)
+            if value is None:
+                raise InvalidRequestError(f"unknown output {name!r}; outputs are {list(OUTPUTS)}")
+            raw.append(serialize_bytes([value(p).encode() for p in preds]))
+            dtype = "BYTES"
+        outputs.append(_OUTPUT_TENSOR(name=name, datatype=dtype, shape=(n,)))
+    return service_pb2.ModelInferResponse(
+        model_name=result.model,
+        model_version=result.model_version,
+        id=result.request_id,
+        outputs=outputs,
+        raw_output_contents=raw,
+    )
 
 
 async def _abort(context: grpc.aio.ServicerContext, e: GatewayError) -> None:

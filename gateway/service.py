@@ -8,11 +8,13 @@ challenger share, shadow) -> Triton (coalesced call) -> scores + flags -> predic
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import math
+import os
 import re
+import secrets
 import time
-import uuid
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -266,6 +268,10 @@ class PredictionService:
         """The served models as currently loaded."""
         return [self._models[n] for n in self._served if n in self._models]
 
+    def serves(self, name: str) -> bool:
+        """True when ``name`` is a served model (loaded)."""
+        return name in self._models
+
     def model(self, name: str) -> ModelView:
         """One served model, or UnknownModelError."""
         view = self._models.get(name)
@@ -340,12 +346,29 @@ class PredictionService:
                 if not isinstance(v, str):
                     raise InvalidRequestError(f"entities[{i}].{k} must be a string")
                 if not 0 < len(v) <= max_len or not self._id_re.match(v):
-                    raise InvalidRequestError(
-                        f"entities[{i}].{k} must be 1-{max_len} characters matching {self.settings.entity_id_pattern}"
-                    )
+                    raise self._bad_id(i, k)
                 row.append(v)
             out.append(tuple(row))
         return out
+
+    def check_entity_keys(self, rows: Sequence[tuple[str, ...]], view: ModelView) -> None:
+        """Validate rows of join-key values (in ``view.entity_keys`` order) that are already strings."""
+        keys = view.entity_keys
+        if not keys:
+            raise ModelNotServableError(view.problem or f"model {view.name!r} has no entity keys")
+        self._check_count(len(rows), "entities")
+        max_len = self.settings.entity_id_max_length
+        match = self._id_re.match
+        for i, row in enumerate(rows):
+            for k, v in zip(keys, row, strict=True):
+                if not 0 < len(v) <= max_len or not match(v):
+                    raise self._bad_id(i, k)
+
+    def _bad_id(self, i: int, key: str) -> InvalidRequestError:
+        return InvalidRequestError(
+            f"entities[{i}].{key} must be 1-{self.settings.entity_id_max_length} characters "
+            f"matching {self.settings.entity_id_pattern}"
+        )
 
     def instance_matrix(self, instances: Sequence[Any], view: ModelView) -> np.ndarray:
         """Validate raw feature objects against the model's feature list; NaN for absent/null."""
@@ -374,6 +397,16 @@ class PredictionService:
                 if not math.isfinite(fv):
                     raise InvalidRequestError(f"instances[{i}].{name} must be finite")
                 x[i, j] = fv
+        return x
+
+    def check_matrix(self, x: np.ndarray, view: ModelView) -> np.ndarray:
+        """Validate a float matrix [n, len(view.features)] (NaN: missing) as ``instance_matrix`` would."""
+        self._check_count(len(x), "instances")
+        x = np.asarray(x, dtype=np.float64)
+        bad = np.isinf(x)
+        if bad.any():
+            i, j = (int(v) for v in np.argwhere(bad)[0])
+            raise InvalidRequestError(f"instances[{i}].{view.features[j]} must be finite")
         return x
 
     def _check_count(self, n: int, what: str) -> None:
@@ -415,6 +448,22 @@ class PredictionService:
         view = self.model(model)
         self._champion(view)  # refuse before queueing when the version is not served
         keys = self.entity_keys_of(entities, view)
+        return await self._predict_keys(view, keys, request_id, t0)
+
+    async def predict_keys(
+        self, model: str, keys: list[tuple[str, ...]], *, request_id: str | None = None
+    ) -> PredictionResult:
+        """Score entities given as rows of join-key strings (``entity_keys`` order; the gRPC path)."""
+        t0 = time.perf_counter()
+        view = self.model(model)
+        self._champion(view)
+        self.check_entity_keys(keys, view)
+        return await self._predict_keys(view, keys, request_id, t0)
+
+    async def _predict_keys(
+        self, view: ModelView, keys: list[tuple[str, ...]], request_id: str | None, t0: float
+    ) -> PredictionResult:
+        model = view.name
         self._entities_hist(model).observe(len(keys))
         # One coalesced batch of entities: one online read, one policy pass, one Triton call.
         batch: _BatchResult = await self._entity_batcher(model).submit(keys)
@@ -431,6 +480,17 @@ class PredictionService:
         view = self.model(model)
         champion = self._champion(view)
         x = self.instance_matrix(instances, view)
+        self._entities_hist(model).observe(len(x))
+        return await self._score(view, champion, x, None, request_id, t0)
+
+    async def predict_matrix(
+        self, model: str, x: np.ndarray, *, request_id: str | None = None
+    ) -> PredictionResult:
+        """Score a feature matrix [n, n_features] in the model's feature order (the gRPC path)."""
+        t0 = time.perf_counter()
+        view = self.model(model)
+        champion = self._champion(view)
+        x = self.check_matrix(x, view)
         self._entities_hist(model).observe(len(x))
         return await self._score(view, champion, x, None, request_id, t0)
 
@@ -475,7 +535,9 @@ class PredictionService:
                 x = (await self._features.read_rows(view.feature_service, keys)).values
                 joined = ["|".join(k) for k in keys]
                 to_challenger = self._routes(len(keys), joined, "", challenger)
-                scored = await self._score_rows(view, champion, challenger, x, to_challenger)
+                # Already one batch per online read: Triton is called directly, not through the
+                # Triton stage's coalescer (one loop pass, one task and one future less per batch).
+                scored = await self._score_rows(view, champion, challenger, x, to_challenger, coalesce=False)
                 return _BatchResult(x, scored, champion, challenger, view)
 
             c = self._entity_batchers[model] = Coalescer(
@@ -502,7 +564,7 @@ class PredictionService:
         request_id: str | None,
         t0: float,
     ) -> PredictionResult:
-        request_id = request_id or uuid.uuid4().hex
+        request_id = request_id or new_request_id()
         challenger = view.version_for(contract.ALIAS_CHALLENGER)
         to_challenger = self._routes(len(x), entity_keys, request_id, challenger)
         scored = await self._score_rows(view, champion, challenger, x, to_challenger)
@@ -520,7 +582,7 @@ class PredictionService:
         scored: _Scored,
     ) -> PredictionResult:
         """Log, start shadow scoring, and build the answer of one request."""
-        request_id = request_id or uuid.uuid4().hex
+        request_id = request_id or new_request_id()
         now = datetime.now(UTC)
         await self._log(view, request_id, now, x, entity_keys, scored)
         if self.settings.shadow and challenger is not None:
@@ -556,6 +618,8 @@ class PredictionService:
         challenger: VersionInfo | None,
         x: np.ndarray,
         to_challenger: np.ndarray,
+        *,
+        coalesce: bool = True,
     ) -> _Scored:
         n = x.shape[0]
         groups: list[tuple[VersionInfo, str, np.ndarray | None]] = []
@@ -576,6 +640,8 @@ class PredictionService:
         ]
         calls = [
             self._triton_coalescer(view.name, info.version, scoring.output_name(info.task)).submit(p.inputs)
+            if coalesce
+            else self._triton.infer(view.name, info.version, p.inputs, output=scoring.output_name(info.task))
             for (info, _, _), p in zip(groups, prepared, strict=True)
             if len(p.inputs)
         ]
@@ -707,6 +773,23 @@ class PredictionService:
             if score >= low:
                 tier = name
         return tier
+
+
+_id_prefix = secrets.token_hex(8)
+_id_counter = itertools.count()
+
+
+def _new_id_prefix() -> None:
+    global _id_prefix
+    _id_prefix = secrets.token_hex(8)
+
+
+os.register_at_fork(after_in_child=_new_id_prefix)
+
+
+def new_request_id() -> str:
+    """A unique 32-hex-digit request id: a random per-process prefix and a counter (no syscall per id)."""
+    return f"{_id_prefix}{next(_id_counter):016x}"
 
 
 def _concat_rows(chunks: list[np.ndarray]) -> np.ndarray:
