@@ -58,6 +58,8 @@ def run(settings: GatewayConfig, *, app_factory: str) -> None:
 
 
 def _serve(uvicorn: Any, settings: GatewayConfig, app_factory: str) -> None:
+    from gateway.http_protocol import GatewayHttpProtocol
+
     gw = settings.gateway
     uvicorn.run(
         app_factory,
@@ -66,7 +68,7 @@ def _serve(uvicorn: Any, settings: GatewayConfig, app_factory: str) -> None:
         port=gw.port,
         workers=gw.workers,
         loop="uvloop",
-        http="httptools",
+        http=GatewayHttpProtocol,  # httptools, one socket write per response
         access_log=False,
         log_level=settings.log_level.lower(),
         backlog=4096,
