@@ -40,7 +40,7 @@ HISTORY_LIMIT = 50
 FAIL_FAST_HTTP = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",
 }
 """MLflow client HTTP settings for long-running services (the sync): an unreachable server fails a
 call in seconds. MLflow's defaults (7 retries, exponential backoff) block each call ~4 minutes."""

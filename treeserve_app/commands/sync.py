@@ -26,6 +26,9 @@ def sync(
     wait: bool = typer.Option(False, "--wait", help="Wait for a running sync instead of exiting."),
 ) -> None:
     """Make Triton serve what the registry aliases say (one pass by default)."""
+    from treeserve.registry import fail_fast_registry
+
+    fail_fast_registry()  # MLflow down: a pass or `sync status` says so in seconds, not minutes
     if ctx.invoked_subcommand is not None:
         return
     if once and watch:
