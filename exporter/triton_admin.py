@@ -152,9 +152,9 @@ class TritonAdminClient:
         self._call(f"load of {model!r}", self._client.load_model, model, load=True)
         for version in wait_for:
             self.wait_version_ready(model, version, timeout_s=timeout_s)
-        self._load_explainer(model)
+        self.load_explainer(model)
 
-    def _load_explainer(self, model: str) -> None:
+    def load_explainer(self, model: str) -> None:
         """(Re)load ``model``'s explainer companion when the repository has one (unload it when not).
 
         A companion that fails to load is logged, not raised: predictions do not depend on it,
@@ -168,9 +168,10 @@ class TritonAdminClient:
             self._call(f"load of {companion!r}", self._client.load_model, companion, load=True)
         except ModelLoadError as e:
             log.warning("explainer companion %s did not load: %s", companion, e)
-            self._unload_explainer(model)
+            self.unload_explainer(model)
 
-    def _unload_explainer(self, model: str) -> None:
+    def unload_explainer(self, model: str) -> None:
+        """Unload the explainer companion of ``model`` (predictions are untouched)."""
         companion = explainer_name(model)
         if any(e.get("name") == companion and e.get("state") for e in self.repository_index()):
             try:
@@ -182,7 +183,7 @@ class TritonAdminClient:
         """Unload every version of ``model`` (and of its explainer companion)."""
         self._input_names.pop(model, None)
         self._call(f"unload of {model!r}", self._client.unload_model, model)
-        self._unload_explainer(model)
+        self.unload_explainer(model)
 
     def wait_version_ready(self, model: str, version: int | str, *, timeout_s: float | None = None) -> None:
         """Block until ``model`` ``version`` is READY; ModelLoadError with Triton's reason otherwise."""

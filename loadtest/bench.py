@@ -18,6 +18,8 @@ Benchmarks (each returns a section dict, see ``loadtest.bench_report``):
 - ``multi_triton`` 2 Triton servers x 2 gateways x 1 sync under load: failed requests when one
                 Triton is killed, the mixed-version window of a promotion, recovery after a
                 restart of the only Triton (``loadtest.bench_multi_triton.run_multi_triton_bench``)
+- ``explain``   explain p99 at c=8 and predict req/s with the explainer companion loaded / unloaded
+                (``loadtest.bench_explain.run_explain_bench``)
 
 Calling convention for the bench functions written in other modules: they are called with the
 keyword arguments they name, out of ``settings`` (the world's settings), ``world``
@@ -63,15 +65,16 @@ from treeserve.logs import setup_logging
 log = logging.getLogger("loadtest.bench")
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-BENCHES = ("export", "triton", "gateway", "promotion", "locust", "predlog", "multi_triton")
+BENCHES = ("export", "triton", "gateway", "promotion", "locust", "predlog", "multi_triton", "explain")
 EXTERNAL: dict[str, tuple[str, str]] = {
     "triton": ("loadtest.bench_triton", "run_triton_batching_bench"),
     "gateway": ("loadtest.bench_gateway", "run_gateway_bench"),
     "promotion": ("loadtest.bench_promotion", "run_promotion_bench"),
     "predlog": ("loadtest.bench_predlog", "run_predlog_bench"),
     "multi_triton": ("loadtest.bench_multi_triton", "run_multi_triton_bench"),
+    "explain": ("loadtest.bench_explain", "run_explain_bench"),
 }
-NEEDS_WORLD = {"triton", "gateway", "promotion", "locust", "predlog", "multi_triton"}
+NEEDS_WORLD = {"triton", "gateway", "promotion", "locust", "predlog", "multi_triton", "explain"}
 LOAD_GENERATORS: dict[str, tuple[str, str]] = {
     "wrk": ("gateway", "wrk"),
     "h2load": ("gateway", "nghttp2-client"),

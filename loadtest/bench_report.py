@@ -40,6 +40,8 @@ STABLE_KEYS: tuple[str, ...] = (
     "triton_restart_recovery_s",
     "multi_triton_failover_errors",
     "routing_mixed_window_s",
+    "explain_p99_ms_c8",
+    "predict_rps_ratio_with_explain_installed",
 )
 KEY_MEANING: dict[str, str] = {
     "triton_dynamic_batching_speedup_c32": "Triton req/s with dynamic batching on / off, concurrency 32",
@@ -56,6 +58,8 @@ KEY_MEANING: dict[str, str] = {
     "predlog_durable_rps_ratio_c64": "gateway req/s with the durable prediction log / log disabled, concurrency 64 (goal ≥ 0.9)",
     "triton_restart_recovery_s": "Triton kill -9 + start → the gateway answers with the routed version again, sync running (s, goal ≤ 5)",
     "multi_triton_failover_errors": "failed requests when 1 of 2 Triton servers is killed under load and restarted, 2 gateways (goal 0)",
+    "explain_p99_ms_c8": "explain endpoint p99 latency (ms), 1 entity per request, concurrency 8",
+    "predict_rps_ratio_with_explain_installed": "predict req/s with the explainer companion loaded / unloaded, concurrency 64 (goal ≥ 0.95)",
     "routing_mixed_window_s": "promotion under load: first answer with the new version → last with the old one, 2 gateways (s, goal ≤ routing_poll_interval_s = 1)",
 }
 KEY_OWNER: dict[str, str] = {
@@ -74,6 +78,8 @@ KEY_OWNER: dict[str, str] = {
     "triton_restart_recovery_s": "multi_triton",
     "multi_triton_failover_errors": "multi_triton",
     "routing_mixed_window_s": "multi_triton",
+    "explain_p99_ms_c8": "explain",
+    "predict_rps_ratio_with_explain_installed": "explain",
 }
 """The section expected to report each stable key (its reason is quoted when it is missing)."""
 SECTION_TITLES: dict[str, str] = {
@@ -84,6 +90,7 @@ SECTION_TITLES: dict[str, str] = {
     "locust": "Locust against the gateway (realistic mix)",
     "predlog": "Durable prediction log cost",
     "multi_triton": "Several Triton servers: failover, mixed-version window, restart recovery",
+    "explain": "Explanations: explain latency and the predict path with the explainer installed",
 }
 NOT_MEASURED = "not measured"
 

@@ -171,10 +171,24 @@ class TreeExplainer:
         self._table: np.ndarray | None = None
         if n_leaves * (2**depth) * depth <= _TABLE_ELEMENTS:
             patterns = ((np.arange(2**depth)[:, None] >> np.arange(depth)[None, :]) & 1).astype(np.float64)
-            # [patterns, leaves, depth] -> [leaves, patterns, depth]
-            self._table = np.ascontiguousarray(
-                _leaf_phi(patterns[:, None, :], self._z, self._value).transpose(1, 0, 2)
+            # [patterns, leaves, depth] -> [leaves * patterns, depth]: row leaf * 2**depth + pattern
+            table = _leaf_phi(patterns[:, None, :], self._z, self._value).transpose(1, 0, 2)
+            self._table = np.ascontiguousarray(table.reshape(n_leaves * 2**depth, depth))
+            self._leaf_base = np.arange(n_leaves, dtype=np.int64) * 2**depth
+            # A step that is not followed clears its slot's bit; padded steps clear nothing.
+            self._step_bit = np.where(self._step_slot >= 0, 1 << np.maximum(self._step_slot, 0), 0).astype(
+                np.int64
             )
+        # The sum over leaves: slots sorted by their (group, feature) target, then one reduceat
+        # (single-threaded; a BLAS product would spawn threads on a machine Triton shares).
+        order = np.argsort(self._target, kind="stable")
+        targets = self._target[order]
+        starts = np.flatnonzero(np.r_[True, targets[1:] != targets[:-1]])
+        keep = targets[starts] < dump
+        self._slot_order = order
+        self._group_starts = starts
+        self._group_targets = targets[starts]
+        self._group_keep = keep
 
     @staticmethod
     def _walk(
@@ -219,24 +233,25 @@ class TreeExplainer:
         return np.concatenate(parts, axis=0)
 
     def _explain(self, x: np.ndarray) -> np.ndarray:
-        n = x.shape[0]
+        n, n_leaves = x.shape[0], self._value.size
         values = x[:, self._node_feature]
         go_left = np.where(np.isnan(values), self._node_default_left, values < self._node_threshold)
-        follows = (go_left[:, self._step_node] == self._step_left) | (self._step_slot < 0)
+        follows = go_left[:, self._step_node] == self._step_left
         if self._table is not None:
-            pattern = np.zeros((n, self._value.size), dtype=np.int64)
-            for d in range(self._depth):
-                pattern |= np.all(follows | (self._step_slot != d), axis=2).astype(np.int64) << d
-            phi = self._table[np.arange(self._value.size)[None, :], pattern]
+            failed = np.bitwise_or.reduce(np.where(follows, 0, self._step_bit), axis=2)
+            pattern = ((1 << self._depth) - 1) & ~failed
+            phi = self._table[self._leaf_base + pattern]
         else:
-            o = np.empty((n, self._value.size, self._depth))
+            follows |= self._step_slot < 0
+            o = np.empty((n, n_leaves, self._depth))
             for d in range(self._depth):
                 o[:, :, d] = np.all(follows | (self._step_slot != d), axis=2)
             phi = _leaf_phi(o, self._z, self._value)
         width = self.n_groups * (self.n_features + 1)
-        index = (np.arange(n)[:, None] * (width + 1) + self._target[None, :]).reshape(-1)
-        flat = np.bincount(index, weights=phi.reshape(-1), minlength=n * (width + 1))
-        out = flat.reshape(n, width + 1)[:, :width].reshape(n, self.n_groups, self.n_features + 1)
+        sums = np.add.reduceat(phi.reshape(n, -1)[:, self._slot_order], self._group_starts, axis=1)
+        flat = np.zeros((n, width))
+        flat[:, self._group_targets[self._group_keep]] = sums[:, self._group_keep]
+        out = flat.reshape(n, self.n_groups, self.n_features + 1)
         out[:, :, -1] = self._bias
         return out
 

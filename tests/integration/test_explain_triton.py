@@ -103,3 +103,25 @@ def test_companion_is_installed_loaded_and_removed_with_its_version(
     assert repo_mod.explainer_versions(repo, name) == [2]
     assert triton_server.admin.ready_versions(companion) == {"2"}
     assert companion not in repo_mod.list_models(repo)
+
+
+@pytest.mark.parametrize("flavor", ["onnxruntime", "fil"])
+def test_every_flavour_gets_the_same_companion(
+    triton_server: TritonServer,
+    explained: dict[str, Any],
+    user_registry: UserRegistry,
+    flavor: str,
+) -> None:
+    """The local Triton has neither the onnxruntime nor the FIL backend: the companion still serves."""
+    client, settings = explained["client"], explained["settings"]
+    name = f"explain-{flavor}"
+    client.copy_model_version(f"models:/{user_registry.models['multiclass']}/1", name)
+    export(settings, client, name, version=1, repository=triton_server.repository, flavor=flavor)
+    assert repo_mod.read_model_config(triton_server.repository, name).flavor == flavor
+    triton_server.admin.load_explainer(name)
+    x = _rows(user_registry)
+    got = triton_server.admin.infer(repo_mod.explainer_name(name), 1, x, [contract.OUTPUT_CONTRIBUTIONS])
+    booster = explained["boosters"]["multiclass"]
+    booster.feature_names = None
+    want = booster.predict(xgb.DMatrix(x, missing=np.nan), pred_contribs=True)
+    assert np.abs(got[contract.OUTPUT_CONTRIBUTIONS].astype(np.float64) - want).max() <= 1e-4
