@@ -225,7 +225,7 @@ def _reconcile_model(ctx: _Context, model: str, st: ModelStatus) -> None:
     st.desired_aliases = dict(desired.aliases)
     st.retained = list(desired.retained)
     st.desired_versions = list(desired.versions)
-    prestage = _prestage_targets(ctx, model, desired)
+    prestage = _prestage_targets(ctx, model, desired, st.prestaged)
     wanted = [*desired.versions, *prestage]
     # Forget failures of versions nobody wants any more.
     st.failures = {v: f for v, f in st.failures.items() if v in wanted}
@@ -362,11 +362,14 @@ def _reconcile_model(ctx: _Context, model: str, st: ModelStatus) -> None:
     _finish(ctx, model, st, desired.aliases)
 
 
-def _prestage_targets(ctx: _Context, model: str, desired: DesiredState) -> list[str]:
+def _prestage_targets(
+    ctx: _Context, model: str, desired: DesiredState, staged_before: list[str]
+) -> list[str]:
     """Registry versions newer than the champion to stage ahead of a promotion, newest first.
 
     Up to ``sync.prestage_max`` beyond the desired (served and kept) versions. Staging is a head
-    start, not a duty: a registry that cannot list versions now leaves it for the next pass.
+    start, not a duty: a registry that cannot list versions now keeps what was staged before and
+    leaves the rest to the next pass.
     """
     limit = ctx.settings.sync.prestage_max
     champion = desired.champion
@@ -376,7 +379,7 @@ def _prestage_targets(ctx: _Context, model: str, desired: DesiredState) -> list[
         newest = newest_versions(ctx.client, model, limit=limit + len(desired.versions))
     except ServiceUnavailableError as e:
         log.warning("decision=prestage-skipped model=%s error=%s", model, e)
-        return []
+        newest = list(staged_before)
     targets = [v for v in newest if int(v) > int(champion) and v not in desired.versions][:limit]
     if targets:
         log.info("decision=prestage model=%s versions=%s", model, ",".join(targets))

@@ -35,6 +35,7 @@ class FakeRegistry:
     version_tags: dict[tuple[str, str], str] = field(default_factory=dict)
     versions: list[str] = field(default_factory=list)
     """Registered versions (search_model_versions lists them)."""
+    search_fails: bool = False
     down: bool = False
     """Unreachable: every call fails the way MlflowClient does when the server does not answer."""
 
@@ -46,6 +47,8 @@ class FakeRegistry:
         self, filter_string: str, order_by: list[str] | None = None, max_results: int = 1000
     ) -> list[Any]:
         self._check()
+        if self.search_fails:
+            raise OSError("connection reset by peer")
         assert order_by == ["version_number DESC"]
         newest = sorted(self.versions, key=int, reverse=True)[:max_results]
         return [SimpleNamespace(version=v, status="READY") for v in newest]
@@ -528,3 +531,13 @@ def test_a_staged_version_with_another_contract_never_blocks_the_first_champion(
     assert _routing(world) == {"champion": "1"} and world.triton.ready == {"1"}
     failure = result.models[MODEL].failures["2"]
     assert failure.reason == "contract" and "one Triton model serves one contract" in failure.message
+
+
+def test_a_staged_version_stays_staged_when_the_registry_cannot_list_versions(world: Any) -> None:
+    world.registry.versions = ["1", "2"]
+    world.registry.aliases = {"champion": "1"}
+    assert world.run().models[MODEL].prestaged == ["2"]
+    world.registry.search_fails = True
+    again = world.run()
+    assert again.ok and again.models[MODEL].prestaged == ["2"]
+    assert world.triton.ready == {"1", "2"} and world.exports == ["1", "2"]
