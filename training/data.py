@@ -7,7 +7,7 @@ The simulation runs day by day, vectorised over customers:
 * daily snapshots (``event_timestamp`` = 00:00 UTC) carry the seven features, with nulls where a
   real pipeline has them (no orders -> no average order value, no e-mail consent, gaps);
 * session activity (``customer_activity``): bursts of sessions in the three hours before each
-  label time and before the end of the world; every session is an event carrying the real-time
+  label time and before the end of the world (ending ``FINAL_BURST_GAP_S`` before it); every session is an event carrying the real-time
   features (sessions in the last hour, cart value, page viewed), shaped by a latent churn intent
   that the daily snapshot does not show;
 * each labelled customer gets one observation time; ``churned_within_30d`` is drawn from
@@ -62,6 +62,10 @@ PAGES = ("home", "search", "product", "cart", "checkout", "account", "help", "ca
 """Pages a session can end on; ``blog`` is outside the model's vocabulary (reaches it as missing)."""
 REALTIME_TTL_S = 3600
 """Real-time values older than this are not visible (the FeatureView's TTL)."""
+FINAL_BURST_GAP_S = 3600
+"""The world's final session burst ends this long before its last snapshot (00:00 UTC of the end
+date): served at any later time its values are past the TTL, so fresh values come from pushes
+only, whatever the hour."""
 
 LABEL = "churned_within_30d"
 STATS_FILE = "customer_stats.parquet"
@@ -292,9 +296,9 @@ def simulate(
         stats[f] = out[f][day_idx, cust_idx]
     stats["created"] = ts + pd.Timedelta(minutes=30)
 
-    # the latest burst: activity in the three hours before the world's last snapshot
+    # the final burst: three hours of activity ending FINAL_BURST_GAP_S before the last snapshot
     alive_end = signup <= total - 1
-    end_s = np.full(n, (total - 1) * 86_400)
+    end_s = np.full(n, (total - 1) * 86_400 - FINAL_BURST_GAP_S)
     idx = np.flatnonzero(alive_end)
     recent = _activity(act_rng, idx, end_s[idx], base_engagement[idx], 0.8 * churned[idx])
     events = {k: np.concatenate([burst[k], recent[k]]) for k in burst}
@@ -320,6 +324,25 @@ def simulate(
         }
     ).sort_values(["event_timestamp", "customer_id"], ignore_index=True)
     return customers, stats, labels, activity
+
+
+def final_burst(activity: pd.DataFrame, world_end: pd.Timestamp) -> pd.DataFrame:
+    """The session events of the world's final burst (the three hours before ``world_end`` minus
+    ``FINAL_BURST_GAP_S``); ``world_end`` is the newest ``customer_stats`` snapshot time."""
+    end = world_end - pd.Timedelta(seconds=FINAL_BURST_GAP_S)
+    ts = activity["event_timestamp"]
+    return activity[(ts > end - pd.Timedelta(hours=3)) & (ts <= end)]
+
+
+def live_activity(activity: pd.DataFrame, world_end: pd.Timestamp) -> pd.DataFrame:
+    """What a live stream would serve at the final burst's end: each customer's latest event of
+    its last hour (``customer_id`` + the real-time columns; customers without one are absent)."""
+    burst = final_burst(activity, world_end)
+    last_hour = burst[
+        burst["event_timestamp"] > burst["event_timestamp"].max() - pd.Timedelta(seconds=REALTIME_TTL_S)
+    ]
+    latest = last_hour.sort_values("event_timestamp").groupby("customer_id").tail(1)
+    return latest.drop(columns="event_timestamp").reset_index(drop=True)
 
 
 def _activity(

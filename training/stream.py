@@ -1,6 +1,6 @@
 """``treeserve data stream``: replay the demo world's session activity against the push endpoint.
 
-Events are drawn (seeded) from the world's latest activity burst (``customer_activity.parquet``:
+Events are drawn (seeded) from the world's final activity burst (``customer_activity.parquet``:
 the sessions of the world's last hours) and sent as if they happened now: ``event_timestamp`` is
 the send time, so the gateway serves them as fresh real-time features. Bounded by ``count`` and
 ``duration_s`` (the first reached stops it) and sent only to a loopback gateway: it is a demo and
@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import pandas as pd
 
-from training.data import ACTIVITY_FILE, STATS_FILE
+from training.data import ACTIVITY_FILE, STATS_FILE, final_burst
 from training.errors import DataNotFoundError
 from training.settings import TrainingConfig
 from treeserve.errors import ConfigError
@@ -70,10 +70,9 @@ def simulated_events(settings: TrainingConfig, *, seed: int) -> Callable[[int], 
     activity = pd.read_parquet(path)
     if activity.empty:
         raise DataNotFoundError(f"{path} holds no events")
-    # the generated burst before the world's last snapshot (pushed rows come later and may hold nulls)
+    # the generated final burst (pushed rows come later and may hold nulls)
     end = pd.read_parquet(data / STATS_FILE, columns=["event_timestamp"])["event_timestamp"].max()
-    times = activity["event_timestamp"]
-    latest = activity[(times > end - pd.Timedelta(hours=3)) & (times <= end)]
+    latest = final_burst(activity, end)
     if latest.empty:
         raise DataNotFoundError(f"{path} holds no events of the world's last hours")
     records = rows_from_records(latest.drop(columns="event_timestamp").to_dict("records"))

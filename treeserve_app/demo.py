@@ -328,13 +328,12 @@ def _send_drifted_traffic(s: Settings, url: str, model: str, *, n_rows: int = 20
     stats = pd.read_parquet(out / "customer_stats.parquet")
     latest = stats.sort_values("event_timestamp").groupby("customer_id").tail(1).head(n_rows)
     # real-time features as a live stream would have them: the last hour's latest session event
+    from training.data import live_activity
+
     activity = pd.read_parquet(out / "customer_activity.parquet")
-    end = stats["event_timestamp"].max()
-    fresh = activity[activity["event_timestamp"] > end - pd.Timedelta(hours=1)]
-    fresh = (
-        fresh.sort_values("event_timestamp").groupby("customer_id").tail(1).drop(columns="event_timestamp")
+    latest = latest.merge(
+        live_activity(activity, stats["event_timestamp"].max()), on="customer_id", how="left"
     )
-    latest = latest.merge(fresh, on="customer_id", how="left")
     body = json.loads(urllib.request.urlopen(f"{url}/v1/models/{model}", timeout=10).read())
     features: list[str] = body["features"]
     sent = 0
