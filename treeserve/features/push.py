@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import pandas as pd
 
 from treeserve.errors import NotFoundError, TreeserveError, ValidationFailedError
-from treeserve.features.source import store_unavailable
+from treeserve.features.source import OnlineStoreUnavailableError, first_line, store_unavailable
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -278,7 +278,10 @@ class FeastFeaturePusher:
             try:
                 self._store.push(push_source, frame, to=PushMode.ONLINE_AND_OFFLINE)
             except Exception as e:
-                raise store_unavailable(self.store_name, e) from e
+                raise OnlineStoreUnavailableError(
+                    f"the push to {push_source!r} could not be written (online store {self.store_name}, "
+                    f"offline copy): {first_line(e)}"
+                ) from e
         return PushResult(push_source, len(frame), schema.feature_views)
 
     def _source_path(self, push_source: str) -> Path | None:
