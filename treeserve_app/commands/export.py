@@ -79,7 +79,8 @@ def export_command(
     verb = "already installed" if inst.reused else "installed"
     typer.echo(
         f"{model} version {inst.version} {verb} at {inst.path} ({inst.flavor}, {inst.task}, "
-        f"{len(inst.features)} features, parity max |diff| {inst.max_abs_diff:.2g}) "
+        f"{len(inst.features)} features, parity max |diff| {inst.max_abs_diff:.2g}"
+        f"{_explainer_parity(inst.metadata.parity)}) "
         f"in {time.monotonic() - started:.1f} s"
     )
     versions = ", ".join(str(v) for v in result.model.versions) or "none"
@@ -217,3 +218,9 @@ def triton_logs(
                     sys.stdout.flush()
                 else:
                     time.sleep(0.5)
+
+
+def _explainer_parity(parity: Any) -> str:
+    """ ", explainer max |diff| X" when the version was exported with its explainer companion."""
+    diff = parity.get("contributions_max_abs_diff") if hasattr(parity, "get") else None
+    return f", explainer max |diff| {float(diff):.2g}" if diff is not None else ""
