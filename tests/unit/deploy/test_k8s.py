@@ -270,6 +270,8 @@ def test_settings_parse_and_point_at_the_services_and_volumes(
         mounts = _mounts(gateway, containers(gateway)[0])
         assert mounts[str(gw.exporter.repository)] == repo_claim
         assert mounts[str(gw.path(gw.gateway.predlog_dir))] == "predlog"
+        # Pushes append to the offline copy of the activity source: a shared, writable volume.
+        assert mounts[str(gw.path(gw.data.data_dir))] == "feature-data"
         assert gw.feast.online_store == "redis" and ",password=" in gw.feast.redis_connection_string
         assert gw.feast_registry_uri.startswith("postgresql+psycopg2://feast:")
         assert gw.mlflow_tracking_uri.startswith("http://")
