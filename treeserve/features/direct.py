@@ -184,32 +184,43 @@ class DirectFeatureSource(FeastFeatureSource):
             plans, join_keys = self._plans[feature_service]
             n_features = sum(len(p.features) for p in plans)
             out = np.full((len(keys), n_features), np.nan, dtype=np.float64)
-            event_ts: dict[str, np.ndarray] = {}
-            for plan in plans:
-                ts = event_ts[plan.view.name] = np.full(len(keys), np.nan)
-                if self._resp:
-                    await self._read_resp(plan, join_keys, keys, out, ts)
-                    continue
-                protos = self._entity_protos(plan, join_keys, keys)
-                if self._async:
-                    rows = await self._online.online_read_async(
-                        self._config, plan.view, protos, list(plan.features)
-                    )
-                else:
-                    rows = self._online.online_read(self._config, plan.view, protos, list(plan.features))
-                for i, (stamp, values) in enumerate(rows):
-                    if not values:
-                        continue
-                    ts[i] = _epoch_s(stamp)
-                    for name, col, enc in zip(plan.features, plan.columns, plan.encodings, strict=True):
-                        v = values.get(name)
-                        if v is not None:
-                            out[i, col] = value_to_float(v, enc)
+            event_ts: dict[str, np.ndarray] = {p.view.name: np.full(len(keys), np.nan) for p in plans}
+            if self._resp:  # every view in one pipeline: one round trip per read
+                await self._read_resp(plans, join_keys, keys, out, event_ts)
+            else:
+                await self._read_online(plans, join_keys, keys, out, event_ts)
         except TreeserveError:
             raise
         except Exception as e:
             raise store_unavailable(self.store_name, e) from e
         return expire(self.layout(feature_service), out, event_ts)
+
+    async def _read_online(
+        self,
+        plans: Sequence[_ViewPlan],
+        join_keys: list[str],
+        keys: Sequence[tuple[str, ...]],
+        out: np.ndarray,
+        event_ts: dict[str, np.ndarray],
+    ) -> None:
+        """The online store's own ``online_read`` per view (stores without the raw Redis path)."""
+        for plan in plans:
+            ts = event_ts[plan.view.name]
+            protos = self._entity_protos(plan, join_keys, keys)
+            if self._async:
+                rows = await self._online.online_read_async(
+                    self._config, plan.view, protos, list(plan.features)
+                )
+            else:
+                rows = self._online.online_read(self._config, plan.view, protos, list(plan.features))
+            for i, (stamp, values) in enumerate(rows):
+                if not values:
+                    continue
+                ts[i] = _epoch_s(stamp)
+                for name, col, enc in zip(plan.features, plan.columns, plan.encodings, strict=True):
+                    v = values.get(name)
+                    if v is not None:
+                        out[i, col] = value_to_float(v, enc)
 
     def _redis_key(self, plan: _ViewPlan, join_keys: list[str], row: tuple[str, ...]) -> bytes:
         key = plan.redis_keys.get(row)
@@ -225,12 +236,13 @@ class DirectFeatureSource(FeastFeatureSource):
 
     async def _read_resp(
         self,
-        plan: _ViewPlan,
+        plans: Sequence[_ViewPlan],
         join_keys: list[str],
         keys: Sequence[tuple[str, ...]],
         out: np.ndarray,
-        event_ts: np.ndarray,
+        event_ts: dict[str, np.ndarray],
     ) -> None:
+        """One HMGET per (view, key), every view's sent as one pipeline on one connection."""
         from feast.protos.feast.types.Value_pb2 import Value as ValueProto
         from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -238,30 +250,35 @@ class DirectFeatureSource(FeastFeatureSource):
             raise OnlineStoreUnavailableError("the direct reader needs entity_key_serialization_version 3")
         online: Any = self._online
         client = await online._get_client_async(self._config.online_store)
-        head, tail = plan.hmget_head, plan.hmget_tail
-        packed = b"".join(head + _resp_bulk(self._redis_key(plan, join_keys, row)) + tail for row in keys)
+        packed = b"".join(
+            plan.hmget_head + _resp_bulk(self._redis_key(plan, join_keys, row)) + plan.hmget_tail
+            for plan in plans
+            for row in keys
+        )
         pool = client.connection_pool
         conn = await pool.get_connection()
         try:
             await conn.send_packed_command(packed, check_health=False)
-            replies = [await conn.read_response() for _ in keys]
+            replies = [await conn.read_response() for _ in range(len(plans) * len(keys))]
         except BaseException:
             await conn.disconnect()
             raise
         finally:
             await pool.release(conn)
         parse = ValueProto.FromString
-        n = len(plan.features)
-        for i, reply in enumerate(replies):
-            if isinstance(reply, Exception):
-                raise reply
-            for k in range(n):
-                raw = reply[k]
-                if raw:
-                    out[i, plan.columns[k]] = value_to_float(parse(raw), plan.encodings[k])
-            if reply[n]:
-                stamp = Timestamp.FromString(reply[n])
-                event_ts[i] = stamp.seconds + stamp.nanos / 1e9
+        for p, plan in enumerate(plans):
+            n = len(plan.features)
+            ts = event_ts[plan.view.name]
+            for i, reply in enumerate(replies[p * len(keys) : (p + 1) * len(keys)]):
+                if isinstance(reply, Exception):
+                    raise reply
+                for k in range(n):
+                    raw = reply[k]
+                    if raw:
+                        out[i, plan.columns[k]] = value_to_float(parse(raw), plan.encodings[k])
+                if reply[n]:
+                    stamp = Timestamp.FromString(reply[n])
+                    ts[i] = stamp.seconds + stamp.nanos / 1e9
 
     # ---- start-up self-check ----------------------------------------------------------------
     async def verify(self, feature_service: str) -> None:
