@@ -5,8 +5,9 @@
   companion ``<m>__explain`` over that run give the rows per execution (its dynamic batching).
 * ``predict_rps_ratio_with_explain_installed``: ``wrk`` at 64 connections on predict against the
   same gateway and Triton with the explainer companion loaded, and with it unloaded, runs
-  interleaved (``repeats`` each) so drift of the shared machine hits both alike; the ratio of the
-  medians (goal ≥ 0.95). The companion is loaded again at the end.
+  interleaved in ABBA order (``repeats`` each, a settle pause after each load/unload) so drift of
+  the shared machine and the order hit both alike; the ratio of the medians (goal ≥ 0.95). The
+  companion is loaded again at the end.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import functools
 import logging
 import shutil
 import statistics
+import time
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +48,7 @@ def run_explain_bench(
     quick: bool = False,
     duration_s: float = 8.0,
     warmup_s: float = 2.0,
+    settle_s: float = 1.0,
 ) -> dict[str, Any]:
     """The explain section: explain p99 at c=8 and the predict req/s ratio with/without the explainer."""
     if shutil.which("wrk") is None:
@@ -97,9 +100,10 @@ def run_explain_bench(
         )
 
     predict: dict[str, list[dict[str, Any]]] = {"installed": [], "not installed": []}
+    order = list(predict)
     try:
-        for _ in range(repeats):
-            for variant in predict:
+        for i in range(repeats):
+            for variant in order if i % 2 == 0 else order[::-1]:
                 if variant == "installed":
                     admin.load_explainer(world.model)
                     admin.wait_version_ready(companion, world.version)
@@ -107,6 +111,7 @@ def run_explain_bench(
                     admin.unload_explainer(world.model)
                     if str(world.version) in admin.ready_versions(companion):
                         raise RuntimeError(f"{companion} did not unload")
+                time.sleep(settle_s)  # the stub's start or exit is not part of the measurement
                 res = run_wrk(
                     gateway.url,
                     predict_script,
@@ -147,7 +152,7 @@ def run_explain_bench(
         "description": (
             f"wrk, 1 entity per request, {repeats} run(s) of {duration_s:.0f} s after {warmup_s:.0f} s warm-up: "
             f"explain at {EXPLAIN_CONNECTIONS} connections; predict at {PREDICT_CONNECTIONS} connections with "
-            f"the explainer companion {companion} loaded in Triton and unloaded, interleaved. One gateway, "
+            f"the explainer companion {companion} loaded in Triton and unloaded, interleaved (ABBA). One gateway, "
             "one Triton, load generator on the same 2 cores."
         ),
         "rows": rows,
