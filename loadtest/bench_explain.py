@@ -7,7 +7,9 @@
   same gateway and Triton with the explainer companion loaded, and with it unloaded, runs
   interleaved in ABBA order (``repeats`` each, a settle pause after each load/unload) so drift of
   the shared machine and the order hit both alike; the ratio of the medians (goal ≥ 0.95). The
-  companion is loaded again at the end.
+  companion is loaded again at the end. Beside req/s, Triton's CPU (tritonserver and its
+  Python-backend stubs, the idle companion's included) per answered predict request: on a shared
+  machine req/s swings between runs far more than CPU per request.
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ def run_explain_bench(
     )
     pid = gateway.proc.pid if gateway.proc is not None else None
     cpu_of = functools.partial(tree_cpu_s, pid)
+    triton_cpu_of = functools.partial(tree_cpu_s, triton.pid())
 
     explain_runs: list[dict[str, Any]] = []
     batching: list[float] = []
@@ -118,7 +121,7 @@ def run_explain_bench(
                     connections=PREDICT_CONNECTIONS,
                     duration_s=duration_s,
                     warmup_s=warmup_s,
-                    cpu_of=cpu_of,
+                    cpu_of=triton_cpu_of,
                 )
                 if res["non_2xx"] or res["socket_errors"] or not res["rps"]:
                     raise RuntimeError(f"predict answered errors under load ({variant}): {res}")
@@ -127,6 +130,7 @@ def run_explain_bench(
     finally:
         admin.load_explainer(world.model)
     rps = {v: statistics.median(r["rps"] for r in runs) for v, runs in predict.items()}
+    cpu = {v: statistics.median(_cpu_us_per_request(r) for r in runs) for v, runs in predict.items()}
     rows = [
         {
             "request": f"explain, c={EXPLAIN_CONNECTIONS}",
@@ -134,6 +138,7 @@ def run_explain_bench(
             "p50 ms": median_min_max(r["p50_ms"] for r in explain_runs),
             "p99 ms": median_min_max(r["p99_ms"] for r in explain_runs),
             "rows per explainer execution": median_min_max(batching),
+            "Triton CPU µs/request": "",
         },
         *(
             {
@@ -142,6 +147,7 @@ def run_explain_bench(
                 "p50 ms": median_min_max(r["p50_ms"] for r in runs),
                 "p99 ms": median_min_max(r["p99_ms"] for r in runs),
                 "rows per explainer execution": "",
+                "Triton CPU µs/request": median_min_max(_cpu_us_per_request(r) for r in runs),
             }
             for variant, runs in predict.items()
         ),
@@ -160,4 +166,11 @@ def run_explain_bench(
         "explain_rps_c8": statistics.median(r["rps"] for r in explain_runs),
         "explain_rows_per_execution_c8": statistics.median(batching),
         "predict_rps_ratio_with_explain_installed": round(rps["installed"] / rps["not installed"], 3),
+        "predict_triton_cpu_us_per_request_with_explain_installed": round(cpu["installed"], 1),
+        "predict_triton_cpu_us_per_request_without_explain": round(cpu["not installed"], 1),
     }
+
+
+def _cpu_us_per_request(res: dict[str, Any]) -> float:
+    """Triton CPU (process tree, after the warm-up) per answered request, in µs."""
+    return float(res.get("cpu_s") or 0.0) / max(1, int(res.get("requests") or 0)) * 1e6
