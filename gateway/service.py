@@ -141,6 +141,7 @@ class PredictionService:
         self._median_cache: dict[tuple[str, tuple[str, ...]], np.ndarray] = {}
         self._median_cache_owner: dict[tuple[str, tuple[str, ...]], VersionInfo] = {}
         self._metric_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        self._label_children: dict[tuple[Any, tuple[str, ...]], Any] = {}
 
     # ---- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -680,21 +681,33 @@ class PredictionService:
     ) -> None:
         """Metrics of one scored group: missing values, imputations, fallbacks, rows and scores."""
         features = view.features
+        child = self._metric_child
         if p.missing is not None:
-            for j in np.flatnonzero(p.missing.sum(axis=0)):
-                metrics.MISSING_FEATURES.labels(view.name, features[j]).inc(int(p.missing[:, j].sum()))
+            missing = p.missing.sum(axis=0)
+            for j in np.flatnonzero(missing):
+                child(metrics.MISSING_FEATURES, view.name, features[j]).inc(int(missing[j]))
             counts = p.imputed_counts
             if counts is not None:
                 for j in np.flatnonzero(counts):
-                    metrics.IMPUTATIONS.labels(view.name, features[j]).inc(int(counts[j]))
+                    child(metrics.IMPUTATIONS, view.name, features[j]).inc(int(counts[j]))
             for reason in r.fallback:
                 if reason:
-                    metrics.FALLBACKS.labels(view.name, reason.split(":")[0]).inc()
+                    child(metrics.FALLBACKS, view.name, reason.split(":")[0]).inc()
         if len(r.scores):
             counter, hist = self._row_metrics(view.name, info.version, route)
             counter.inc(len(r.scores))
             for v in r.scores:
                 hist.observe(float(v))
+
+    def _metric_child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, looked up once (a label lookup per batch and feature adds up)."""
+        key = (metric, labels)
+        found = self._label_children.get(key)
+        if found is None:
+            found = metric.labels(*labels)
+            if len(self._label_children) < 10_000:
+                self._label_children[key] = found
+        return found
 
     def _policy(self, features: tuple[str, ...]) -> scoring.MissingValuePolicy:
         policy = self._policy_cache.get(features)
