@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from gateway import metrics
-from gateway.breaker import CircuitBreaker
+from gateway.breaker import READY_RECHECK_S, CircuitBreaker
 from gateway.errors import CircuitOpenError, DeadlineExceededError, TritonUnavailableError
 from gateway.settings import GatewayTritonSettings
 from treeserve import contract
@@ -287,8 +287,13 @@ class GrpcTritonClient:
         except Exception as e:
             ready, why = False, f"unreachable: {e}"
         server.problem = why
-        if ready and server.breaker.state != CircuitBreaker.CLOSED:
-            server.breaker.success()
+        if server.breaker.state != CircuitBreaker.CLOSED:
+            if ready:
+                server.breaker.success()
+            elif why.startswith("unreachable"):
+                server.breaker.failure()  # not answering: the next probe after the full reset_s
+            else:
+                server.breaker.not_ready()  # answering, loading: probed again shortly
         return ready
 
     async def server_ready(self) -> bool:
@@ -326,7 +331,7 @@ class GrpcTritonClient:
     async def _watch(self) -> None:
         """Re-resolve ``grpc_dns``; probe servers whose breaker is open for the routed versions."""
         settings = self._settings
-        interval_s = max(0.05, min(settings.breaker_reset_s, 1.0))
+        interval_s = max(0.05, min(settings.breaker_reset_s, 1.0, READY_RECHECK_S))
         next_dns = time.monotonic() + settings.dns_refresh_s
         while True:
             await asyncio.sleep(interval_s)

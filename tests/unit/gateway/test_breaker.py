@@ -114,3 +114,36 @@ async def test_a_cancelled_probe_does_not_wedge_the_breaker() -> None:
     assert b.admit() is True and b.admit() is None  # one probe at a time
     b.probe_done()  # the probe ended without a verdict
     assert b.state == CircuitBreaker.OPEN and b.admit() is True
+
+
+async def test_a_server_answering_without_the_version_is_probed_again_soon(monkeypatch: Any) -> None:
+    monkeypatch.setattr("gateway.breaker.READY_RECHECK_S", 0.0)  # "soon": no wait in a unit test
+    fake = FakeChannel()
+    c = GrpcTritonClient(
+        GatewayTritonSettings(grpc_url="fake:1", breaker_failures=1, breaker_reset_s=3600, max_retries=0),
+        channel_factory=lambda url: fake,
+    )
+    fake.state = "down"
+    with pytest.raises(TritonUnavailableError):
+        await infer(c)
+    with pytest.raises(CircuitOpenError):
+        await infer(c)  # a server that does not answer waits the full reset
+    fake.state = "empty"  # restarted, loading
+    assert not await c.model_ready("m", "1")
+    assert c.servers[0].breaker.state == CircuitBreaker.OPEN
+    with pytest.raises(TritonUnavailableError, match="not ready"):
+        await infer(c)  # probed at once, not after reset_s; still open while it is not READY
+    fake.state = "serving"
+    assert (await infer(c)).shape == (3, 2)  # the next probe finds it READY and closes the breaker
+    assert c.servers[0].breaker.state == CircuitBreaker.CLOSED
+
+
+def test_an_unreachable_probe_waits_the_full_reset_again(monkeypatch: Any) -> None:
+    monkeypatch.setattr("gateway.breaker.READY_RECHECK_S", 0.0)
+    b = CircuitBreaker(failures=1, reset_s=3600, target="t")
+    b.failure()
+    assert not b.probe_due()
+    b.not_ready()
+    assert b.probe_due() and b.admit() is True
+    b.failure()  # the probe found the server gone again
+    assert not b.probe_due() and b.admit() is None
