@@ -154,6 +154,15 @@ class TritonAdminClient:
             self.wait_version_ready(model, version, timeout_s=timeout_s)
         self.load_explainer(model)
 
+    def load_override(self, model: str, config: str) -> None:
+        """Load ``model`` with ``config`` (JSON, e.g. naming only the routed versions) instead of its
+        config.pbtxt; the explainer companion is left to the next plain :meth:`load`.
+
+        ModelLoadError with Triton's reason when the load fails.
+        """
+        self._input_names.pop(model, None)
+        self._call(f"load of {model!r}", self._client.load_model, model, config=config, load=True)
+
     def load_explainer(self, model: str) -> None:
         """(Re)load ``model``'s explainer companion when the repository has one (unload it when not).
 

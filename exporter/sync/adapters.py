@@ -51,6 +51,11 @@ def read_current(repo: Path, model: str) -> repo_mod.RepositoryModel | None:
         return None
 
 
+def config_override(repo: Path, model: str, versions: set[str]) -> str:
+    """The model's config as a JSON load override that loads only ``versions``."""
+    return repo_mod.config_override(repo, model, versions)
+
+
 def build_spec(
     settings: SyncConfig, repo: Path, model: str, *, versions: list[str], routing: dict[str, str]
 ) -> TritonModelSpec:

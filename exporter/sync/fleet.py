@@ -105,8 +105,9 @@ class TritonFleet:
         sets = list(per.values())
         return set.intersection(*sets) if sets else set()
 
-    def load(self, model: str, *, unless_ready: set[str] | None = None) -> None:
-        """(Re)load ``model`` on every up server (only those lacking ``unless_ready`` when given).
+    def load(self, model: str, *, unless_ready: set[str] | None = None, config: str | None = None) -> None:
+        """(Re)load ``model`` on every up server (only those lacking ``unless_ready`` when given);
+        ``config``: a JSON config to load instead of the file's (the explainer companion follows).
 
         A server that stops answering goes down; a refused load is raised after every server was
         asked (what did come up is read back by the caller).
@@ -117,7 +118,11 @@ class TritonFleet:
 
         def load_one(url: str, client: Any) -> None:
             try:
-                client.load(model)
+                if config is None:
+                    client.load(model)
+                else:
+                    client.load_override(model, config)
+                    client.load_explainer(model)
             except TritonControlError as e:
                 if client.live():
                     refused.append(str(e))
@@ -140,6 +145,31 @@ class TritonFleet:
             with ThreadPoolExecutor(max_workers=min(8, len(targets))) as pool:
                 list(pool.map(load_in_thread, targets))
         self.require_one()
+        if refused:
+            raise TritonControlError("; ".join(refused))
+
+    def load_override(self, model: str, config: str, urls: list[str]) -> None:
+        """Load ``model`` with the JSON ``config`` on the up servers among ``urls`` (in parallel),
+        then its explainer companion; a refused load is raised after every server was asked."""
+        refused: list[str] = []
+
+        def one(url: str) -> None:
+            client = self._client_factory(url)  # a worker thread uses a client of its own
+            try:
+                client.load_override(model, config)
+                client.load_explainer(model)
+            except TritonControlError as e:
+                if client.live():
+                    refused.append(str(e))
+                else:
+                    self._down(url, e)
+            finally:
+                client.close()
+
+        targets = [u for u in urls if u in self.up]
+        if targets:
+            with ThreadPoolExecutor(max_workers=min(8, len(targets))) as pool:
+                list(pool.map(one, targets))
         if refused:
             raise TritonControlError("; ".join(refused))
 

@@ -212,6 +212,7 @@ def _pass(
 
 def _reconcile_model(ctx: _Context, model: str, st: ModelStatus) -> None:
     """Bring one model to its desired state, updating ``st`` in place."""
+    restored = _load_routed_first(ctx, model)
     now = time.time()
     state = read_model_state(ctx.client, model)
     aliases = state.aliases
@@ -291,14 +292,17 @@ def _reconcile_model(ctx: _Context, model: str, st: ModelStatus) -> None:
     per_server = ctx.triton.ready_by_server(model)
     if any(ready_on != set(load_set) for ready_on in per_server.values()):
         log.info("decision=load model=%s versions=%s", model, ",".join(load_set))
-        _load(ctx, model, unless_ready=set(load_set))
+        # After a routed-first load Triton holds that config and takes an unchanged file for
+        # loaded: the full set then goes as an override too.
+        override = adapters.config_override(ctx.repo, model, set(load_set)) if restored else None
+        _load(ctx, model, unless_ready=set(load_set), config=override)
     ready = ctx.triton.ready_versions(model)
 
     # 5. canary what was (re)loaded.
     for v in candidates:
         if v not in ready:
             _fail(ctx, st, model, v, "triton", f"version {v} did not become ready in Triton")
-        elif v not in ready_before or v in recheck:
+        elif v not in ready_before or v in recheck or v in restored:
             try:
                 _canary(ctx, model, v, spec.output_names)
             except CanaryError as e:
@@ -360,6 +364,37 @@ def _reconcile_model(ctx: _Context, model: str, st: ModelStatus) -> None:
     st.installed_versions = sorted(installed, key=int)
     st.prestaged = [v for v in prestage if v in ready and v not in st.failures]
     _finish(ctx, model, st, desired.aliases)
+
+
+def _load_routed_first(ctx: _Context, model: str) -> set[str]:
+    """On servers lacking a routed version (restarted, started empty), load the routed versions
+    alone, before the registry is read and before the kept and staged versions (step 4 loads those
+    next), then the explainer companion: the served version is READY seconds sooner.
+
+    Returns the versions loaded so; this pass canaries them like any newly loaded version. Only a
+    head start: a failure here is logged and left to step 4.
+    """
+    try:
+        current = adapters.read_current(ctx.repo, model)
+    except TreeserveError:
+        return set()  # an unreadable config is the pass's to report
+    routed = set(current.routing.values()) if current is not None else set()
+    if not routed:
+        return set()
+    lacking = [url for url, ready in ctx.triton.ready_by_server(model).items() if not routed <= ready]
+    if not lacking:
+        return set()
+    log.info(
+        "decision=load-routed-first model=%s versions=%s servers=%s",
+        model,
+        ",".join(_ordered(routed)),
+        ",".join(lacking),
+    )
+    try:
+        ctx.triton.load_override(model, adapters.config_override(ctx.repo, model, routed), lacking)
+    except TreeserveError as e:
+        log.warning("decision=load-routed-first-failed model=%s error=%s", model, e)
+    return routed
 
 
 def _prestage_targets(
@@ -441,9 +476,11 @@ def _count_failure(ctx: _Context, model: str, reason: str) -> None:
         ctx.metrics.failures.labels(model=model, reason=reason).inc()
 
 
-def _load(ctx: _Context, model: str, *, unless_ready: set[str] | None = None) -> None:
+def _load(
+    ctx: _Context, model: str, *, unless_ready: set[str] | None = None, config: str | None = None
+) -> None:
     try:
-        ctx.triton.load(model, unless_ready=unless_ready)
+        ctx.triton.load(model, unless_ready=unless_ready, config=config)
     except TritonControlError as e:
         # A version that fails to load makes the whole load call fail; what did come up is read
         # back afterwards, so only Triton being unreachable aborts the pass.

@@ -14,7 +14,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -143,6 +143,16 @@ def read_model_config(repo: Path, model: str) -> RepositoryModel:
     except ConfigError as e:
         raise RepositoryError(f"{path}: {e}") from e
     return RepositoryModel(spec=spec, flavor=flavor, path=path.parent)
+
+
+def config_override(repo: Path, model: str, versions: Iterable[int | str]) -> str:
+    """``model``'s config.pbtxt as the JSON config of a Triton load request that loads only
+    ``versions`` (the routed ones first after a restart; the file's own load adds the rest)."""
+    from google.protobuf import json_format
+
+    cfg, _ = _read_config_message(repo, model)
+    cfg.version_policy.specific.versions[:] = sorted(int(v) for v in versions)
+    return json_format.MessageToJson(cfg, preserving_proto_field_name=True, indent=None)
 
 
 def read_routing(repo: Path, model: str) -> dict[str, str]:

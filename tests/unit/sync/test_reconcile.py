@@ -93,6 +93,8 @@ class FakeTriton:
     broken_outputs: dict[str, float] = field(default_factory=dict)
     """version -> the value (NaN, inf) its first probability comes back as."""
     seen: list[tuple[dict[str, str], set[str]]] = field(default_factory=list)
+    overrides: list[set[str]] = field(default_factory=list)
+    """The versions of each load with a config override, in order."""
 
     def _check(self) -> None:
         if not self.up:
@@ -108,6 +110,17 @@ class FakeTriton:
         self.loads += 1
         self.ready = {str(v) for v in repo_mod.read_model_config(self.repo, model).versions} - self.refuse
         self.observe()
+
+    def load_override(self, model: str, config: str) -> None:
+        """A load with a JSON config instead of the file's: only the versions it names."""
+        self._check()
+        versions = {str(v) for v in json.loads(config)["version_policy"]["specific"]["versions"]}
+        self.overrides.append(versions)
+        self.ready = self.ready | (versions - self.refuse)
+        self.observe()
+
+    def load_explainer(self, model: str) -> None:
+        pass
 
     def live(self) -> bool:
         return self.up
@@ -393,6 +406,26 @@ def test_a_pass_never_deletes_the_last_version_serving_an_alias(world: Any) -> N
     assert _routing(world) == {"champion": "1"}  # still routed: serving resumes once it loads
     assert repo_mod.version_dir(world.repo, MODEL, 1).exists()
     assert "champion -> 1 is routed but not served (canary" in result.models[MODEL].message
+
+
+def test_a_restarted_triton_gets_the_routed_version_first_and_canaried(world: Any) -> None:
+    world.registry.aliases = {"champion": "1"}
+    assert world.run().ok
+    world.registry.aliases = {"champion": "2"}
+    assert world.run().ok and world.triton.ready == {"1", "2"}  # 1 kept for rollback
+    assert world.triton.overrides == []  # nothing lacking: plain loads only
+    world.triton.ready = set()  # Triton restarted empty
+    world.triton.bad_canary.add("1")  # the kept version now answers wrongly
+    result = world.run()
+    # The routed version alone, then the rest (an override too: Triton holds the first one).
+    assert world.triton.overrides == [{"2"}, {"1", "2"}]
+    assert "2" in world.triton.ready
+    assert _routing(world) == {"champion": "2"}
+    assert result.models[MODEL].failures["1"].reason == "canary"  # every reloaded version canaried
+    world.triton.ready = set()
+    world.triton.bad_canary = {"2"}  # the routed version loaded first is canaried too
+    result = world.run()
+    assert result.models[MODEL].failures["2"].reason == "canary" and not result.ok
 
 
 @pytest.mark.parametrize("fault", ["canary", "triton"])
