@@ -103,7 +103,11 @@ class CircuitBreaker:
 
     def _set(self, state: int) -> None:
         if state != self.state:
-            log.warning(
+            # The probe cycle of a server still loading (half-open, open again every
+            # READY_RECHECK_S) is debug detail; opening and closing are what an operator reads.
+            cycle = state == self.HALF_OPEN or (self.state == self.HALF_OPEN and state == self.OPEN)
+            log.log(
+                logging.DEBUG if cycle else logging.WARNING,
                 "circuit breaker towards Triton at %s: %s",
                 self.target,
                 ("closed", "half-open", "open")[state],

@@ -62,6 +62,8 @@ class PassResult:
     duration_s: float
     models: dict[str, ModelStatus] = field(default_factory=dict)
     error: str = ""
+    servers_down: list[str] = field(default_factory=list)
+    """Triton servers that did not answer in this pass."""
 
     @property
     def ok(self) -> bool:
@@ -206,7 +208,12 @@ def _pass(
         metrics.record_servers(servers)
     log.info("decision=pass-done result=%s trigger=%s duration_s=%.2f", result, trigger, ended - started)
     return PassResult(
-        result=result, trigger=trigger, duration_s=ended - started, models=models, error=status.error
+        result=result,
+        trigger=trigger,
+        duration_s=ended - started,
+        models=models,
+        error=status.error,
+        servers_down=sorted(down),
     )
 
 

@@ -33,6 +33,11 @@ log = logging.getLogger(__name__)
 
 WEBHOOK_PATH = "/webhooks/mlflow"
 
+DOWN_RECHECK_S = 0.2
+"""Seconds between health checks while a Triton server does not answer (capped by
+``health_interval_s``): its restart is noticed within this rather than ``health_interval_s``, for
+one refused connection per check."""
+
 
 class SyncService:
     """Wake-ups in, passes out: the state shared by the loop and the receiver."""
@@ -60,6 +65,8 @@ class SyncService:
         self._lock = threading.Lock()
         self._hints: dict[str, float] = {}
         self._health_seen: dict[str, float] = {}
+        self._server_down = False
+        """The last pass or health check found a Triton server that does not answer."""
         self.last_result: PassResult | None = None
 
     # ---- receiver side ---------------------------------------------------------------------
@@ -121,6 +128,7 @@ class SyncService:
             cutoff = time.time() - 3600
             self._hints = {k: t for k, t in self._hints.items() if t > cutoff}
         self.last_result = result
+        self._server_down = bool(result.servers_down)
         return result
 
     def run(self, stop: threading.Event) -> None:
@@ -138,19 +146,25 @@ class SyncService:
         """Block until the next pass is due; its trigger: webhook, health or poll."""
         sync = self.settings.sync
         deadline = time.monotonic() + sync.poll_interval_s
-        next_health = time.monotonic() + sync.health_interval_s
+        next_health = time.monotonic() + self._health_every()
         while not stop.is_set():
             now = time.monotonic()
             left = deadline - now
             if left <= 0:
                 return "poll"
             if now >= next_health:
-                next_health = now + sync.health_interval_s
-                if self.needs_pass() is not None:
+                reason = self.needs_pass()
+                next_health = time.monotonic() + self._health_every()
+                if reason is not None:
                     return "health"
             if self._wake.wait(timeout=max(0.01, min(left, next_health - time.monotonic(), 0.5))):
                 return "webhook"
         return "poll"
+
+    def _health_every(self) -> float:
+        """``health_interval_s``; ``DOWN_RECHECK_S`` while a server does not answer."""
+        every = self.settings.sync.health_interval_s
+        return min(every, DOWN_RECHECK_S) if self._server_down else every
 
     def needs_pass(self) -> str | None:
         """Why a pass is needed now: an up server lacks a version the routing names (restarted,
@@ -179,9 +193,11 @@ class SyncService:
             timeout_s=max(1.0, min(5.0, sync.health_interval_s * 2)),
             triton_client=self.triton_client,
         )
+        down = False
         try:
             for url, client in fleet.clients.items():
                 if not client.live():
+                    down = True
                     continue
                 for model, versions in routed.items():
                     try:
@@ -199,6 +215,7 @@ class SyncService:
                         return reason
         finally:
             fleet.close()
+            self._server_down = down
         return None
 
 

@@ -112,3 +112,17 @@ def test_the_same_reason_wakes_once_per_poll_interval(world: Any) -> None:
     clock.now += POLL_INTERVAL_S
     assert service.needs_pass() == first
     assert _wakeups(service, "a:8000") == 2 and _wakeups(service, "b:8000") == 1
+
+
+def test_a_dead_server_is_checked_more_often_until_it_answers(world: Any) -> None:
+    from exporter.sync.service import DOWN_RECHECK_S
+
+    servers, service, _ = world
+    every = service.settings.sync.health_interval_s
+    assert service._health_every() == every
+    servers["b:8000"].up = False  # killed: its restart should be noticed within DOWN_RECHECK_S
+    assert service.needs_pass() is None
+    assert service._health_every() == min(every, DOWN_RECHECK_S) < every
+    servers["b:8000"].up, servers["b:8000"].ready = True, set()  # back, empty
+    assert service.needs_pass() is not None
+    assert service._health_every() == every
