@@ -2,9 +2,10 @@
 
 uvicorn writes a response's status line and headers (``http.response.start``) and its body
 (``http.response.body``) with two ``transport.write`` calls: two ``send`` system calls and two
-TCP segments for a response of a few hundred bytes. ``CombinedWrites`` gathers what is written
-during one event-loop pass and hands it to the socket once, at the end of that pass; closing the
-connection or handing it to another protocol sends what is gathered first.
+TCP segments for a response of a few hundred bytes. ``CombinedWrites`` holds the head and writes
+it together with the body, as soon as the body comes (a write nothing follows goes out at the end
+of the loop pass); closing the connection or handing it to another protocol sends what is held
+first.
 """
 
 from __future__ import annotations
@@ -24,10 +25,16 @@ class CombinedWrites:
         self._chunks: list[bytes] = []
 
     def write(self, data: bytes) -> None:
-        """Gather ``data``; the first write of a pass schedules the flush at the end of the pass."""
-        if not self._chunks:
-            self._loop.call_soon(self.flush)
+        """Hold a first write (a response's head); write it with the next one (its body) at once.
+
+        A write that nothing follows (a head without body, the last chunk of a stream) goes out
+        at the end of the loop pass.
+        """
         self._chunks.append(data)
+        if len(self._chunks) > 1:
+            self.flush()
+        else:
+            self._loop.call_soon(self.flush)
 
     def writelines(self, lines: Any) -> None:
         """Gather every line (one write with the rest of the pass)."""

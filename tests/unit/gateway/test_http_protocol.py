@@ -42,10 +42,19 @@ async def test_head_and_body_of_a_response_are_one_write() -> None:
     real = RecordingTransport()
     t = CombinedWrites(real, asyncio.get_running_loop())  # type: ignore[arg-type]
     t.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
+    assert real.writes == []  # the head waits for its body
     t.write(b"{}")
-    assert real.writes == []  # nothing reaches the socket before the end of the loop pass
+    assert real.writes == [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"]  # at once, not a pass later
     await asyncio.sleep(0)
-    assert real.writes == [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"]
+    assert len(real.writes) == 1
+
+
+async def test_a_write_nothing_follows_goes_out_at_the_end_of_the_pass() -> None:
+    real = RecordingTransport()
+    t = CombinedWrites(real, asyncio.get_running_loop())  # type: ignore[arg-type]
+    t.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+    await asyncio.sleep(0)
+    assert real.writes == [b"HTTP/1.1 204 No Content\r\n\r\n"]
     assert t.get_extra_info("sockname") == ("127.0.0.1", 8080)  # the rest is the real transport's
 
 
