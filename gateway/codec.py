@@ -23,7 +23,7 @@ import orjson
 from starlette.types import Receive
 
 from gateway.errors import GatewayError, InvalidRequestError, PayloadTooLargeError, UnauthorizedError
-from gateway.service import PredictionResult, PredictionService
+from gateway.service import Prediction, PredictionResult, PredictionService
 
 INTERNAL_ERROR = "internal error (see the gateway log)"
 """Message of an unexpected error (the details go to the log, never to the caller)."""
@@ -111,21 +111,26 @@ def parse_predict(body: bytes) -> tuple[list[Any] | None, list[Any] | None]:
     return entities, instances
 
 
+def render_prediction(p: Prediction, entity: Any) -> dict[str, Any]:
+    """One row of ``schemas.PredictResponse`` (explain rows extend it)."""
+    return {
+        "entity": entity,
+        "score": p.score,
+        "risk_tier": p.risk_tier,
+        "label": p.label,
+        "model_version": p.model_version,
+        "route": p.route,
+        "imputed": bool(p.imputed),
+        "imputed_features": list(p.imputed),
+        "fallback": bool(p.fallback),
+        "fallback_reason": p.fallback or None,
+    }
+
+
 def render_result(result: PredictionResult, entities: list[Any] | None) -> dict[str, Any]:
     """The JSON shape of ``schemas.PredictResponse`` (built directly: no per-row model validation)."""
     preds = [
-        {
-            "entity": entities[i] if entities is not None else None,
-            "score": p.score,
-            "risk_tier": p.risk_tier,
-            "label": p.label,
-            "model_version": p.model_version,
-            "route": p.route,
-            "imputed": bool(p.imputed),
-            "imputed_features": list(p.imputed),
-            "fallback": bool(p.fallback),
-            "fallback_reason": p.fallback or None,
-        }
+        render_prediction(p, entities[i] if entities is not None else None)
         for i, p in enumerate(result.predictions)
     ]
     return {

@@ -74,19 +74,9 @@ def render_explanations(result: ExplanationResult, entities: list[Any] | None) -
     """The JSON shape of ``schemas.ExplainResponse``."""
     rows = []
     for i, e in enumerate(result.explanations):
-        p = e.prediction
         rows.append(
             {
-                "entity": entities[i] if entities is not None else None,
-                "score": p.score,
-                "risk_tier": p.risk_tier,
-                "label": p.label,
-                "model_version": p.model_version,
-                "route": p.route,
-                "imputed": bool(p.imputed),
-                "imputed_features": list(p.imputed),
-                "fallback": bool(p.fallback),
-                "fallback_reason": p.fallback or None,
+                **codec.render_prediction(e.prediction, entities[i] if entities is not None else None),
                 "contributions": e.contributions,
                 "bias": e.bias,
                 "reasons": [r.to_dict() for r in e.reasons],
