@@ -1,6 +1,7 @@
 """The benchmark's baseline: the common FastAPI pattern for serving a tree model with Feast.
 
-Per request: Feast SDK ``get_online_features`` for one entity, a one-row pandas DataFrame, and
+Per request: Feast SDK ``get_online_features`` for one entity, a one-row pandas DataFrame (string
+features encoded by the vocabulary the FeatureService declares, as the model was trained), and
 in-process XGBoost ``predict_proba`` of the champion loaded from the MLflow registry. A sync
 endpoint (FastAPI runs it on its thread pool), the way most tutorials write it. Run it fairly
 tuned: one uvicorn worker per core and ``OMP_NUM_THREADS=1``::
@@ -51,13 +52,18 @@ def create_app() -> FastAPI:
     """The baseline app (uvicorn factory)."""
     import pandas as pd
 
-    from treeserve.features.store import feature_service_features, open_feature_store
+    from treeserve.features.store import (
+        feature_service_encodings,
+        feature_service_features,
+        open_feature_store,
+    )
     from treeserve_app.settings import load_settings
 
     settings = load_settings()
     store = open_feature_store(settings)
     service_name = settings.feast.feature_service
     features = feature_service_features(store, service_name)
+    encodings = feature_service_encodings(store, service_name)
     model = _load_model(settings)
     app = FastAPI(title="baseline: per-request Feast + DataFrame + XGBoost")
 
@@ -67,7 +73,8 @@ def create_app() -> FastAPI:
             features=store.get_feature_service(service_name),
             entity_rows=[{"customer_id": req.customer_id}],
         ).to_dict()
-        frame = pd.DataFrame({f: [online[f][0]] for f in features}, dtype="float64")
+        row = {f: [encodings[f].code(online[f][0]) if f in encodings else online[f][0]] for f in features}
+        frame = pd.DataFrame(row, dtype="float64")
         score = float(model.predict_proba(frame)[0, 1])
         return {"customer_id": req.customer_id, "score": score}
 

@@ -76,6 +76,14 @@ def parse_wrk(text: str) -> dict[str, Any]:
     return out
 
 
+def require_answers(what: str, res: dict[str, Any], log_file: Path, *, max_error_share: float = 0.01) -> None:
+    """A run whose requests mostly failed measures nothing: raise, naming the share and the log."""
+    errors = (res.get("non_2xx") or 0) + (res.get("socket_errors") or 0)
+    total = res.get("requests") or 0
+    if not total or errors > max_error_share * total:
+        raise RuntimeError(f"{what}: {errors} of {total} requests failed; see {log_file}")
+
+
 def run_wrk(
     url: str,
     script: Path,
@@ -419,6 +427,8 @@ def run_gateway_bench(
                 warmup_s=warmup_s,
             )
             log.info("c=%d gateway %s baseline %s", c, http["gateway"][str(c)], http["baseline"][str(c)])
+            for name, log_file in (("gateway", gw.log_file), ("baseline", out_dir / "baseline.log")):
+                require_answers(f"{name} at c={c}", http[name][str(c)], log_file)
         results["http"] = http
         procs.stop_pid(baseline.pid)
         baseline = None
