@@ -266,16 +266,21 @@ def _log_model(tracking_uri: str, seed: int) -> Any:
         xgb.DMatrix(X, label=y),
         num_boost_round=50,
     )
+    previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
-    with mlflow.start_run():
-        return mlflow.xgboost.log_model(
-            booster,
-            name="model",
-            signature=infer_signature(X, booster.predict(xgb.DMatrix(X))),
-            input_example=X.head(5),
-            pip_requirements=["xgboost"],
-        )
+    try:
+        with mlflow.start_run():
+            return mlflow.xgboost.log_model(
+                booster,
+                name="model",
+                signature=infer_signature(X, booster.predict(xgb.DMatrix(X))),
+                input_example=X.head(5),
+                pip_requirements=["xgboost"],
+            )
+    finally:  # the process's default registry is not this bench's server (later benches use theirs)
+        mlflow.set_tracking_uri(previous[0])
+        mlflow.set_registry_uri(previous[1])
 
 
 def _register(client: Any, info: Any) -> str:

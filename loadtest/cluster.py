@@ -170,6 +170,7 @@ class Load:
 def private_registry(tracking_uri: str, model: str, version: str, folder: Path) -> tuple[str, str]:
     """A copy of a SQLite MLflow (artifacts stay where they are, read only) with ``version`` of
     ``model`` registered once more; (tracking URI of the copy, the new version)."""
+    import mlflow
     from mlflow import MlflowClient
 
     src = Path(tracking_uri.removeprefix("sqlite:///"))
@@ -180,13 +181,20 @@ def private_registry(tracking_uri: str, model: str, version: str, folder: Path) 
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     mv = client.get_model_version(model, version)
-    new = client.create_model_version(
-        model,
-        str(mv.source),
-        run_id=mv.run_id,
-        tags=dict(mv.tags or {}),  # the contract (features, encodings, entity keys) travels in tags
-        model_id=getattr(mv, "model_id", None),
-    )
+    # MLflow resolves a logged-model source (models:/m-...) through the process's default tracking
+    # URI, not the client's: point it at the copy while registering.
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        new = client.create_model_version(
+            model,
+            str(mv.source),
+            run_id=mv.run_id,
+            tags=dict(mv.tags or {}),  # the contract (features, encodings, entity keys) travels in tags
+            model_id=getattr(mv, "model_id", None),
+        )
+    finally:
+        mlflow.set_tracking_uri(previous)
     return uri, str(new.version)
 
 
