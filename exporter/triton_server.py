@@ -176,6 +176,7 @@ class TritonServer:
                 f"a Triton process (pid {running}) from {self.run_dir} is running but not ready; "
                 "`treeserve triton stop` first"
             )
+        self._forget_admin()  # its pooled connections belong to a process that is gone
         layout = self._prepare()
         for what, port in (
             ("HTTP", self.http_port),
@@ -253,6 +254,7 @@ class TritonServer:
             state = json.loads(self.state_file.read_text())
         if pid is not None:
             procs.stop_pid(pid, timeout_s=timeout_s)
+        self._forget_admin()
         self.pid_file.unlink(missing_ok=True)
         self._cleanup(str(state.get("shm_prefix", "")))
         return pid is not None
@@ -306,6 +308,13 @@ class TritonServer:
         if self._admin is None or self._admin.url != f"{self.host}:{self.http_port}":
             self._admin = TritonAdminClient(self.http_url, timeout_s=self.load_timeout_s)
         return self._admin
+
+    def _forget_admin(self) -> None:
+        """Drop the admin client (a new server process gets a new client, not stale sockets)."""
+        if self._admin is not None:
+            with contextlib.suppress(Exception):
+                self._admin.close()
+            self._admin = None
 
     def load_model(self, model: str, *, timeout_s: float | None = None) -> list[int]:
         """(Re)load ``model`` and wait until the versions its ``config.pbtxt`` lists are READY.
