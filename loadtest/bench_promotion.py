@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from loadtest.machine import process_tree_sum
 from loadtest.settings import LoadtestConfig
 from treeserve.procs import free_port, http_ok, pid_alive, start_background, stop_pid, wait_until
 from treeserve.registry import ensure_registered_model, mlflow_client
@@ -220,23 +221,7 @@ def _wait_staged(settings: LoadtestConfig, version: str, *, timeout_s: float) ->
 
 def _triton_rss_mib(triton: Any) -> float:
     """Resident memory of the Triton process and its children (Python-backend stubs), MiB."""
-    import psutil
-
-    pid = triton.pid()
-    if pid is None:
-        return 0.0
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return 0.0
-    total = 0
-    for p in procs:
-        try:
-            total += p.memory_info().rss
-        except psutil.Error:
-            continue
-    return total / 2**20
+    return process_tree_sum(triton.pid(), lambda p: p.memory_info().rss) / 2**20
 
 
 def _settle(settings: LoadtestConfig, *, since: float, timeout_s: float = 120.0) -> None:

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from loadtest.machine import process_tree_sum
 from loadtest.settings import LoadtestConfig
 from treeserve.repository import VersionMetadata
 
@@ -298,23 +299,7 @@ def _h2load(
 
 def tree_cpu_s(pid: int | None) -> float:
     """User + system CPU seconds of tritonserver and its Python-backend stubs so far."""
-    import psutil
-
-    if pid is None:
-        return 0.0
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return 0.0
-    total = 0.0
-    for p in procs:
-        try:
-            t = p.cpu_times()
-            total += t.user + t.system
-        except psutil.Error:
-            continue
-    return total
+    return process_tree_sum(pid, lambda p: sum(p.cpu_times()[:2]))
 
 
 def _stats(server: Any, model: str) -> dict[str, int]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,3 +69,28 @@ def machine_line(machine: dict[str, Any]) -> str:
         f"{machine.get('usable_cores')} cores ({machine.get('cpu_model')}){mem}, "
         f"{machine.get('os')}, Python {machine.get('python')}"
     )
+
+
+def process_tree_sum(pid: int | None, measure: Callable[[Any], float]) -> float:
+    """Sum of ``measure(process)`` over ``pid`` and its descendants (psutil processes).
+
+    A server such as tritonserver does its work in children too (Python-backend stubs): CPU time
+    and memory figures count the whole tree. Processes that exit while being read count as 0;
+    no ``pid`` (or one already gone) gives 0.
+    """
+    import psutil
+
+    if pid is None:
+        return 0.0
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    total = 0.0
+    for p in procs:
+        try:
+            total += measure(p)
+        except psutil.Error:
+            continue
+    return total

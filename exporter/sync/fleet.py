@@ -105,16 +105,30 @@ class TritonFleet:
         sets = list(per.values())
         return set.intersection(*sets) if sets else set()
 
-    def load(self, model: str, *, unless_ready: set[str] | None = None, config: str | None = None) -> None:
+    def load(
+        self,
+        model: str,
+        *,
+        unless_ready: set[str] | None = None,
+        config: str | None = None,
+        servers: list[str] | None = None,
+    ) -> None:
         """(Re)load ``model`` on every up server (only those lacking ``unless_ready`` when given);
-        ``config``: a JSON config to load instead of the file's (the explainer companion follows).
+        ``config``: a JSON config to load instead of the file's (the explainer companion follows);
+        ``servers``: only the up servers among these, and no server need stay up afterwards (a
+        partial load the caller may let fail, such as the routed-first load after a restart).
 
         A server that stops answering goes down; a refused load is raised after every server was
         asked (what did come up is read back by the caller).
         """
         refused: list[str] = []
         per = self.ready_by_server(model) if unless_ready is not None else {}
-        targets = [u for u in self.up if unless_ready is None or per.get(u, set()) != unless_ready]
+        targets = [
+            u
+            for u in self.up
+            if (servers is None or u in servers)
+            and (unless_ready is None or per.get(u, set()) != unless_ready)
+        ]
 
         def load_one(url: str, client: Any) -> None:
             try:
@@ -144,32 +158,8 @@ class TritonFleet:
             # In parallel: a promotion waits for the slowest server, not for the sum of them.
             with ThreadPoolExecutor(max_workers=min(8, len(targets))) as pool:
                 list(pool.map(load_in_thread, targets))
-        self.require_one()
-        if refused:
-            raise TritonControlError("; ".join(refused))
-
-    def load_override(self, model: str, config: str, urls: list[str]) -> None:
-        """Load ``model`` with the JSON ``config`` on the up servers among ``urls`` (in parallel),
-        then its explainer companion; a refused load is raised after every server was asked."""
-        refused: list[str] = []
-
-        def one(url: str) -> None:
-            client = self._client_factory(url)  # a worker thread uses a client of its own
-            try:
-                client.load_override(model, config)
-                client.load_explainer(model)
-            except TritonControlError as e:
-                if client.live():
-                    refused.append(str(e))
-                else:
-                    self._down(url, e)
-            finally:
-                client.close()
-
-        targets = [u for u in urls if u in self.up]
-        if targets:
-            with ThreadPoolExecutor(max_workers=min(8, len(targets))) as pool:
-                list(pool.map(one, targets))
+        if servers is None:
+            self.require_one()
         if refused:
             raise TritonControlError("; ".join(refused))
 

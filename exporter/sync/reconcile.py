@@ -398,7 +398,7 @@ def _load_routed_first(ctx: _Context, model: str) -> set[str]:
         ",".join(lacking),
     )
     try:
-        ctx.triton.load_override(model, adapters.config_override(ctx.repo, model, routed), lacking)
+        ctx.triton.load(model, config=adapters.config_override(ctx.repo, model, routed), servers=lacking)
     except TreeserveError as e:
         log.warning("decision=load-routed-first-failed model=%s error=%s", model, e)
     return routed
