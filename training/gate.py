@@ -23,9 +23,6 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pandas as pd
-
 from training import registry
 from training.errors import ModelNotFoundError
 from treeserve import contract
@@ -40,9 +37,12 @@ from treeserve.registry import (
 )
 
 if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
     from mlflow import MlflowClient
 
     from training.settings import TrainingConfig
+    from treeserve.registry_clients import RegistryClient
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +111,7 @@ def _load_model(model: str, version: str) -> Any:
 
 def score(model: Any, X: pd.DataFrame) -> np.ndarray:
     """P(positive) from a native Booster or an sklearn-API XGBoost classifier."""
+    import numpy as np
     import xgboost as xgb
 
     X = X.astype(np.float64)
@@ -136,6 +137,7 @@ def evaluate(
     ``champion_scores`` its scores on the same rows, None when it cannot score them
     (``champion_unscorable`` says why). Exactly one ``vs_champion`` check comes back.
     """
+    import numpy as np
     from sklearn.metrics import roc_auc_score
 
     checks: list[GateCheck] = []
@@ -219,9 +221,11 @@ def promote(
         raise ConfigError("--force needs --reason explaining why the gate is overridden")
     if not alias.strip():
         raise ConfigError("alias must not be empty")
-    mlflow_client = registry.client(settings)
-    current = str(registry.get_version(mlflow_client, model, version).version)
-    if registry.alias_version(mlflow_client, model, alias) == current:
+    # The lookups need no MLflow import: a wrong name or an alias already in place answers in
+    # well under a second; scoring below loads MLflow, XGBoost and pandas.
+    lookups = registry.registry_client(settings)
+    current = str(registry.get_version(lookups, model, version).version)
+    if registry.alias_version(lookups, model, alias) == current:
         return GateResult(
             model=model,
             version=current,
@@ -231,6 +235,7 @@ def promote(
             alias_moved=False,
             already=True,
         )
+    mlflow_client = registry.client(settings)
     result = _check(settings, mlflow_client, model, version, alias=alias, force=force, move=True)
     _write_gate_tags(mlflow_client, result, reason)
     if result.alias_moved:
@@ -265,6 +270,8 @@ def _check(
     move: bool,
 ) -> GateResult:
     """Score the version's holdout (and the champion's on the same rows) and run the checks."""
+    import numpy as np
+
     mv = registry.get_version(mlflow_client, model, version)
     version = str(mv.version)
     tags = dict(mv.tags or {})
@@ -319,12 +326,16 @@ def _check(
     )
 
 
-def rollback(settings: TrainingConfig, model: str, *, client: MlflowClient | None = None) -> RollbackResult:
+def rollback(
+    settings: TrainingConfig, model: str, *, client: RegistryClient | MlflowClient | None = None
+) -> RollbackResult:
     """Move ``champion`` back to the previous champion recorded in the history tag.
 
-    ``client`` replaces the MlflowClient built from ``settings`` (tests pass an in-memory registry).
+    ``client`` replaces the registry client built from ``settings`` (tests pass an in-memory
+    registry). Rollback only reads and writes registry entries, so it never imports MLflow for an
+    ``http(s)://`` or ``sqlite:///`` registry (``treeserve.registry.registry_client``).
     """
-    mlflow_client = client if client is not None else registry.client(settings)
+    mlflow_client = client if client is not None else registry.registry_client(settings)
     state = _model_state(mlflow_client, model)
     current = state.champion
     if current is None:
@@ -372,7 +383,7 @@ def champion_since(settings: TrainingConfig, model: str) -> datetime | None:
     Read from the version's promotion tag; an alias set outside treeserve counts from the
     version's registration time.
     """
-    mlflow_client = registry.client(settings)
+    mlflow_client = registry.registry_client(settings)
     champion = registry.alias_version(mlflow_client, model, contract.ALIAS_CHAMPION)
     if champion is None:
         return None
@@ -386,7 +397,7 @@ def champion_since(settings: TrainingConfig, model: str) -> datetime | None:
 
 def champion_history(settings: TrainingConfig, model: str) -> list[str]:
     """Versions that held ``champion``, oldest first, current last."""
-    return _model_state(registry.client(settings), model).champion_history
+    return _model_state(registry.registry_client(settings), model).champion_history
 
 
 # ---- helpers ---------------------------------------------------------------------------------------
@@ -396,7 +407,7 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def _model_state(mlflow_client: MlflowClient, model: str) -> ModelState:
+def _model_state(mlflow_client: RegistryClient | MlflowClient, model: str) -> ModelState:
     try:
         return read_model_state(mlflow_client, model)
     except ModelNotFoundError:

@@ -12,17 +12,18 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-
 from training.errors import ModelNotFoundError
 from treeserve.errors import NotFoundError, TreeserveError
 from treeserve.registry import mlflow_client, mlflow_errors
+from treeserve.registry import registry_client as _registry_client
 
 if TYPE_CHECKING:
+    import pandas as pd
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
 
     from training.settings import TrainingConfig
+    from treeserve.registry_clients import ModelVersionRecord, RegistryClient
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,12 @@ def client(settings: TrainingConfig) -> MlflowClient:
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return mlflow_client_
+
+
+def registry_client(settings: TrainingConfig) -> RegistryClient:
+    """A registry client for lookups and alias/tag moves that does not import MLflow (see
+    ``treeserve.registry.registry_client``); ``client`` for anything else."""
+    return _registry_client(settings.mlflow_tracking_uri)
 
 
 def experiment_id(settings: TrainingConfig, mlflow_client: MlflowClient) -> str:
@@ -54,7 +61,9 @@ def experiment_id(settings: TrainingConfig, mlflow_client: MlflowClient) -> str:
         return str(mlflow_client.create_experiment(name, artifact_location=location))
 
 
-def get_version(mlflow_client: MlflowClient, model: str, version: str | int) -> ModelVersion:
+def get_version(
+    mlflow_client: RegistryClient | MlflowClient, model: str, version: str | int
+) -> ModelVersion | ModelVersionRecord:
     """The registered version; ``ModelNotFoundError`` naming what is missing."""
     with mlflow_errors(
         f"registry read of {model!r}", not_found=ModelNotFoundError(f"registered model {model!r} not found")
@@ -67,7 +76,7 @@ def get_version(mlflow_client: MlflowClient, model: str, version: str | int) -> 
         return mlflow_client.get_model_version(model, str(version))
 
 
-def alias_version(mlflow_client: MlflowClient, model: str, alias: str) -> str | None:
+def alias_version(mlflow_client: RegistryClient | MlflowClient, model: str, alias: str) -> str | None:
     """The version behind ``alias``, or None when the alias is not set."""
     try:
         with mlflow_errors(f"registry read of {model!r}", not_found=f"no alias {alias!r}"):
@@ -86,6 +95,8 @@ def read_json_tag(tags: dict[str, str], key: str, default: Any) -> Any:
 
 def download_parquet(mlflow_client: MlflowClient, run_id: str, artifact_path: str) -> pd.DataFrame | None:
     """A parquet run artifact as a DataFrame, or None when the run has no such artifact."""
+    import pandas as pd
+
     with tempfile.TemporaryDirectory() as tmp:
         try:
             with mlflow_errors(f"download of {artifact_path}"):

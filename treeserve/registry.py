@@ -1,23 +1,26 @@
 """The MLflow model registry as every treeserve package sees it.
 
-One client factory (``mlflow_client``), one place where MLflow's errors become treeserve's
-(``mlflow_errors``), and the champion history that the promotion gate writes and both rollback
-and the sync's retention read (``read_model_state``, ``previous_champions``).
+The client factories (``mlflow_client`` for everything, ``registry_client`` for the registry
+calls of promote, rollback and ``sync status``), one place where MLflow's errors become
+treeserve's (``mlflow_errors``), and the champion history that the promotion gate writes and both
+rollback and the sync's retention read (``read_model_state``, ``previous_champions``).
 
-    MlflowException (RestException included)
+    MlflowException (RestException included), RegistryApiError (treeserve.registry_clients)
     ├── a lookup code (RESOURCE_DOES_NOT_EXIST, NOT_FOUND, INVALID_PARAMETER_VALUE)
     │     and the caller named what is missing       -> NotFoundError (or the caller's subclass)
     └── anything else                                -> ServiceUnavailableError
     OSError (requests' ConnectionError, timeouts)    -> ServiceUnavailableError
 
-mlflow is imported inside the functions: importing this module costs nothing, so commands that
-never talk to the registry (``treeserve --help``) stay fast.
+mlflow is imported inside the functions, and only by those that need it: importing this module
+costs nothing, and ``registry_client`` and ``mlflow_errors`` never import it for an ``http(s)://``
+or ``sqlite:///`` URI (``import mlflow`` alone takes 2-3 s of CPU on this machine).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -29,6 +32,8 @@ from treeserve.errors import NotFoundError, ServiceUnavailableError, TreeserveEr
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
+
+    from treeserve.registry_clients import RegistryClient
 
 NOT_FOUND_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE"})
 """MLflow error codes that mean "no such model, version or alias" for a lookup."""
@@ -68,6 +73,20 @@ def mlflow_client(tracking_uri: str) -> MlflowClient:
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
+def registry_client(tracking_uri: str) -> RegistryClient:
+    """A client for reading the registry and moving aliases and tags, without ``import mlflow``.
+
+    Lookups that fail (no such model, version, alias) answer in a fraction of a second. URIs and
+    environments the light clients do not cover (``MLFLOW_TRACKING_AUTH``, other schemes) get an
+    ``MlflowClient``, which has the same methods.
+    """
+    from treeserve import registry_clients
+
+    if registry_clients.supported(tracking_uri):
+        return registry_clients.for_uri(tracking_uri)
+    return mlflow_client(tracking_uri)
+
+
 @contextmanager
 def mlflow_errors(what: str, *, not_found: TreeserveError | str | None = None) -> Iterator[None]:
     """Map MLflow errors raised inside the block to treeserve's (see the module docstring).
@@ -76,16 +95,27 @@ def mlflow_errors(what: str, *, not_found: TreeserveError | str | None = None) -
     for a lookup, the error (or the NotFoundError message) to raise when MLflow answers that the
     thing does not exist; without it every MLflow error reads as the registry being unavailable.
     """
-    from mlflow.exceptions import MlflowException
-
     try:
         yield
-    except MlflowException as e:
+    except Exception as e:
+        if not _is_registry_error(e):
+            if isinstance(e, OSError):
+                raise ServiceUnavailableError(f"MLflow {what} failed: {e}") from e
+            raise
         if not_found is not None and is_not_found(e):
             raise (NotFoundError(not_found) if isinstance(not_found, str) else not_found) from e
         raise ServiceUnavailableError(f"MLflow {what} failed: {first_line(e)}") from e
-    except OSError as e:
-        raise ServiceUnavailableError(f"MLflow {what} failed: {e}") from e
+
+
+def _is_registry_error(e: BaseException) -> bool:
+    """An MlflowException or a RegistryApiError; mlflow is not imported to tell (if it is not
+    loaded, none of its exceptions can have been raised)."""
+    from treeserve.registry_clients import RegistryApiError
+
+    if isinstance(e, RegistryApiError):
+        return True
+    exceptions = sys.modules.get("mlflow.exceptions")
+    return exceptions is not None and isinstance(e, exceptions.MlflowException)
 
 
 def ensure_registered_model(client: Any, model: str) -> None:

@@ -11,7 +11,7 @@ from exporter.sync.reconcile import triton_url
 from exporter.sync.status import read_status
 from exporter.triton_admin import TritonAdminClient
 from treeserve.errors import TreeserveError
-from treeserve.registry import mlflow_client, read_model_state
+from treeserve.registry import read_model_state, registry_client
 
 
 def build_report(settings: SyncConfig, *, live: bool = True) -> dict[str, Any]:
@@ -32,7 +32,7 @@ def build_report(settings: SyncConfig, *, live: bool = True) -> dict[str, Any]:
     repo = settings.path(settings.exporter.repository)
     client = triton = None
     if live:
-        client = mlflow_client(settings.mlflow_tracking_uri)
+        client = registry_client(settings.mlflow_tracking_uri)
         triton = TritonAdminClient(triton_url(settings), timeout_s=5.0)
     try:
         for model in settings.sync.models:

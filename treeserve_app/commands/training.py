@@ -215,8 +215,9 @@ def promote_command(
     reason: Annotated[str | None, typer.Option("--reason", help="Why (required with --force).")] = None,
 ) -> None:
     """Run the promotion gate on MODEL VERSION and move the alias only if it passes."""
-    from training.api import promote
+    # training.gate, not training.api: the API module loads the data and Feast modules (~1 s).
     from training.errors import GateFailedError
+    from training.gate import promote
 
     settings = clikit.settings()
     with _console().status(f"gate for {model} v{version}"):
@@ -237,7 +238,7 @@ def promote_command(
 
 def rollback_command(model: Annotated[str, typer.Argument(help="Registered model name.")]) -> None:
     """Move the champion alias back to the previous champion."""
-    from training.api import rollback
+    from training.gate import rollback
 
     settings = clikit.settings()
     result = rollback(settings, model)

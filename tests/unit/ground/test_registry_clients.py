@@ -1,0 +1,180 @@
+"""The registry clients without MLflow answer like MlflowClient on the same registry.
+
+SQLite here (a real MLflow database written by MlflowClient); the REST client against a real
+``mlflow server`` is in tests/integration/test_registry_clients.py.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from treeserve.errors import NotFoundError, ServiceUnavailableError
+from treeserve.registry import mlflow_errors, read_model_state, registry_client
+from treeserve.registry_clients import (
+    RegistryApiError,
+    RestRegistryClient,
+    SqliteRegistryClient,
+)
+
+MODEL = "churn"
+
+
+def _error(call: Any) -> tuple[str, str]:
+    """(error code, message) of the registry error ``call`` raises."""
+    with pytest.raises((MlflowException, RegistryApiError)) as e:
+        call()
+    return str(e.value.error_code), str(e.value.message)
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, MlflowClient]:
+    """A SQLite registry with two versions (one deleted), tags and an alias, written by MLflow."""
+    uri = f"sqlite:///{tmp_path_factory.mktemp('reg')}/mlflow.db"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    client.create_registered_model(MODEL)
+    for _ in range(3):
+        client.create_model_version(MODEL, source="file:///tmp/model", run_id=None)
+    client.delete_model_version(MODEL, "3")
+    client.set_registered_model_tag(MODEL, "treeserve.champion_history", '["1"]')
+    client.set_model_version_tag(MODEL, "2", "treeserve.features", '["a", "b"]')
+    client.set_registered_model_alias(MODEL, "champion", "1")
+    client.set_registered_model_alias(MODEL, "challenger", "2")
+    return uri, client
+
+
+def test_sqlite_reads_match_mlflow(registry: tuple[str, MlflowClient]) -> None:
+    uri, mlflow = registry
+    light = SqliteRegistryClient(uri)
+    rm, want = light.get_registered_model(MODEL), mlflow.get_registered_model(MODEL)
+    assert (rm.aliases, rm.tags) == ({a: str(v) for a, v in want.aliases.items()}, dict(want.tags))
+    for get in (
+        lambda c: c.get_model_version(MODEL, "2"),
+        lambda c: c.get_model_version_by_alias(MODEL, "challenger"),
+    ):
+        mv, want_mv = get(light), get(mlflow)
+        assert (mv.version, mv.tags, mv.status, mv.run_id, mv.creation_timestamp, sorted(mv.aliases)) == (
+            str(want_mv.version),
+            want_mv.tags,
+            want_mv.status,
+            want_mv.run_id,
+            want_mv.creation_timestamp,
+            sorted(want_mv.aliases),
+        )
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda c: c.get_registered_model("nobody"),
+        lambda c: c.get_model_version("nobody", "1"),
+        lambda c: c.get_model_version(MODEL, "9"),
+        lambda c: c.get_model_version(MODEL, "3"),  # deleted
+        lambda c: c.get_model_version(MODEL, "abc"),
+        lambda c: c.get_model_version_by_alias(MODEL, "nope"),
+        lambda c: c.get_model_version_by_alias("nobody", "champion"),
+    ],
+    ids=[
+        "model",
+        "version-of-missing-model",
+        "version",
+        "deleted-version",
+        "not-a-number",
+        "alias",
+        "alias-of-missing-model",
+    ],
+)
+def test_sqlite_lookup_errors_carry_mlflows_code_and_message(
+    registry: tuple[str, MlflowClient], call: Any
+) -> None:
+    uri, mlflow = registry
+    assert _error(lambda: call(SqliteRegistryClient(uri))) == _error(lambda: call(mlflow))
+
+
+def test_sqlite_writes_go_through_mlflow_and_validate_like_it(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    mlflow = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    mlflow.create_registered_model(MODEL)
+    mlflow.create_model_version(MODEL, source="file:///tmp/model", run_id=None)
+    light = SqliteRegistryClient(uri)
+    light.set_registered_model_alias(MODEL, "champion", "1")
+    light.set_registered_model_tag(MODEL, "k", "v")
+    light.set_model_version_tag(MODEL, "1", "k2", "v2")
+    assert mlflow.get_registered_model(MODEL).aliases == {"champion": 1}
+    assert mlflow.get_registered_model(MODEL).tags == {"k": "v"}
+    assert mlflow.get_model_version(MODEL, "1").tags == {"k2": "v2"}
+    assert _error(lambda: light.set_registered_model_alias(MODEL, "champion", "7"))[0] == (
+        "RESOURCE_DOES_NOT_EXIST"
+    )
+
+
+def test_a_fresh_home_reads_as_an_empty_registry_without_importing_mlflow(tmp_path: Path) -> None:
+    db = tmp_path / "var" / "mlflow" / "mlflow.db"
+    code = (
+        "import sys\n"
+        "from treeserve.registry import read_model_state, registry_client\n"
+        "from treeserve.errors import NotFoundError\n"
+        f"client = registry_client('sqlite:///{db}')\n"
+        "try:\n"
+        "    read_model_state(client, 'nobody')\n"
+        "except NotFoundError as e:\n"
+        "    print(e)\n"
+        "print('mlflow' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines() == ["registered model 'nobody' does not exist", "False"]
+    assert not db.parent.exists()  # a read creates nothing
+
+
+def test_the_factory_picks_by_uri_and_falls_back_to_mlflow(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    assert isinstance(registry_client("http://mlflow:5000"), RestRegistryClient)
+    assert isinstance(registry_client(f"sqlite:///{tmp_path}/m.db"), SqliteRegistryClient)
+    monkeypatch.setenv("MLFLOW_TRACKING_AUTH", "some-plugin")
+    assert isinstance(registry_client("http://mlflow:5000"), MlflowClient)
+
+
+def test_registry_api_errors_map_like_mlflow_errors(registry: tuple[str, MlflowClient]) -> None:
+    uri, _ = registry
+    with pytest.raises(NotFoundError, match="'nobody' does not exist"):
+        read_model_state(SqliteRegistryClient(uri), "nobody")
+    with pytest.raises(ServiceUnavailableError) as e, mlflow_errors("registry read of 'm'"):
+        raise RegistryApiError("INTERNAL_ERROR", "database is locked\n<trace>")
+    assert str(e.value) == "MLflow registry read of 'm' failed: database is locked"
+
+
+class _Session:
+    """A transport that answers every request with one canned response."""
+
+    def __init__(self, status: int, body: str) -> None:
+        self.status, self.body = status, body
+
+    def request(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        response = requests.Response()
+        response.status_code, response._content = self.status, self.body.encode()
+        return response
+
+
+def test_rest_errors_are_worded_like_mlflows_rest_client() -> None:
+    json_error = _Session(
+        404, '{"error_code": "RESOURCE_DOES_NOT_EXIST", "message": "Registered Model with name=x not found"}'
+    )
+    client = RestRegistryClient("http://mlflow:5000", session=json_error)  # type: ignore[arg-type]
+    assert _error(lambda: client.get_registered_model("x")) == (
+        "RESOURCE_DOES_NOT_EXIST",
+        "RESOURCE_DOES_NOT_EXIST: Registered Model with name=x not found",
+    )
+    proxy = RestRegistryClient("http://mlflow:5000", session=_Session(403, "<html>denied</html>"))  # type: ignore[arg-type]
+    code, message = _error(lambda: proxy.get_registered_model("x"))
+    assert code == "PERMISSION_DENIED"
+    assert message.startswith(
+        "API request to endpoint /api/2.0/mlflow/registered-models/get failed with error code 403"
+    )
