@@ -233,6 +233,8 @@ def _register_version(client: Any, model_name: str, info: Any, run_id: str, tags
         if sigint.received:
             client.delete_model_version(model_name, mv.version)
             log.info("interrupted: deleted model=%s version=%s", model_name, mv.version)
+    # From here on, Ctrl-C leaves the version registered: the "interrupted" message says so.
+    interrupts.completed(f"registering {model_name} version {mv.version}, which stays registered")
     return str(mv.version)
 
 

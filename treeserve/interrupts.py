@@ -5,7 +5,8 @@ others wrap the ``KeyboardInterrupt``), so the CLI records that the signal arriv
 (``watching()``) and treats whatever exception follows as the interruption. Steps that must not be
 cut in half (registering a model version, moving a directory into the repository) run inside
 ``deferred()``: the signal is held until the step is over, and the step can undo itself when one
-arrived.
+arrived. A step that completed and stays (a registered version) says so with ``completed()``, so
+an interruption afterwards does not read as if nothing was done.
 """
 
 from __future__ import annotations
@@ -22,6 +23,21 @@ EXIT_INTERRUPTED = 130
 """128 + SIGINT, what shells report for a command stopped by Ctrl-C."""
 
 _received = threading.Event()
+_completed: list[str] = []
+
+
+def completed(what: str) -> None:
+    """Record a step that finished and stays, for the "interrupted" message of the command.
+
+    ``what`` completes "interrupted after ...": "registering churn-prediction version 7, which stays
+    registered".
+    """
+    _completed.append(what)
+
+
+def completed_steps() -> list[str]:
+    """What ``completed()`` recorded since the current ``watching()`` began."""
+    return list(_completed)
 
 
 def received() -> bool:
@@ -45,6 +61,7 @@ def watching() -> Iterator[None]:
         yield
         return
     _received.clear()
+    _completed.clear()
     previous = signal.signal(signal.SIGINT, _on_sigint)
     try:
         yield

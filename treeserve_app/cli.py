@@ -6,12 +6,38 @@ the command functions, so ``treeserve --help`` stays fast.
 
 from __future__ import annotations
 
-from typing import Annotated
+import re
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from treeserve_app import clikit, commands, demo
 from treeserve_app.clihelp import ReadableGroup
+
+if TYPE_CHECKING:
+    from typer._click.core import Context
+
+OUTPUT_FLAG = re.compile(r"^(-v+|--verbose|--log-json)$")
+"""The root's output options, which are also accepted after the subcommand (``treeserve train -v``)."""
+
+
+def hoist_output_flags(args: list[str]) -> list[str]:
+    """``args`` with the output flags moved in front of the subcommand, where the root parses them.
+
+    Arguments after ``--`` are left alone. No subcommand has an option of these names, so moving
+    them changes no command's meaning.
+    """
+    end = args.index("--") if "--" in args else len(args)
+    head, tail = args[:end], args[end:]
+    return [a for a in head if OUTPUT_FLAG.match(a)] + [a for a in head if not OUTPUT_FLAG.match(a)] + tail
+
+
+class RootGroup(ReadableGroup):
+    """The ``treeserve`` group: readable help, output flags before or after the subcommand."""
+
+    def parse_args(self, ctx: Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, hoist_output_flags(args))  # type: ignore[arg-type]
+
 
 app = typer.Typer(
     name="treeserve",
@@ -19,7 +45,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    cls=ReadableGroup,
+    cls=RootGroup,
 )
 
 
@@ -44,11 +70,14 @@ def _root(
             "-v",
             count=True,
             show_default=False,
-            help="Show INFO logs, library warnings and download bars (-vv: DEBUG).",
+            help="Show INFO logs, library warnings and download bars (-vv: DEBUG); also after the command.",
         ),
     ] = 0,
     log_json: Annotated[
-        bool, typer.Option("--log-json", help="Log one JSON object per line (TREESERVE_LOG_JSON).")
+        bool,
+        typer.Option(
+            "--log-json", help="Log one JSON object per line (TREESERVE_LOG_JSON); also after the command."
+        ),
     ] = False,
 ) -> None:
     """Triton-backed serving stack for XGBoost models."""

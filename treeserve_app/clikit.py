@@ -114,11 +114,11 @@ def command(fn: F) -> F:
         except (typer.Exit, typer.Abort):
             raise
         except KeyboardInterrupt:
-            fail("interrupted", interrupts.EXIT_INTERRUPTED)
+            _interrupted()
         except Exception as e:
             if interrupts.received():
                 # A library turned Ctrl-C into its own error (DuckDB: "Query interrupted").
-                fail("interrupted", interrupts.EXIT_INTERRUPTED)
+                _interrupted()
             if isinstance(e, TreeserveError):
                 fail(str(e), e.exit_code)
             if isinstance(e, OSError) and e.filename is not None:
@@ -127,6 +127,12 @@ def command(fn: F) -> F:
             raise
 
     return wrapper  # type: ignore[return-value]
+
+
+def _interrupted() -> None:
+    """Exit 130 with "interrupted", naming the steps that completed before and stay done."""
+    steps = interrupts.completed_steps()
+    fail("interrupted" + (f" after {'; '.join(steps)}" if steps else ""), interrupts.EXIT_INTERRUPTED)
 
 
 def service(fn: F) -> F:

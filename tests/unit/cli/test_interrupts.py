@@ -79,3 +79,32 @@ def test_train_registration_interrupted_midway_leaves_no_version() -> None:
     with pytest.raises(KeyboardInterrupt):
         _register_version(client, "churn-prediction", info, "run-1", {"treeserve.task": "binary"})
     assert client.versions == []
+
+
+class _RegisteringClient(_Client):
+    def create_model_version(self, name: str, **kwargs: Any) -> Any:
+        self.versions.append("7")
+        return type("MV", (), {"version": "7"})()
+
+
+def test_ctrl_c_after_train_registered_a_version_says_it_stays() -> None:
+    from training.train import _register_version
+
+    app = typer.Typer()
+
+    @app.command()
+    @clikit.command
+    def train() -> None:
+        info = type("Info", (), {"model_uri": "models:/m-1", "model_id": "m-1"})()
+        _register_version(_RegisteringClient(), "churn-prediction", info, "run-1", {})
+        _sigint()  # after "registered churn-prediction version 7" was printed
+
+    result = CliRunner().invoke(app, [])
+    assert result.exit_code == 130
+    assert result.stderr.strip() == (
+        "error: interrupted after registering churn-prediction version 7, which stays registered"
+    )
+    # The next command starts with a clean slate.
+    idle = typer.Typer()
+    idle.command()(clikit.command(_sigint))
+    assert CliRunner().invoke(idle, []).stderr.strip() == "error: interrupted"

@@ -98,3 +98,23 @@ def test_library_warnings_are_not_shown_ours_are() -> None:
         ours = str(ROOT / "drift" / "job.py")
         warnings.warn_explicit("only 600 rows in the window", UserWarning, ours, 1)
     assert shown == ["only 600 rows in the window"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["-vv", "--log-json", "version"],
+        ["version", "-vv", "--log-json"],
+        ["version", "--log-json", "-v", "-v"],
+    ],
+)
+def test_output_flags_work_before_and_after_the_command(args: list[str], fresh_output: None) -> None:
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert (clikit.output.verbose, clikit.output.log_json) == (2, True)
+
+
+def test_output_flags_after_a_double_dash_are_left_to_the_command() -> None:
+    from treeserve_app.cli import hoist_output_flags
+
+    assert hoist_output_flags(["sync", "status", "-v", "--", "-v"]) == ["-v", "sync", "status", "--", "-v"]
