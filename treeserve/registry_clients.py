@@ -96,7 +96,9 @@ def supported(tracking_uri: str) -> bool:
     """Whether one of these clients serves ``tracking_uri`` with the environment as it is."""
     if any(os.environ.get(key) for key in UNSUPPORTED_ENV):
         return False
-    return tracking_uri.startswith(("http://", "https://", "sqlite:///"))
+    if tracking_uri.startswith("sqlite:///"):
+        return "?" not in tracking_uri  # SQLAlchemy URI options: a path this client cannot read
+    return tracking_uri.startswith(("http://", "https://"))
 
 
 def for_uri(tracking_uri: str) -> RegistryClient:

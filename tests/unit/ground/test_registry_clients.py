@@ -138,6 +138,7 @@ def test_the_factory_picks_by_uri_and_falls_back_to_mlflow(
 ) -> None:
     assert isinstance(registry_client("http://mlflow:5000"), RestRegistryClient)
     assert isinstance(registry_client(f"sqlite:///{tmp_path}/m.db"), SqliteRegistryClient)
+    assert isinstance(registry_client(f"sqlite:///{tmp_path}/m.db?timeout=30"), MlflowClient)
     monkeypatch.setenv("MLFLOW_TRACKING_AUTH", "some-plugin")
     assert isinstance(registry_client("http://mlflow:5000"), MlflowClient)
 
