@@ -8,8 +8,10 @@ registry_client`` picks one of these by URI and falls back to ``MlflowClient`` f
 * ``RestRegistryClient`` (``http(s)://``): MLflow's REST API with MLflow's retry, timeout and
   credential variables. Writes go to the server, which validates them like any other client's.
 * ``SqliteRegistryClient`` (``sqlite:///``): reads the registry tables of the local database
-  read-only with ``sqlite3``; writes go through MLflow's own registry store (imported then), so
-  nothing bypasses MLflow's validation.
+  read-only with ``sqlite3``. Writes of names and values that MLflow's validation accepts by
+  construction (``plainly_valid_alias``/``plainly_valid_tag``: treeserve's own aliases and tags)
+  are the same upserts MLflow's store makes, in one ``sqlite3`` transaction; anything else goes
+  through MLflow's own registry store (imported then), so nothing MLflow would refuse is written.
 
 Both expose the ``MlflowClient`` method names and signatures they implement, return small records
 with the attributes treeserve reads, and raise ``RegistryApiError`` carrying MLflow's error code
@@ -20,6 +22,7 @@ both alike.
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,6 +44,36 @@ RETRY_STATUS_CODES = frozenset({408, 429, 500, 502, 503, 504})
 
 UNSUPPORTED_ENV = ("MLFLOW_TRACKING_AUTH", "MLFLOW_WORKSPACE")
 """MLflow client settings these clients do not implement: with any set, use ``MlflowClient``."""
+
+
+_PLAIN_ALIAS = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,62}")
+"""Aliases MLflow accepts whatever its rules' details: word characters and dashes, a letter first,
+well under its 255-character limit (the reserved ``latest`` and ``v<N>`` are refused apart)."""
+_PLAIN_TAG_KEY = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
+"""Tag keys MLflow accepts: its name characters without '/', ' ' or ':', no empty or '..' segment."""
+PLAIN_KEY_MAX = 250
+"""MLflow's ``MAX_MODEL_REGISTRY_TAG_KEY_LENGTH``."""
+PLAIN_VALUE_MAX = 5000
+"""The ``registered_model_tags.value`` column (VARCHAR(5000)); MLflow's own limit is higher."""
+
+
+def plainly_valid_alias(alias: str) -> bool:
+    """True when MLflow's alias validation accepts ``alias`` (False: let MLflow decide)."""
+    return (
+        _PLAIN_ALIAS.fullmatch(alias) is not None
+        and alias.lower() != "latest"
+        and re.fullmatch(r"[vV]\d+", alias) is None
+    )
+
+
+def plainly_valid_tag(key: str, value: str) -> bool:
+    """True when MLflow's tag validation accepts ``key``/``value`` (False: let MLflow decide)."""
+    return (
+        len(key) <= PLAIN_KEY_MAX
+        and _PLAIN_TAG_KEY.fullmatch(key) is not None
+        and isinstance(value, str)
+        and len(value) <= PLAIN_VALUE_MAX
+    )
 
 
 class RegistryApiError(Exception):
@@ -268,12 +301,15 @@ def _model_version(mv: dict[str, Any]) -> ModelVersionRecord:
 
 
 class SqliteRegistryClient:
-    """MLflow's registry tables in a local SQLite database: reads with ``sqlite3``, writes via MLflow.
+    """MLflow's registry tables in a local SQLite database, with ``sqlite3``.
 
     Reads open the file read-only and ask what MLflow's ``SqlAlchemyStore`` asks (default
     workspace, deleted versions excluded) with its error codes and messages; a database that does
-    not exist yet is an empty registry and is not created. Writes use MLflow's
-    ``ModelRegistryClient``, which validates and may migrate the schema.
+    not exist yet is an empty registry and is not created. Writes of plainly valid aliases and tags
+    make the store's upserts (``session.merge`` on the same primary keys) after the same existence
+    check, in one transaction; other writes use MLflow's ``ModelRegistryClient``, which validates.
+    The schema is MLflow's (pinned in ``requirements/app.lock``): tests/unit/ground compares every
+    read and write with ``MlflowClient`` on a database MLflow created.
     """
 
     def __init__(self, tracking_uri: str) -> None:
@@ -322,16 +358,71 @@ class SqliteRegistryClient:
             return self._version(db, name, int(row[0]))
 
     def set_registered_model_alias(self, name: str, alias: str, version: str) -> None:
-        """Through MLflow's registry store."""
-        self._mlflow().set_registered_model_alias(name, alias, str(version))
+        """Point ``alias`` at an existing version (MLflow's store for an alias it must judge)."""
+        if not plainly_valid_alias(alias):
+            self._mlflow().set_registered_model_alias(name, alias, str(version))
+            return
+        number = _version_number(version)
+        with self._write() as db:
+            self._require_model(db, name)  # MLflow's not-found errors, model first
+            self._version(db, name, number)
+            db.execute(
+                "INSERT INTO registered_model_aliases (workspace, name, alias, version) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (workspace, name, alias) DO UPDATE SET version = excluded.version",
+                (DEFAULT_WORKSPACE, name, alias, number),
+            )
 
     def set_registered_model_tag(self, name: str, key: str, value: str) -> None:
-        """Through MLflow's registry store."""
-        self._mlflow().set_registered_model_tag(name, key, value)
+        """Set a tag of an existing model (MLflow's store for a key or value it must judge)."""
+        if not plainly_valid_tag(key, value):
+            self._mlflow().set_registered_model_tag(name, key, value)
+            return
+        with self._write() as db:
+            self._require_model(db, name)
+            db.execute(
+                "INSERT INTO registered_model_tags (workspace, key, name, value) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (workspace, key, name) DO UPDATE SET value = excluded.value",
+                (DEFAULT_WORKSPACE, key, name, value),
+            )
 
     def set_model_version_tag(self, name: str, version: str, key: str, value: str) -> None:
-        """Through MLflow's registry store."""
-        self._mlflow().set_model_version_tag(name, str(version), key, value)
+        """Set a tag of an existing version (MLflow's store for a key or value it must judge)."""
+        if not plainly_valid_tag(key, value):
+            self._mlflow().set_model_version_tag(name, str(version), key, value)
+            return
+        number = _version_number(version)
+        with self._write() as db:
+            self._version(db, name, number)
+            db.execute(
+                "INSERT INTO model_version_tags (workspace, key, name, version, value) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (workspace, key, name, version) DO UPDATE SET value = excluded.value",
+                (DEFAULT_WORKSPACE, key, name, number, value),
+            )
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (committed after the block, rolled back on an error). A database
+        that does not exist has no models: the lookup inside the block reports it, nothing is made."""
+        if not self.path.exists():
+            with self._read() as empty:
+                yield empty
+            return
+        try:
+            db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            db.execute("PRAGMA foreign_keys = ON")
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as e:
+            raise RegistryApiError("INTERNAL_ERROR", f"{self.path}: {e}") from e
+        try:
+            yield db
+            db.execute("COMMIT")
+        except BaseException as e:
+            db.execute("ROLLBACK")
+            if isinstance(e, sqlite3.Error):
+                raise RegistryApiError("INTERNAL_ERROR", f"{self.path}: {e}") from e
+            raise
+        finally:
+            db.close()
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:

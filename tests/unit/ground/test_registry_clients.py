@@ -98,21 +98,85 @@ def test_sqlite_lookup_errors_carry_mlflows_code_and_message(
     assert _error(lambda: call(SqliteRegistryClient(uri))) == _error(lambda: call(mlflow))
 
 
-def test_sqlite_writes_go_through_mlflow_and_validate_like_it(tmp_path: Path) -> None:
+def test_sqlite_writes_are_what_mlflow_reads_back(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    mlflow = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    mlflow.create_registered_model(MODEL)
+    for _ in range(2):
+        mlflow.create_model_version(MODEL, source="file:///tmp/model", run_id=None)
+    light = SqliteRegistryClient(uri)
+    light.set_registered_model_alias(MODEL, "champion", "1")
+    light.set_registered_model_alias(MODEL, "champion", "2")  # moved, not added
+    light.set_registered_model_alias(MODEL, "challenger", "1")
+    light.set_registered_model_tag(MODEL, "treeserve.champion_history", '["1"]')
+    light.set_registered_model_tag(MODEL, "treeserve.champion_history", '["1", "2"]')
+    light.set_model_version_tag(MODEL, "1", "treeserve.gate.passed", "true")
+    assert mlflow.get_registered_model(MODEL).aliases == {"champion": 2, "challenger": 1}
+    assert mlflow.get_registered_model(MODEL).tags == {"treeserve.champion_history": '["1", "2"]'}
+    assert mlflow.get_model_version(MODEL, "1").tags == {"treeserve.gate.passed": "true"}
+    assert str(mlflow.get_model_version_by_alias(MODEL, "champion").version) == "2"
+    # MLflow then writes over what sqlite3 wrote, as over its own rows.
+    mlflow.set_registered_model_alias(MODEL, "champion", "1")
+    assert light.get_registered_model(MODEL).aliases["champion"] == "1"
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda c: c.set_registered_model_alias(MODEL, "champion", "7"),
+        lambda c: c.set_registered_model_alias("nobody", "champion", "1"),
+        lambda c: c.set_registered_model_tag("nobody", "k", "v"),
+        lambda c: c.set_model_version_tag(MODEL, "7", "k", "v"),
+        lambda c: c.set_registered_model_alias(MODEL, "latest", "1"),  # reserved: MLflow judges
+        lambda c: c.set_registered_model_alias(MODEL, "v1", "1"),
+        lambda c: c.set_registered_model_tag(MODEL, "a/../b", "v"),
+        lambda c: c.set_model_version_tag(MODEL, "1", "k" * 251, "v"),
+    ],
+    ids=[
+        "missing-version",
+        "missing-model",
+        "tag-missing-model",
+        "tag-missing-version",
+        "latest",
+        "v1",
+        "bad-key",
+        "long-key",
+    ],
+)
+def test_sqlite_write_errors_are_mlflows(tmp_path: Path, call: Any) -> None:
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     mlflow = MlflowClient(tracking_uri=uri, registry_uri=uri)
     mlflow.create_registered_model(MODEL)
     mlflow.create_model_version(MODEL, source="file:///tmp/model", run_id=None)
-    light = SqliteRegistryClient(uri)
-    light.set_registered_model_alias(MODEL, "champion", "1")
-    light.set_registered_model_tag(MODEL, "k", "v")
-    light.set_model_version_tag(MODEL, "1", "k2", "v2")
-    assert mlflow.get_registered_model(MODEL).aliases == {"champion": 1}
-    assert mlflow.get_registered_model(MODEL).tags == {"k": "v"}
-    assert mlflow.get_model_version(MODEL, "1").tags == {"k2": "v2"}
-    assert _error(lambda: light.set_registered_model_alias(MODEL, "champion", "7"))[0] == (
-        "RESOURCE_DOES_NOT_EXIST"
+    assert _error(lambda: call(SqliteRegistryClient(uri))) == _error(lambda: call(mlflow))
+    assert mlflow.get_registered_model(MODEL).aliases == {}  # nothing written by either
+
+
+def test_plain_names_are_a_subset_of_what_mlflow_accepts() -> None:
+    from mlflow.utils import validation as v
+
+    from treeserve.registry_clients import (
+        PLAIN_KEY_MAX,
+        PLAIN_VALUE_MAX,
+        plainly_valid_alias,
+        plainly_valid_tag,
     )
+
+    assert PLAIN_KEY_MAX == v.MAX_MODEL_REGISTRY_TAG_KEY_LENGTH
+    assert PLAIN_VALUE_MAX <= v.MAX_MODEL_REGISTRY_TAG_VALUE_LENGTH
+    for alias in ("champion", "challenger", "shadow-2", "a_b"):
+        assert plainly_valid_alias(alias)
+        v._validate_model_alias_name(alias)
+        v._validate_model_alias_name_reserved(alias)
+    for key in ("treeserve.champion_history", "treeserve.gate.passed", "k", "a-b_c.d"):
+        assert plainly_valid_tag(key, "x" * PLAIN_VALUE_MAX)
+        v._validate_registered_model_tag(key, "x" * PLAIN_VALUE_MAX)
+        v._validate_model_version_tag(key, "x" * PLAIN_VALUE_MAX)
+    for alias in ("latest", "LATEST", "v3", "", "a b", "-x"):
+        assert not plainly_valid_alias(alias)
+    for key in ("a/b", "a..b", ".a", "a.", "", "a b", "k" * 251):
+        assert not plainly_valid_tag(key, "v")
+    assert not plainly_valid_tag("k", "x" * (PLAIN_VALUE_MAX + 1))
 
 
 def test_a_fresh_home_reads_as_an_empty_registry_without_importing_mlflow(tmp_path: Path) -> None:
