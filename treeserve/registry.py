@@ -61,13 +61,49 @@ def fail_fast_registry() -> None:
         os.environ.setdefault(key, value)
 
 
+FOREIGN_HEADER_PROVIDERS = ("feast",)
+"""Packages whose ``mlflow.request_header_provider`` entry point MLflow must not load here.
+
+Feast registers one for its own MLflow data sources. MLflow loads every such provider on its
+first HTTP request, so each process paid the import of all of Feast (8 s on the benchmark
+machine) before its first registry call, and the provider would add an ``Authorization`` header
+with the pod's Kubernetes service-account token to every request to the MLflow server."""
+
+
+def _header_providers_without_foreign() -> None:
+    """Load MLflow's request-header registry without ``FOREIGN_HEADER_PROVIDERS`` (once per process).
+
+    MLflow reads the entry points when its registry module is imported; the filter applies to
+    that one import. A process that imported it already (the module is shared) keeps what it has.
+    """
+    if "mlflow.tracking.request_header.registry" in sys.modules:
+        return
+    from mlflow.utils import plugins
+
+    original = plugins.get_entry_points
+
+    def filtered(group: str) -> list[Any]:
+        found = original(group)
+        if group != "mlflow.request_header_provider":
+            return found
+        return [ep for ep in found if ep.module.split(".")[0] not in FOREIGN_HEADER_PROVIDERS]
+
+    plugins.get_entry_points = filtered
+    try:
+        import mlflow.tracking.request_header.registry  # noqa: F401  (registers the providers)
+    finally:
+        plugins.get_entry_points = original
+
+
 def mlflow_client(tracking_uri: str) -> MlflowClient:
     """An MlflowClient whose tracking and registry URIs are both ``tracking_uri``.
 
-    A local ``sqlite:///`` database gets its folder created, so a fresh home works.
+    A local ``sqlite:///`` database gets its folder created, so a fresh home works. MLflow's HTTP
+    requests carry no header of ``FOREIGN_HEADER_PROVIDERS``.
     """
     from mlflow import MlflowClient
 
+    _header_providers_without_foreign()
     if tracking_uri.startswith("sqlite:///"):
         Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)

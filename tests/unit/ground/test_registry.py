@@ -57,3 +57,19 @@ def test_importing_the_ground_does_not_import_mlflow() -> None:
     code = "import sys, treeserve.registry, treeserve.errors; print('mlflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_mlflow_http_requests_do_not_load_feasts_header_provider() -> None:
+    """Feast's provider would import all of Feast on the first request and send the pod's
+    service-account token to the MLflow server."""
+    code = (
+        "import sys\n"
+        "from treeserve.registry import mlflow_client\n"
+        "mlflow_client('http://127.0.0.1:9')\n"
+        "from mlflow.tracking.request_header.registry import _request_header_provider_registry, resolve_request_headers\n"
+        "resolve_request_headers()\n"
+        "print(sorted(type(p).__module__.split('.')[0] for p in _request_header_provider_registry))\n"
+        "print('feast' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines() == ["['mlflow', 'mlflow']", "False"]
