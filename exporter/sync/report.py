@@ -7,9 +7,7 @@ from typing import Any
 
 from exporter.settings import SyncConfig
 from exporter.sync import adapters
-from exporter.sync.reconcile import triton_url
 from exporter.sync.status import read_status
-from exporter.triton_admin import TritonAdminClient
 from treeserve.errors import TreeserveError
 from treeserve.registry import read_model_state, registry_client
 
@@ -30,32 +28,24 @@ def build_report(settings: SyncConfig, *, live: bool = True) -> dict[str, Any]:
         "servers": _servers(settings, status.servers, live=live),
     }
     repo = settings.path(settings.exporter.repository)
-    client = triton = None
-    if live:
-        client = registry_client(settings.mlflow_tracking_uri)
-        triton = TritonAdminClient(triton_url(settings), timeout_s=5.0)
-    try:
-        for model in settings.sync.models:
-            st = status.models.get(model)
-            entry: dict[str, Any] = {
-                "desired": dict(st.desired_aliases) if st else {},
-                "retained": list(st.retained) if st else [],
-                "routing": dict(st.routing) if st else {},
-                "served_versions": list(st.served_versions) if st else [],
-                "prestaged": list(st.prestaged) if st else [],
-                "in_sync": bool(st and st.in_sync),
-                "message": st.message if st else "no sync pass recorded yet",
-                "failures": {
-                    v: {"reason": f.reason, "message": f.message}
-                    for v, f in (st.failures if st else {}).items()
-                },
-            }
-            if live:
-                entry["live"] = _live(client, triton, repo, model)
-            report["models"][model] = entry
-    finally:
-        if triton is not None:
-            triton.close()
+    client = registry_client(settings.mlflow_tracking_uri) if live else None
+    for model in settings.sync.models:
+        st = status.models.get(model)
+        entry: dict[str, Any] = {
+            "desired": dict(st.desired_aliases) if st else {},
+            "retained": list(st.retained) if st else [],
+            "routing": dict(st.routing) if st else {},
+            "served_versions": list(st.served_versions) if st else [],
+            "prestaged": list(st.prestaged) if st else [],
+            "in_sync": bool(st and st.in_sync),
+            "message": st.message if st else "no sync pass recorded yet",
+            "failures": {
+                v: {"reason": f.reason, "message": f.message} for v, f in (st.failures if st else {}).items()
+            },
+        }
+        if live:
+            entry["live"] = _live(client, report["servers"], repo, model)
+        report["models"][model] = entry
     return report
 
 
@@ -85,7 +75,7 @@ def _servers(settings: Any, last: dict[str, dict[str, Any]], *, live: bool) -> d
     return out
 
 
-def _live(client: Any, triton: TritonAdminClient | None, repo: Any, model: str) -> dict[str, Any]:
+def _live(client: Any, servers: dict[str, dict[str, Any]], repo: Any, model: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     try:
         out["registry_aliases"] = read_model_state(client, model).aliases
@@ -97,17 +87,26 @@ def _live(client: Any, triton: TritonAdminClient | None, repo: Any, model: str) 
         out["repository_versions"] = sorted(adapters.installed(repo, model), key=int)
     except TreeserveError as e:
         out["repository_error"] = str(e)
-    if triton is not None:
-        try:
-            out["triton_ready_versions"] = sorted(triton.ready_versions(model), key=int)
-        except TreeserveError as e:
-            out["triton_error"] = str(e)
+    out.update(ready_everywhere(servers, model))
     desired = out.get("registry_aliases")
     routing = out.get("repository_routing")
     if desired is not None and routing is not None:
         served = {a: v for a, v in desired.items() if a in ("champion", "challenger")}
         out["matches_registry"] = all(routing.get(a) == v for a, v in served.items())
     return out
+
+
+def ready_everywhere(servers: dict[str, dict[str, Any]], model: str) -> dict[str, Any]:
+    """``triton_ready_versions``: the versions of ``model`` READY on every Triton that answers (the
+    gateways may call any of them), or ``triton_error`` naming the servers that could not say."""
+    up = {url: s for url, s in servers.items() if s.get("up")}
+    failed = [f"{url}: {s['error']}" for url, s in up.items() if "error" in s]
+    if failed:
+        return {"triton_error": "; ".join(failed)}
+    if not up:
+        return {"triton_error": f"no Triton server answers ({', '.join(servers) or 'none resolved'})"}
+    ready = [set(s.get("ready", {}).get(model, [])) for s in up.values()]
+    return {"triton_ready_versions": sorted(set.intersection(*ready), key=int)}
 
 
 def render_report(report: dict[str, Any]) -> None:
