@@ -1,4 +1,4 @@
-"""Inference adapter: one or many Triton servers over gRPC (``tritonclient.grpc.aio``).
+"""Inference adapter: one or many Triton servers over gRPC (``grpc.aio``, see ``gateway.triton_grpc``).
 
 One persistent channel per server (``grpc_url``, ``grpc_urls``, or every address of ``grpc_dns``,
 re-resolved while the gateway runs). Each call goes to the server with the fewest outstanding
@@ -6,7 +6,8 @@ requests among those whose breaker is closed (ties in turn); every call has a de
 UNAVAILABLE or not-found answer is retried on another server (bounded, jittered backoff once every
 server was tried) while the deadline allows. A breaker per server stops calling one that keeps
 failing; it closes again only when a readiness probe finds the routed version READY there. The
-model version is always explicit (pinned from the routing).
+model version is always explicit (pinned from the routing). grpc errors are mapped here, where
+they enter, by status code.
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+import grpc
 import numpy as np
 
 from gateway import metrics
 from gateway.breaker import READY_RECHECK_S, CircuitBreaker
 from gateway.errors import CircuitOpenError, DeadlineExceededError, TritonUnavailableError
 from gateway.settings import GatewayTritonSettings
-from treeserve import contract
+from gateway.triton_grpc import GrpcTritonChannel, InferRequestTemplate, TritonChannel, output_array
 from treeserve.endpoints import resolve
 
 log = logging.getLogger(__name__)
@@ -55,37 +57,19 @@ class InferenceClient(Protocol):
         ...
 
 
-_RETRYABLE = {"StatusCode.UNAVAILABLE", "StatusCode.NOT_FOUND"}
+_RETRYABLE = {"UNAVAILABLE", "NOT_FOUND"}
 """Another server may answer: this one is down, restarting, or has not loaded the version."""
-_TIMEOUT = {"StatusCode.DEADLINE_EXCEEDED"}
+_TIMEOUT = {"DEADLINE_EXCEEDED"}
 _ROUTED_TTL_S = 30.0
 """A version called within this long counts as routed for the readiness probes."""
-
-
-def grpc_channel(url: str) -> Any:
-    """A ``tritonclient.grpc.aio`` client for one server (reconnects quickly after a restart)."""
-    from tritonclient.grpc import aio as grpcclient
-
-    return grpcclient.InferenceServerClient(
-        url=url,
-        channel_args=[
-            # Reconnect quickly after a Triton restart (the default backoff grows to 120 s).
-            ("grpc.initial_reconnect_backoff_ms", 100),
-            ("grpc.min_reconnect_backoff_ms", 100),
-            ("grpc.max_reconnect_backoff_ms", 1000),
-            ("grpc.keepalive_time_ms", 30_000),
-            ("grpc.max_send_message_length", 64 * 1024 * 1024),
-            ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-        ],
-    )
 
 
 class TritonServerChannel:
     """One Triton server: its channel, its breaker, the calls in flight and its last verdict."""
 
-    def __init__(self, url: str, settings: GatewayTritonSettings, client: Any) -> None:
+    def __init__(self, url: str, settings: GatewayTritonSettings, channel: TritonChannel) -> None:
         self.url = url
-        self.client = client
+        self.channel = channel
         self.breaker = CircuitBreaker(
             failures=settings.breaker_failures, reset_s=settings.breaker_reset_s, target=url
         )
@@ -103,13 +87,17 @@ class GrpcTritonClient:
     """``InferenceClient`` over one or many Triton gRPC endpoints."""
 
     def __init__(
-        self, settings: GatewayTritonSettings, *, channel_factory: Callable[[str], Any] | None = None
+        self,
+        settings: GatewayTritonSettings,
+        *,
+        channel_factory: Callable[[str], TritonChannel] | None = None,
     ) -> None:
-        """``channel_factory(url)`` replaces the gRPC client of each server (tests: no network)."""
+        """``channel_factory(url)`` replaces the gRPC channel of each server (tests: no network)."""
         self._settings = settings
-        self._factory = channel_factory or grpc_channel
+        self._factory: Callable[[str], TritonChannel] = channel_factory or GrpcTritonChannel
         self._servers: dict[str, TritonServerChannel] = {}
         self._routed: dict[tuple[str, str], float] = {}
+        self._templates: dict[tuple[str, str, str], InferRequestTemplate] = {}
         self._turn = 0
         self._task: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Task[Any]] = set()
@@ -130,7 +118,7 @@ class GrpcTritonClient:
             gone = self._servers.pop(url)
             gone.breaker.forget()
             with contextlib.suppress(RuntimeError):  # no loop (construction in a test): nothing to close
-                task = asyncio.get_running_loop().create_task(gone.client.close())
+                task = asyncio.get_running_loop().create_task(gone.channel.close())
                 self._closing.add(task)
                 task.add_done_callback(self._closing.discard)
 
@@ -164,11 +152,13 @@ class GrpcTritonClient:
         return None
 
     async def _infer_one(self, model: str, version: str, features: np.ndarray, output: str) -> np.ndarray:
-        from tritonclient.grpc import aio as grpcclient
-
         x = np.ascontiguousarray(features, dtype=np.float32)
-        inp = grpcclient.InferInput(contract.INPUT_TENSOR, list(x.shape), "FP32")
-        inp.set_data_from_numpy(x)
+        template = self._templates.get((model, version, output))
+        if template is None:
+            template = self._templates[(model, version, output)] = InferRequestTemplate(
+                model, version, output
+            )
+        request = template.request(x)  # built once, sent to whichever server answers
         t0 = time.monotonic()
         deadline = t0 + self._settings.timeout_s
         tried: set[str] = set()
@@ -188,7 +178,7 @@ class GrpcTritonClient:
                 raise last
             server, probe = picked
             try:
-                out = await self._call(server, probe, model, version, inp, output, deadline)
+                out = await self._call(server, probe, model, version, request, output, deadline)
             except _Retryable as e:
                 last = e.error
                 tried.add(server.url)
@@ -212,14 +202,11 @@ class GrpcTritonClient:
         probe: bool,
         model: str,
         version: str,
-        inp: Any,
+        request: bytes,
         output: str,
         deadline: float,
     ) -> np.ndarray:
         """One attempt on one server; _Retryable when another server may answer."""
-        from tritonclient.grpc import aio as grpcclient
-        from tritonclient.utils import InferenceServerException
-
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             if probe:
@@ -237,27 +224,21 @@ class GrpcTritonClient:
                         f"model {model!r} version {version} is not ready in Triton at {server.url}"
                     )
                 )
-            result = await server.client.infer(
-                model,
-                [inp],
-                model_version=version,
-                outputs=[grpcclient.InferRequestedOutput(output)],
-                client_timeout=remaining,
-            )
-        except InferenceServerException as e:
+            response = await server.channel.infer(request, timeout_s=remaining)
+        except grpc.aio.AioRpcError as e:
             # Refused calls count too: the breaker tracks whether the routed version serves there.
             server.breaker.failure()
-            status = str(e.status())
+            status, details = e.code().name, e.details() or ""
             if status in _TIMEOUT:
                 metrics.TRITON_ERRORS.labels(model, version, "timeout").inc()
                 raise DeadlineExceededError(
                     f"Triton at {server.url} did not answer within {self._settings.timeout_s:g} s "
                     f"(model {model!r} version {version})"
                 ) from e
-            server.problem = f"{status.rsplit('.', 1)[-1].lower()}: {e.message()}"
+            server.problem = f"{status.lower()}: {details}"
             error = TritonUnavailableError(
                 f"Triton at {server.url} is unavailable or refused model {model!r} version {version}: "
-                f"{e.message()}"
+                f"{details}"
             )
             if status in _RETRYABLE:
                 raise _Retryable(error) from e
@@ -271,19 +252,19 @@ class GrpcTritonClient:
             server.outstanding -= 1
         server.breaker.success()
         server.problem = ""
-        out = result.as_numpy(output)
+        out = output_array(response, output)
         if out is None:
             raise TritonUnavailableError(f"Triton returned no {output!r} output for model {model!r}")
-        return np.asarray(out)
+        return out
 
     # ---- health -----------------------------------------------------------------------------
     async def _probe(self, server: TritonServerChannel, model: str, version: str) -> bool:
         """Is ``version`` READY on ``server``? READY closes its breaker (probe and breaker agree)."""
         try:
-            ready = bool(
-                await server.client.is_model_ready(model, version, client_timeout=self._settings.timeout_s)
-            )
+            ready = await server.channel.model_ready(model, version, timeout_s=self._settings.timeout_s)
             why = "" if ready else f"version {version} of {model!r} is not ready"
+        except grpc.aio.AioRpcError as e:
+            ready, why = False, f"unreachable: [{e.code().name}] {e.details()}"
         except Exception as e:
             ready, why = False, f"unreachable: {e}"
         server.problem = why
@@ -301,7 +282,7 @@ class GrpcTritonClient:
 
         async def one(server: TritonServerChannel) -> bool:
             try:
-                up = bool(await server.client.is_server_ready(client_timeout=self._settings.timeout_s))
+                up = await server.channel.server_ready(timeout_s=self._settings.timeout_s)
             except Exception:
                 up = False
             if not up:
@@ -357,5 +338,5 @@ class GrpcTritonClient:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         await asyncio.gather(
-            *(s.client.close() for s in self.servers), *self._closing, return_exceptions=True
+            *(s.channel.close() for s in self.servers), *self._closing, return_exceptions=True
         )

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import grpc
 import numpy as np
 import pytest
-from tritonclient.utils import InferenceServerException
+from tritonclient.grpc import service_pb2
 
 from gateway.errors import CircuitOpenError, TritonUnavailableError
 from gateway.settings import GatewayTritonSettings
@@ -20,38 +21,46 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-class _Result:
-    def __init__(self, n: int) -> None:
-        self._n = n
+def rpc_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
+    """The error grpc.aio raises for a failed call."""
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details=details)
 
-    def as_numpy(self, name: str) -> np.ndarray:
-        return np.tile(np.array([[0.25, 0.75]], dtype=np.float32), (self._n, 1))
+
+def answer(request: bytes) -> Any:
+    """A ModelInferResponse to a serialized ModelInferRequest: [0.25, 0.75] per row."""
+    req = service_pb2.ModelInferRequest.FromString(request)
+    n = req.inputs[0].shape[0]
+    assert len(req.raw_input_contents[0]) == 4 * n * req.inputs[0].shape[1]  # float32 rows
+    resp = service_pb2.ModelInferResponse(model_name=req.model_name, model_version=req.model_version)
+    out = resp.outputs.add(name=req.outputs[0].name, datatype="FP32", shape=[n, 2])
+    assert out.name == "probabilities"
+    resp.raw_output_contents.append(np.tile(np.float32([0.25, 0.75]), n).tobytes())
+    return resp
 
 
 class FakeChannel:
-    """Triton's gRPC client as seen by GrpcTritonClient: down, up without the version, or serving."""
+    """Triton's gRPC channel as seen by GrpcTritonClient: down, up without the version, or serving."""
 
     def __init__(self) -> None:
         self.state = "serving"  # down | empty | serving
 
-    async def infer(self, model: str, inputs: list[Any], **kw: Any) -> _Result:
+    async def infer(self, request: bytes, *, timeout_s: float) -> Any:
         if self.state == "down":
-            raise InferenceServerException(
-                "failed to connect to all addresses", status="StatusCode.UNAVAILABLE"
-            )
+            raise rpc_error(grpc.StatusCode.UNAVAILABLE, "failed to connect to all addresses")
         if self.state == "empty":
-            raise InferenceServerException(
-                f"Request for unknown model: '{model}' version {kw['model_version']} is not found",
-                status="StatusCode.NOT_FOUND",
+            req = service_pb2.ModelInferRequest.FromString(request)
+            raise rpc_error(
+                grpc.StatusCode.NOT_FOUND,
+                f"Request for unknown model: '{req.model_name}' version {req.model_version} is not found",
             )
-        return _Result(inputs[0].shape()[0])
+        return answer(request)
 
-    async def is_model_ready(self, model: str, version: str, **kw: Any) -> bool:
+    async def model_ready(self, model: str, version: str, *, timeout_s: float) -> bool:
         if self.state == "down":
-            raise InferenceServerException("failed to connect", status="StatusCode.UNAVAILABLE")
+            raise rpc_error(grpc.StatusCode.UNAVAILABLE, "failed to connect")
         return self.state == "serving"
 
-    async def is_server_ready(self, **kw: Any) -> bool:
+    async def server_ready(self, *, timeout_s: float) -> bool:
         return self.state != "down"
 
     async def close(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import numpy as np
 import pytest
@@ -29,10 +30,10 @@ class CountingChannel(FakeChannel):
         self.calls = 0
         self.delay_s = delay_s
 
-    async def infer(self, model, inputs, **kw):  # type: ignore[no-untyped-def]
+    async def infer(self, request: bytes, *, timeout_s: float) -> Any:
         self.calls += 1
         await asyncio.sleep(self.delay_s)
-        return await super().infer(model, inputs, **kw)
+        return await super().infer(request, timeout_s=timeout_s)
 
 
 def pool(**kw: object) -> tuple[GrpcTritonClient, dict[str, CountingChannel]]:
