@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +47,8 @@ _SAMPLE_ENTITIES = 20
 """Stored entities per FeatureView that ``verify`` reads with both readers."""
 _ABSENT = "__treeserve_verify__"
 """Join-key value of the views a verify row does not look at."""
+_HELD_CONNECTIONS = 4
+"""Redis connections the reader keeps between reads (more concurrent reads borrow from the pool)."""
 
 
 def value_to_float(value: Any, encoding: Vocabulary | None = None) -> float:
@@ -89,6 +91,22 @@ class _ViewPlan:
         """Serialized Redis key per request row, for this view's join keys."""
 
 
+def _fill(
+    plan: _ViewPlan, rows: Iterable[tuple[float, Sequence[Any]]], out: np.ndarray, event_ts: np.ndarray
+) -> None:
+    """One view's rows into ``out`` (its columns) and ``event_ts``.
+
+    A row is (event time in epoch seconds, NaN when none; a ``ValueProto`` or None per feature
+    of the view, in ``plan.features`` order; empty when nothing is stored).
+    """
+    columns, encodings = plan.columns, plan.encodings
+    for i, (stamp_s, values) in enumerate(rows):
+        event_ts[i] = stamp_s
+        for col, enc, v in zip(columns, encodings, values, strict=False):  # () when nothing is stored
+            if v is not None:
+                out[i, col] = value_to_float(v, enc)
+
+
 def _resp_bulk(b: bytes) -> bytes:
     return b"$%d\r\n%s\r\n" % (len(b), b)
 
@@ -112,6 +130,8 @@ class DirectFeatureSource(FeastFeatureSource):
             and getattr(getattr(cfg, "client", None), "value", "redis") == "redis"
         )
         self._project = self._config.project.encode()
+        self._held: list[Any] = []
+        """Pooled Redis connections kept between reads (``_pipeline``)."""
 
     def describe(self, feature_service: str) -> tuple[list[str], list[str]]:
         """Features and entity keys; also plans the per-view reads."""
@@ -205,7 +225,6 @@ class DirectFeatureSource(FeastFeatureSource):
     ) -> None:
         """The online store's own ``online_read`` per view (stores without the raw Redis path)."""
         for plan in plans:
-            ts = event_ts[plan.view.name]
             protos = self._entity_protos(plan, join_keys, keys)
             if self._async:
                 rows = await self._online.online_read_async(
@@ -213,14 +232,17 @@ class DirectFeatureSource(FeastFeatureSource):
                 )
             else:
                 rows = self._online.online_read(self._config, plan.view, protos, list(plan.features))
-            for i, (stamp, values) in enumerate(rows):
-                if not values:
-                    continue
-                ts[i] = _epoch_s(stamp)
-                for name, col, enc in zip(plan.features, plan.columns, plan.encodings, strict=True):
-                    v = values.get(name)
-                    if v is not None:
-                        out[i, col] = value_to_float(v, enc)
+            _fill(
+                plan,
+                (
+                    (_epoch_s(stamp), [values.get(name) for name in plan.features])
+                    if values
+                    else (math.nan, ())
+                    for stamp, values in rows
+                ),
+                out,
+                event_ts[plan.view.name],
+            )
 
     def _redis_key(self, plan: _ViewPlan, join_keys: list[str], row: tuple[str, ...]) -> bytes:
         key = plan.redis_keys.get(row)
@@ -248,37 +270,63 @@ class DirectFeatureSource(FeastFeatureSource):
 
         if self._config.entity_key_serialization_version != 3:
             raise OnlineStoreUnavailableError("the direct reader needs entity_key_serialization_version 3")
-        online: Any = self._online
-        client = await online._get_client_async(self._config.online_store)
         packed = b"".join(
             plan.hmget_head + _resp_bulk(self._redis_key(plan, join_keys, row)) + plan.hmget_tail
             for plan in plans
             for row in keys
         )
-        pool = client.connection_pool
-        conn = await pool.get_connection()
-        try:
-            await conn.send_packed_command(packed, check_health=False)
-            replies = [await conn.read_response() for _ in range(len(plans) * len(keys))]
-        except BaseException:
-            await conn.disconnect()
-            raise
-        finally:
-            await pool.release(conn)
+        replies = await self._pipeline(packed, len(plans) * len(keys))
         parse = ValueProto.FromString
-        for p, plan in enumerate(plans):
+
+        def decoded(plan: _ViewPlan, replies: list[Any]) -> Iterator[tuple[float, list[Any]]]:
             n = len(plan.features)
-            ts = event_ts[plan.view.name]
-            for i, reply in enumerate(replies[p * len(keys) : (p + 1) * len(keys)]):
+            for reply in replies:
                 if isinstance(reply, Exception):
                     raise reply
-                for k in range(n):
-                    raw = reply[k]
-                    if raw:
-                        out[i, plan.columns[k]] = value_to_float(parse(raw), plan.encodings[k])
-                if reply[n]:
-                    stamp = Timestamp.FromString(reply[n])
-                    ts[i] = stamp.seconds + stamp.nanos / 1e9
+                stamp = Timestamp.FromString(reply[n]) if reply[n] else None
+                yield (
+                    stamp.seconds + stamp.nanos / 1e9 if stamp is not None else math.nan,
+                    [parse(raw) if raw else None for raw in reply[:n]],
+                )
+
+        for p, plan in enumerate(plans):
+            _fill(
+                plan,
+                decoded(plan, replies[p * len(keys) : (p + 1) * len(keys)]),
+                out,
+                event_ts[plan.view.name],
+            )
+
+    async def _pipeline(self, packed: bytes, n_replies: int) -> list[Any]:
+        """Send ``packed`` commands on a held connection and read their ``n_replies`` replies.
+
+        The pool's checkout costs more than the read itself (redis-py polls the socket with a
+        zero timeout, one event-loop pass, and counts the checkout for its observability); the
+        connection is kept here between reads instead. A held connection Redis has closed since
+        (a restart) fails on first use: the read is tried once more on a fresh one from the pool,
+        which checks it (HMGET reads only, so a repeat is harmless).
+        """
+        from redis.exceptions import ConnectionError as RedisConnectionError
+
+        online: Any = self._online
+        client = await online._get_client_async(self._config.online_store)
+        pool = client.connection_pool
+        held = bool(self._held)
+        conn = self._held.pop() if held else await pool.get_connection()
+        try:
+            await conn.send_packed_command(packed, check_health=False)
+            replies = [await conn.read_response() for _ in range(n_replies)]
+        except BaseException as e:
+            await conn.disconnect()
+            await pool.release(conn)
+            if held and isinstance(e, RedisConnectionError | OSError):
+                return await self._pipeline(packed, n_replies)
+            raise
+        if len(self._held) < _HELD_CONNECTIONS:
+            self._held.append(conn)
+        else:
+            await pool.release(conn)
+        return replies
 
     # ---- start-up self-check ----------------------------------------------------------------
     async def verify(self, feature_service: str) -> None:
