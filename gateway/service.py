@@ -142,6 +142,7 @@ class PredictionService:
         self._median_cache_owner: dict[tuple[str, tuple[str, ...]], VersionInfo] = {}
         self._metric_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
         self._label_children: dict[tuple[Any, tuple[str, ...]], Any] = {}
+        self._feature_children: dict[tuple[Any, str, tuple[str, ...]], list[Any]] = {}
 
     # ---- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -680,24 +681,33 @@ class PredictionService:
         self, view: ModelView, info: VersionInfo, route: str, p: scoring.Prepared, r: scoring.Scores
     ) -> None:
         """Metrics of one scored group: missing values, imputations, fallbacks, rows and scores."""
-        features = view.features
         child = self._metric_child
         if p.missing is not None:
-            missing = p.missing.sum(axis=0)
-            for j in np.flatnonzero(missing):
-                child(metrics.MISSING_FEATURES, view.name, features[j]).inc(int(missing[j]))
+            self._count_per_feature(metrics.MISSING_FEATURES, view, p.missing.sum(axis=0))
             counts = p.imputed_counts
             if counts is not None:
-                for j in np.flatnonzero(counts):
-                    child(metrics.IMPUTATIONS, view.name, features[j]).inc(int(counts[j]))
+                self._count_per_feature(metrics.IMPUTATIONS, view, counts)
             for reason in r.fallback:
                 if reason:
                     child(metrics.FALLBACKS, view.name, reason.split(":")[0]).inc()
         if len(r.scores):
             counter, hist = self._row_metrics(view.name, info.version, route)
             counter.inc(len(r.scores))
-            for v in r.scores:
-                hist.observe(float(v))
+            for v in r.scores.tolist():
+                hist.observe(v)
+
+    def _count_per_feature(self, metric: Any, view: ModelView, counts: np.ndarray) -> None:
+        """``metric{model, feature}`` += ``counts[j]`` for the features counted (children by position)."""
+        key = (metric, view.name, view.features)
+        children = self._feature_children.get(key)
+        if children is None:
+            children = self._feature_children[key] = [None] * len(view.features)
+        values = counts.tolist()
+        for j in np.flatnonzero(counts).tolist():
+            c = children[j]
+            if c is None:  # made on first use: a feature never counted exports no series
+                c = children[j] = metric.labels(view.name, view.features[j])
+            c.inc(values[j])
 
     def _metric_child(self, metric: Any, *labels: str) -> Any:
         """``metric.labels(*labels)``, looked up once (a label lookup per batch and feature adds up)."""

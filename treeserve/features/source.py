@@ -73,7 +73,7 @@ def expire(layout: ServiceLayout, values: np.ndarray, event_ts: Mapping[str, np.
         if view.ttl_s > 0:
             stale = age > view.ttl_s
             if stale.any():
-                values[np.ix_(np.flatnonzero(stale), np.asarray(view.columns, dtype=np.intp))] = np.nan
+                values[np.flatnonzero(stale)[:, None], view.columns] = np.nan  # stale rows x view columns
     return FeatureRows(values, ages)
 
 
