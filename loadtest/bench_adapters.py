@@ -126,10 +126,25 @@ def gateway(raw: dict[str, Any]) -> dict[str, Any]:
         f"after a {raw.get('warmup_s')} s warm-up; h2load reports no percentiles: the gRPC percentiles "
         "at concurrency 1 come from a small grpc.aio client run against both servers."
     )
+    spreads = [
+        f"`{k}` {fmt(raw[k])} (rounds {fmt(raw.get(k + '_min'))}–{fmt(raw.get(k + '_max'))})"
+        for k in raw
+        if raw.get(k) is not None and k + "_min" in raw and k + "_max" in raw
+    ]
+    if spreads:
+        notes.append(
+            f"Gateway vs Triton alone: {raw.get('rounds')} interleaved rounds per figure (Triton, gateway "
+            "gRPC, gateway HTTP in turn; Triton and gateway at concurrency 1), each figure the median "
+            "of its per-round values: " + ", ".join(spreads) + "."
+        )
     figures = [
         f"`{k}` {fmt(v)}"
         for k, v in raw.items()
-        if k not in _RESERVED and isinstance(v, int | float) and not isinstance(v, bool) and _FIGURE.search(k)
+        if k not in _RESERVED
+        and isinstance(v, int | float)
+        and not isinstance(v, bool)
+        and _FIGURE.search(k)
+        and not k.endswith(("_min", "_max"))
     ]
     if figures:
         notes.append("Figures: " + ", ".join(figures) + ".")

@@ -9,6 +9,8 @@ One run on this machine, the same load generator for every server of a compariso
 * gRPC, ``h2load`` (nghttp2, C) replaying one KServe v2 ``ModelInfer`` request: Triton alone
   (the features tensor of one entity) and the gateway's gRPC port (the entity id as a BYTES
   tensor). h2load reports throughput only (no percentiles).
+* Gateway vs Triton alone (the ratios at the top concurrency, the added p50 at concurrency 1):
+  interleaved rounds (``loadtest.bench_rounds``), each figure the median of its per-round values.
 * Feature reads in process: 64 concurrent single-entity requests through the gateway's
   coalescer vs one Feast SDK ``get_online_features`` call per request.
 
@@ -32,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from loadtest.bench_latency import CpuMeter, cpu_us_per_request, grpc_latency
+from loadtest.bench_rounds import difference, merged, ratio, run_rounds, spread
 from loadtest.bench_triton import tree_cpu_s
 from loadtest.settings import LoadtestConfig
 from treeserve import procs
@@ -309,15 +312,24 @@ async def _feature_rates(
 
 
 def overhead_figures(results: dict[str, Any], top: str) -> dict[str, float | None]:
-    """What the gateway adds to Triton alone: p50 at concurrency 1, CPU per request at ``top``."""
+    """What the gateway adds to Triton alone: p50 at concurrency 1, CPU per request at ``top``.
+
+    With interleaved rounds (``grpc_latency_c1_rounds``) the added p50 is the median of the
+    per-round differences, with its min and max; otherwise the difference of the two p50s.
+    """
     lat = results.get("grpc_latency_c1") or {}
     tp50, gp50 = (lat.get("triton") or {}).get("p50_ms"), (lat.get("gateway") or {}).get("p50_ms")
     grpc_top = {k: (results.get("grpc") or {}).get(k, {}).get(top) or {} for k in ("triton", "gateway")}
     http_top = (results.get("http") or {}).get("gateway", {}).get(top) or {}
+    added: dict[str, float | None] = {"median": None, "min": None, "max": None}
+    if results.get("grpc_latency_c1_rounds"):
+        added = spread(difference(results["grpc_latency_c1_rounds"], "gateway", "triton", "p50_ms"))
+    elif tp50 is not None and gp50 is not None:
+        added = {"median": round(gp50 - tp50, 3), "min": None, "max": None}
     return {
-        "gateway_added_latency_p50_ms_c1": round(gp50 - tp50, 3)
-        if tp50 is not None and gp50 is not None
-        else None,
+        "gateway_added_latency_p50_ms_c1": added["median"],
+        "gateway_added_latency_p50_ms_c1_min": added["min"],
+        "gateway_added_latency_p50_ms_c1_max": added["max"],
         f"gateway_cpu_us_per_request_c{top}": cpu_us_per_request(
             grpc_top["gateway"].get("cpu_s"), grpc_top["gateway"].get("requests")
         ),
@@ -353,11 +365,14 @@ def run_gateway_bench(
     baseline_workers: int | None = None,
     world: Any = None,
     quick: bool = False,
+    rounds: int = 4,
 ) -> dict[str, Any]:
     """Measure gateway vs baseline (wrk) and gateway vs Triton (h2load); returns the figures.
 
     ``world`` is a ``loadtest.bench_world.BenchWorld``; without one a small world (2000
     customers, Redis online store when reachable) is built under ``out_dir`` and closed after.
+    The gateway/Triton comparisons at the top concurrency and at concurrency 1 run as ``rounds``
+    interleaved rounds of ``duration_s / rounds`` (at least 1 s) per server.
     """
     from loadtest.bench_world import build_world
 
@@ -382,6 +397,7 @@ def run_gateway_bench(
         "online_store": settings.feast.online_store,
         "duration_s": duration_s,
         "warmup_s": warmup_s,
+        "rounds": rounds,
         "load_generators": {"http": "wrk 4.1", "grpc": "h2load (nghttp2)"},
     }
     baseline = None
@@ -452,7 +468,10 @@ def run_gateway_bench(
         triton_url = f"http://{triton_grpc_url(settings)}/inference.GRPCInferenceService/ModelInfer"
         gateway_grpc_url = f"http://{gw.grpc_url}/inference.GRPCInferenceService/ModelInfer"
         grpc_res: dict[str, dict[str, Any]] = {"triton": {}, "gateway": {}}
+        top_c = max(concurrencies)
         for c in concurrencies:
+            if c == top_c:
+                continue  # measured in interleaved rounds below
             grpc_res["triton"][str(c)] = run_h2load(
                 triton_url, tbody, concurrency=c, duration_s=duration_s, warmup_s=warmup_s, cpu_of=triton_cpu
             )
@@ -467,16 +486,72 @@ def run_gateway_bench(
             log.info(
                 "c=%d grpc triton %s gateway %s", c, grpc_res["triton"][str(c)], grpc_res["gateway"][str(c)]
             )
+        # Gateway vs Triton alone at the top concurrency: rounds of Triton (gRPC), the gateway's
+        # gRPC port and its HTTP port in turn, so that each round's ratios compare the same moment.
+        round_s = max(1.0, duration_s / rounds)
+
+        def first_warm(r: int) -> float:
+            return warmup_s if r == 0 else 0.0
+
+        top_rounds = run_rounds(
+            {
+                "triton": lambda r: run_h2load(
+                    triton_url,
+                    tbody,
+                    concurrency=top_c,
+                    duration_s=round_s,
+                    warmup_s=first_warm(r),
+                    cpu_of=triton_cpu,
+                ),
+                "gateway": lambda r: run_h2load(
+                    gateway_grpc_url,
+                    gbody,
+                    concurrency=top_c,
+                    duration_s=round_s,
+                    warmup_s=first_warm(r),
+                    cpu_of=gw_cpu,
+                ),
+                "gateway_http": lambda r: run_wrk(
+                    gw.url,
+                    gw_script,
+                    connections=top_c,
+                    duration_s=round_s,
+                    warmup_s=first_warm(r),
+                    cpu_of=gw_cpu,
+                ),
+            },
+            rounds=rounds,
+        )
+        for i, rnd in enumerate(top_rounds):
+            require_answers(f"gateway HTTP at c={top_c}, round {i + 1}", rnd["gateway_http"], gw.log_file)
+        grpc_res["triton"][str(top_c)] = merged([rnd["triton"] for rnd in top_rounds])
+        grpc_res["gateway"][str(top_c)] = merged([rnd["gateway"] for rnd in top_rounds])
         results["grpc"] = grpc_res
-        # Percentiles at concurrency 1, same client and transport for both (h2load has none).
+        results[f"rounds_c{top_c}"] = top_rounds
+        log.info("c=%d rounds %s", top_c, top_rounds)
+
+        # Percentiles at concurrency 1, same client and transport for both (h2load has none),
+        # in interleaved rounds too: the added p50 is the median of the per-round differences.
+        def c1_run(target: str, body: Path) -> Callable[[int], dict[str, Any]]:
+            def run(r: int) -> dict[str, Any]:
+                warm = warmup_s if r == 0 else min(warmup_s, 0.5)  # a fresh channel each round
+                return grpc_latency(
+                    target, body.read_bytes(), concurrency=1, duration_s=round_s, warmup_s=warm
+                )
+
+            return run
+
+        c1_rounds = run_rounds(
+            {
+                "triton": c1_run(settings.gateway.triton.grpc_url, tbody),
+                "gateway": c1_run(gw.grpc_url, gbody),
+            },
+            rounds=rounds,
+        )
+        results["grpc_latency_c1_rounds"] = c1_rounds
         results["grpc_latency_c1"] = {
-            name: grpc_latency(
-                target, body.read_bytes(), concurrency=1, duration_s=duration_s, warmup_s=warmup_s
-            )
-            for name, target, body in (
-                ("triton", settings.gateway.triton.grpc_url, tbody),
-                ("gateway", gw.grpc_url, gbody),
-            )
+            name: merged([rnd[name] for rnd in c1_rounds]) | {"load_generator": "grpc.aio client"}
+            for name in ("triton", "gateway")
         }
         log.info("grpc latency c=1 %s", results["grpc_latency_c1"])
 
@@ -508,10 +583,13 @@ def run_gateway_bench(
     )
     results[f"triton_grpc_rps_c{top}"] = tg["rps"]
     results[f"gateway_grpc_rps_c{top}"] = gg["rps"]
-    results[f"gateway_vs_triton_rps_ratio_c{top}"] = round(gg["rps"] / tg["rps"], 3) if tg["rps"] else None
-    results[f"gateway_http_vs_triton_rps_ratio_c{top}"] = (
-        round(g["rps"] / tg["rps"], 3) if tg["rps"] else None
-    )
+    # Ratios to Triton alone: the median of the per-round ratios (each round one moment).
+    top_rounds = results.get(f"rounds_c{top}") or []
+    for key, server in (("gateway_vs_triton", "gateway"), ("gateway_http_vs_triton", "gateway_http")):
+        s = spread(ratio(top_rounds, server, "triton"))
+        results[f"{key}_rps_ratio_c{top}"] = s["median"]
+        results[f"{key}_rps_ratio_c{top}_min"] = s["min"]
+        results[f"{key}_rps_ratio_c{top}_max"] = s["max"]
     results.update(overhead_figures(results, top))
     (out_dir / "bench_gateway.json").write_text(json.dumps(results, indent=2))
     return results
