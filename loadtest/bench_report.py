@@ -46,9 +46,9 @@ STABLE_KEYS: tuple[str, ...] = (
 KEY_MEANING: dict[str, str] = {
     "triton_dynamic_batching_speedup_c32": "Triton req/s with dynamic batching on / off, concurrency 32",
     "gateway_vs_baseline_rps_ratio_c64": "gateway req/s / tuned FastAPI baseline req/s, concurrency 64 (goal ≥ 4)",
-    "gateway_vs_triton_rps_ratio_c64": "gateway gRPC req/s / Triton-alone gRPC req/s, concurrency 64 (goal ≥ 0.5)",
-    "gateway_http_vs_triton_rps_ratio_c64": "gateway HTTP req/s / Triton-alone gRPC req/s, concurrency 64 (goal ≥ 0.6)",
-    "gateway_added_latency_p50_ms_c1": "gateway gRPC p50 − Triton-alone gRPC p50 (ms), concurrency 1, same client (goal ≤ 1.0)",
+    "gateway_vs_triton_rps_ratio_c64": "gateway gRPC req/s / Triton-alone gRPC req/s, concurrency 64, median of per-round ratios of interleaved rounds (goal ≥ 0.5)",
+    "gateway_http_vs_triton_rps_ratio_c64": "gateway HTTP req/s / Triton-alone gRPC req/s, concurrency 64, median of per-round ratios of interleaved rounds (goal ≥ 0.6)",
+    "gateway_added_latency_p50_ms_c1": "gateway gRPC p50 − Triton-alone gRPC p50 (ms), concurrency 1, same client, median of per-round differences of interleaved rounds (goal ≤ 1.0)",
     "gateway_cpu_us_per_request_c64": "gateway process CPU µs per answered gRPC request, concurrency 64 (Triton's beside it)",
     "gateway_p99_ms_c64": "gateway p99 latency (ms), concurrency 64 (goal ≤ baseline p99 / 10)",
     "baseline_p99_ms_c64": "baseline p99 latency (ms), concurrency 64",
