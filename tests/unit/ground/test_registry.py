@@ -10,6 +10,7 @@ import requests
 from mlflow.exceptions import MlflowException, RestException
 from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST
 
+from tests.fixtures.registry import fresh_python
 from treeserve.errors import NotFoundError, ServiceUnavailableError
 from treeserve.registry import mlflow_client, mlflow_errors, previous_champions, read_model_state
 
@@ -71,5 +72,4 @@ def test_mlflow_http_requests_do_not_load_feasts_header_provider() -> None:
         "print(sorted(type(p).__module__.split('.')[0] for p in _request_header_provider_registry))\n"
         "print('feast' in sys.modules)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.splitlines() == ["['mlflow', 'mlflow']", "False"]
+    assert fresh_python(code) == ["['mlflow', 'mlflow']", "False"]

@@ -6,8 +6,6 @@ SQLite here (a real MLflow database written by MlflowClient); the REST client ag
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +14,7 @@ import requests
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from tests.fixtures.registry import missing_model_lookup
 from treeserve.errors import NotFoundError, ServiceUnavailableError
 from treeserve.registry import mlflow_errors, read_model_state, registry_client
 from treeserve.registry_clients import (
@@ -181,19 +180,7 @@ def test_plain_names_are_a_subset_of_what_mlflow_accepts() -> None:
 
 def test_a_fresh_home_reads_as_an_empty_registry_without_importing_mlflow(tmp_path: Path) -> None:
     db = tmp_path / "var" / "mlflow" / "mlflow.db"
-    code = (
-        "import sys\n"
-        "from treeserve.registry import read_model_state, registry_client\n"
-        "from treeserve.errors import NotFoundError\n"
-        f"client = registry_client('sqlite:///{db}')\n"
-        "try:\n"
-        "    read_model_state(client, 'nobody')\n"
-        "except NotFoundError as e:\n"
-        "    print(e)\n"
-        "print('mlflow' in sys.modules)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.splitlines() == ["registered model 'nobody' does not exist", "False"]
+    assert missing_model_lookup(f"sqlite:///{db}") == ["registered model 'nobody' does not exist", "False"]
     assert not db.parent.exists()  # a read creates nothing
 
 
