@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import numpy as np
 from tritonclient.grpc import service_pb2
+from tritonclient.utils import triton_to_np_dtype
 
 from treeserve import contract
 
@@ -35,21 +36,6 @@ CHANNEL_ARGS = [
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
 ]
-
-_NUMPY_DTYPES = {
-    "BOOL": np.dtype(bool),
-    "INT8": np.dtype(np.int8),
-    "INT16": np.dtype(np.int16),
-    "INT32": np.dtype(np.int32),
-    "INT64": np.dtype(np.int64),
-    "UINT8": np.dtype(np.uint8),
-    "UINT16": np.dtype(np.uint16),
-    "UINT32": np.dtype(np.uint32),
-    "UINT64": np.dtype(np.uint64),
-    "FP16": np.dtype(np.float16),
-    "FP32": np.dtype(np.float32),
-    "FP64": np.dtype(np.float64),
-}
 
 
 def _varint(n: int) -> bytes:
@@ -96,8 +82,9 @@ def output_array(response: Any, output: str) -> np.ndarray | None:
     """``output`` of a ``ModelInferResponse`` as an array of its shape (None when it is absent)."""
     for i, tensor in enumerate(response.outputs):
         if tensor.name == output:
-            dtype = _NUMPY_DTYPES.get(tensor.datatype)
-            if dtype is None or i >= len(response.raw_output_contents):
+            # tritonclient's datatype table; BYTES (length-prefixed strings) is not a flat array.
+            dtype = triton_to_np_dtype(tensor.datatype)
+            if dtype in (None, np.object_) or i >= len(response.raw_output_contents):
                 return None
             return np.frombuffer(response.raw_output_contents[i], dtype=dtype).reshape(tuple(tensor.shape))
     return None
