@@ -28,7 +28,7 @@ from gateway.routes import PREDICT_PATH, predict_docs, router, v1
 from gateway.service import PredictionService
 from gateway.triton import InferenceClient
 from treeserve.features import FeatureSource
-from treeserve.local_triton import triton_grpc_url
+from treeserve.local_triton import gateway_triton
 
 if TYPE_CHECKING:
     from gateway.settings import GatewayConfig
@@ -82,7 +82,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        from gateway.triton import GrpcTritonClient
+        from gateway.triton import TritonClient
         from treeserve.features import open_feature_source
 
         service = PredictionService(
@@ -93,9 +93,7 @@ def create_app(
                 features if features is not None else open_feature_source(settings, reader=gw.feature_reader),
                 timeout_s=gw.feature_timeout_s,
             ),
-            triton=triton
-            if triton is not None
-            else GrpcTritonClient(gw.triton.model_copy(update={"grpc_url": triton_grpc_url(settings)})),
+            triton=triton if triton is not None else TritonClient(gateway_triton(settings)),
             predlog=predlog if predlog is not None else build_predlog(settings),
         )
         await service.start()

@@ -13,6 +13,8 @@
     │   ├── ModelNotServableError               skew guard or missing routing: version refused
     │   └── PredictionLogUnavailableError       the answer's rows cannot be written to the log
     └── DeadlineExceededError               504  the Triton deadline passed
+    TritonCallError (Exception)             one failed call to one Triton server, either transport;
+                                            gateway.triton maps it to the errors above
 
 Third-party exceptions are mapped where they enter (features.py, triton.py); routes have one handler.
 """
@@ -109,3 +111,17 @@ class PredictionLogUnavailableError(ServiceDownError):
     """The prediction log cannot record the answer (disk full, permission): no answer without a record."""
 
     kind = "predlog_unavailable"
+
+
+class TritonCallError(Exception):
+    """One failed call to one Triton server, from either transport (never answered to a caller).
+
+    ``code`` is the gRPC status name Triton's gRPC endpoint gives for the failure (UNAVAILABLE,
+    NOT_FOUND, DEADLINE_EXCEEDED, INVALID_ARGUMENT, INTERNAL, ...): the HTTP channel translates its
+    answers into the same names, so ``gateway.triton`` decides retries and breakers once for both.
+    """
+
+    def __init__(self, code: str, details: str) -> None:
+        super().__init__(f"[{code}] {details}")
+        self.code = code
+        self.details = details

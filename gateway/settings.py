@@ -17,6 +17,18 @@ class GatewayTritonSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
+    protocol: Literal["auto", "http", "grpc"] = "auto"
+    """How the gateway calls Triton: ``http`` (HTTP/1.1 keep-alive, binary tensors: the cheaper call,
+    docs/operations/performance.md) or ``grpc``. ``auto``: ``grpc`` when only gRPC addresses are
+    set (``grpc_url``/``grpc_urls``/``grpc_dns``), else ``http``."""
+    http_url: str = ""
+    """Triton HTTP endpoint (one server; see ``http_urls`` and ``http_dns`` for several). Empty: the
+    Triton started by ``treeserve triton start`` (its recorded ports), else ``<triton.host>:<triton.http_port>``."""
+    http_urls: list[str] | None = None
+    """Several Triton HTTP endpoints (JSON list), balanced and failed over like ``grpc_urls``. Unset: ``http_url``."""
+    http_dns: str = ""
+    """``host:port`` resolving to every Triton's HTTP port (e.g. a Kubernetes headless Service),
+    re-resolved every ``dns_refresh_s``; takes precedence over ``http_urls`` and ``http_url``."""
     grpc_url: str = ""
     """Triton gRPC endpoint (one server; see ``grpc_urls`` and ``grpc_dns`` for several). Empty: the
     Triton started by ``treeserve triton start`` (its recorded ports), else ``<triton.host>:<triton.grpc_port>``."""
@@ -41,19 +53,33 @@ class GatewayTritonSettings(BaseModel):
     max_batch_size: int = Field(default=1024, ge=1)
     """Largest batch sent in one Triton call (Triton rejects batches over its max_batch_size)."""
 
-    @field_validator("grpc_url", "grpc_dns")
+    @field_validator("grpc_url", "grpc_dns", "http_url", "http_dns")
     @classmethod
     def _one_endpoint(cls, value: str) -> str:
         return parse_endpoint(value) if value else value
 
-    @field_validator("grpc_urls")
+    @field_validator("grpc_urls", "http_urls")
     @classmethod
     def _endpoints(cls, value: list[str] | None) -> list[str] | None:
         return None if value is None else parse_endpoints(value)
 
+    def transport(self) -> Literal["http", "grpc"]:
+        """The protocol in use: ``protocol``, with ``auto`` decided by which addresses are set."""
+        if self.protocol != "auto":
+            return self.protocol
+        http_set = bool(self.http_url or self.http_urls or self.http_dns)
+        grpc_set = bool(self.grpc_url or self.grpc_urls or self.grpc_dns)
+        return "grpc" if grpc_set and not http_set else "http"
+
     def endpoints(self) -> list[str]:
-        """The configured gRPC endpoints (``grpc_dns`` is resolved by the client, not here)."""
+        """The configured endpoints of the transport in use (``dns()`` is resolved by the client)."""
+        if self.transport() == "http":
+            return list(self.http_urls) if self.http_urls is not None else [self.http_url]
         return list(self.grpc_urls) if self.grpc_urls is not None else [self.grpc_url]
+
+    def dns(self) -> str:
+        """The DNS name of the transport in use (empty: the configured endpoints)."""
+        return self.http_dns if self.transport() == "http" else self.grpc_dns
 
 
 class GatewaySettings(BaseModel):

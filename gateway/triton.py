@@ -1,13 +1,16 @@
-"""Inference adapter: one or many Triton servers over gRPC (``grpc.aio``, see ``gateway.triton_grpc``).
+"""Inference adapter: one or many Triton servers, over HTTP/1.1 or gRPC.
 
-One persistent channel per server (``grpc_url``, ``grpc_urls``, or every address of ``grpc_dns``,
+The transport is ``gateway.triton.protocol`` (``auto``: HTTP unless only gRPC addresses are
+configured): ``gateway.triton_http`` (kept-alive HTTP/1.1 connections, the binary-tensor
+extension; the default, measurably cheaper per call) or ``gateway.triton_grpc`` (one ``grpc.aio``
+channel). One channel per server (``*_url``, ``*_urls``, or every address of ``*_dns``,
 re-resolved while the gateway runs). Each call goes to the server with the fewest outstanding
 requests among those whose breaker is closed (ties in turn); every call has a deadline; an
 UNAVAILABLE or not-found answer is retried on another server (bounded, jittered backoff once every
 server was tried) while the deadline allows. A breaker per server stops calling one that keeps
 failing; it closes again only when a readiness probe finds the routed version READY there. The
-model version is always explicit (pinned from the routing). grpc errors are mapped here, where
-they enter, by status code.
+model version is always explicit (pinned from the routing). Both transports report a failed call
+as a ``TritonCallError`` carrying the gRPC status name; it is mapped here, by that name.
 """
 
 from __future__ import annotations
@@ -20,14 +23,14 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-import grpc
 import numpy as np
 
 from gateway import metrics
 from gateway.breaker import READY_RECHECK_S, CircuitBreaker
-from gateway.errors import CircuitOpenError, DeadlineExceededError, TritonUnavailableError
+from gateway.errors import CircuitOpenError, DeadlineExceededError, TritonCallError, TritonUnavailableError
 from gateway.settings import GatewayTritonSettings
-from gateway.triton_grpc import GrpcTritonChannel, InferRequestTemplate, TritonChannel, output_array
+from gateway.triton_grpc import GrpcTritonChannel, InferRequestTemplate
+from gateway.triton_http import HttpInferRequestTemplate, HttpTritonChannel
 from treeserve.endpoints import resolve
 
 log = logging.getLogger(__name__)
@@ -57,6 +60,43 @@ class InferenceClient(Protocol):
         ...
 
 
+class TritonChannel(Protocol):
+    """The calls the gateway makes on one Triton server, either transport (tests fake it: no network).
+
+    Failures raise ``gateway.errors.TritonCallError``.
+    """
+
+    async def infer(self, request: Any, *, output: str, timeout_s: float) -> np.ndarray | None:
+        """Run a request built by the transport's template; ``output`` (None when absent)."""
+        ...
+
+    async def model_ready(self, model: str, version: str, *, timeout_s: float) -> bool:
+        """Is this version loaded and ready?"""
+        ...
+
+    async def server_ready(self, *, timeout_s: float) -> bool:
+        """Is the server ready?"""
+        ...
+
+    async def close(self) -> None:
+        """Close the connections."""
+        ...
+
+
+class RequestTemplate(Protocol):
+    """Builds a transport's request for one (model, version, output); only the rows vary."""
+
+    def request(self, x: np.ndarray) -> Any:
+        """The request for ``x`` (float32 [n, n_features])."""
+        ...
+
+
+_TRANSPORTS: dict[str, tuple[Callable[[str], TritonChannel], Callable[[str, str, str], RequestTemplate]]] = {
+    "http": (HttpTritonChannel, HttpInferRequestTemplate),
+    "grpc": (GrpcTritonChannel, InferRequestTemplate),
+}
+"""protocol -> (channel per server URL, request template per (model, version, output))."""
+
 _RETRYABLE = {"UNAVAILABLE", "NOT_FOUND"}
 """Another server may answer: this one is down, restarting, or has not loaded the version."""
 _TIMEOUT = {"DEADLINE_EXCEEDED"}
@@ -83,8 +123,8 @@ class _Retryable(Exception):
         self.error = error
 
 
-class GrpcTritonClient:
-    """``InferenceClient`` over one or many Triton gRPC endpoints."""
+class TritonClient:
+    """``InferenceClient`` over one or many Triton servers (HTTP/1.1 or gRPC)."""
 
     def __init__(
         self,
@@ -92,16 +132,19 @@ class GrpcTritonClient:
         *,
         channel_factory: Callable[[str], TritonChannel] | None = None,
     ) -> None:
-        """``channel_factory(url)`` replaces the gRPC channel of each server (tests: no network)."""
+        """``channel_factory(url)`` replaces the channel of each server (tests: no network)."""
         self._settings = settings
-        self._factory: Callable[[str], TritonChannel] = channel_factory or GrpcTritonChannel
+        self.protocol = settings.transport()
+        channel, self._template = _TRANSPORTS[self.protocol]
+        self._factory: Callable[[str], TritonChannel] = channel_factory or channel
+        self._dns = settings.dns()
         self._servers: dict[str, TritonServerChannel] = {}
         self._routed: dict[tuple[str, str], float] = {}
-        self._templates: dict[tuple[str, str, str], InferRequestTemplate] = {}
+        self._templates: dict[tuple[str, str, str], RequestTemplate] = {}
         self._turn = 0
         self._task: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Task[Any]] = set()
-        self._set_servers(resolve(settings.grpc_dns) if settings.grpc_dns else settings.endpoints())
+        self._set_servers(resolve(self._dns) if self._dns else settings.endpoints())
 
     @property
     def servers(self) -> list[TritonServerChannel]:
@@ -111,7 +154,7 @@ class GrpcTritonClient:
     def _set_servers(self, urls: list[str]) -> None:
         for url in urls:
             if url not in self._servers:
-                log.info("Triton server added: %s", url)
+                log.info("Triton server added (%s): %s", self.protocol, url)
                 self._servers[url] = TritonServerChannel(url, self._settings, self._factory(url))
         for url in [u for u in self._servers if u not in urls]:
             log.info("Triton server removed: %s", url)
@@ -155,9 +198,7 @@ class GrpcTritonClient:
         x = np.ascontiguousarray(features, dtype=np.float32)
         template = self._templates.get((model, version, output))
         if template is None:
-            template = self._templates[(model, version, output)] = InferRequestTemplate(
-                model, version, output
-            )
+            template = self._templates[(model, version, output)] = self._template(model, version, output)
         request = template.request(x)  # built once, sent to whichever server answers
         t0 = time.monotonic()
         deadline = t0 + self._settings.timeout_s
@@ -224,11 +265,11 @@ class GrpcTritonClient:
                         f"model {model!r} version {version} is not ready in Triton at {server.url}"
                     )
                 )
-            response = await server.channel.infer(request, timeout_s=remaining)
-        except grpc.aio.AioRpcError as e:
+            out = await server.channel.infer(request, output=output, timeout_s=remaining)
+        except TritonCallError as e:
             # Refused calls count too: the breaker tracks whether the routed version serves there.
             server.breaker.failure()
-            status, details = e.code().name, e.details() or ""
+            status, details = e.code, e.details
             if status in _TIMEOUT:
                 metrics.TRITON_ERRORS.labels(model, version, "timeout").inc()
                 raise DeadlineExceededError(
@@ -252,7 +293,6 @@ class GrpcTritonClient:
             server.outstanding -= 1
         server.breaker.success()
         server.problem = ""
-        out = output_array(response, output)
         if out is None:
             raise TritonUnavailableError(f"Triton returned no {output!r} output for model {model!r}")
         return out
@@ -263,8 +303,8 @@ class GrpcTritonClient:
         try:
             ready = await server.channel.model_ready(model, version, timeout_s=self._settings.timeout_s)
             why = "" if ready else f"version {version} of {model!r} is not ready"
-        except grpc.aio.AioRpcError as e:
-            ready, why = False, f"unreachable: [{e.code().name}] {e.details()}"
+        except TritonCallError as e:
+            ready, why = False, f"unreachable: [{e.code}] {e.details}"
         except Exception as e:
             ready, why = False, f"unreachable: {e}"
         server.problem = why
@@ -298,7 +338,7 @@ class GrpcTritonClient:
     def degraded(self) -> dict[str, str]:
         """Servers not serving -> why: a failed probe or call, or a breaker that is not closed."""
         if not self._servers:
-            return {self._settings.grpc_dns or "triton": "no Triton server resolved"}
+            return {self._dns or "triton": "no Triton server resolved"}
         out: dict[str, str] = {}
         for s in self._servers.values():
             if s.problem or s.breaker.state != CircuitBreaker.CLOSED:
@@ -310,16 +350,16 @@ class GrpcTritonClient:
             self._task = asyncio.get_running_loop().create_task(self._watch(), name="triton-watch")
 
     async def _watch(self) -> None:
-        """Re-resolve ``grpc_dns``; probe servers whose breaker is open for the routed versions."""
+        """Re-resolve ``*_dns``; probe servers whose breaker is open for the routed versions."""
         settings = self._settings
         interval_s = max(0.05, min(settings.breaker_reset_s, 1.0, READY_RECHECK_S))
         next_dns = time.monotonic() + settings.dns_refresh_s
         while True:
             await asyncio.sleep(interval_s)
             try:
-                if settings.grpc_dns and time.monotonic() >= next_dns:
+                if self._dns and time.monotonic() >= next_dns:
                     next_dns = time.monotonic() + settings.dns_refresh_s
-                    urls = await asyncio.to_thread(resolve, settings.grpc_dns)
+                    urls = await asyncio.to_thread(resolve, self._dns)
                     if urls:  # no answer at all: keep the servers we know (they fail over anyway)
                         self._set_servers(urls)
                 cutoff = time.monotonic() - _ROUTED_TTL_S

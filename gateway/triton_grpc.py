@@ -9,18 +9,20 @@ bytes: the fields that depend only on (model, version, output) are serialized on
 the array's bytes as ``raw_input_contents`` (protobuf concatenation merges messages, appending
 repeated fields). The answer is parsed by protobuf and its output read with ``np.frombuffer``.
 
-Errors are ``grpc.aio.AioRpcError`` as grpc raises them: the caller (``gateway.triton``) maps
-their status codes where they enter.
+grpc errors are turned into :class:`~gateway.errors.TritonCallError` (the status code's name and
+details) where they enter, as the HTTP channel (``gateway.triton_http``) turns its answers.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 
+import grpc
 import numpy as np
 from tritonclient.grpc import service_pb2
 from tritonclient.utils import triton_to_np_dtype
 
+from gateway.errors import TritonCallError
 from treeserve import contract
 
 INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
@@ -90,32 +92,15 @@ def output_array(response: Any, output: str) -> np.ndarray | None:
     return None
 
 
-class TritonChannel(Protocol):
-    """The calls the gateway makes on one Triton server (tests replace it: no network)."""
-
-    async def infer(self, request: bytes, *, timeout_s: float) -> Any:
-        """``ModelInfer`` with a serialized request; the ``ModelInferResponse``."""
-        ...
-
-    async def model_ready(self, model: str, version: str, *, timeout_s: float) -> bool:
-        """``ModelReady`` for one version."""
-        ...
-
-    async def server_ready(self, *, timeout_s: float) -> bool:
-        """``ServerReady``."""
-        ...
-
-    async def close(self) -> None:
-        """Close the channel."""
-        ...
+def _call_error(e: Any) -> TritonCallError:
+    """A ``grpc.aio.AioRpcError`` as the transport-neutral error (its status code's name)."""
+    return TritonCallError(e.code().name, e.details() or "")
 
 
 class GrpcTritonChannel:
     """``TritonChannel`` over one persistent ``grpc.aio`` channel (probes share it)."""
 
     def __init__(self, url: str) -> None:
-        import grpc
-
         self.url = url
         self._channel = grpc.aio.insecure_channel(url, options=CHANNEL_ARGS)
         # No request serializer: the request is already bytes (InferRequestTemplate).
@@ -133,18 +118,28 @@ class GrpcTritonChannel:
             response_deserializer=service_pb2.ServerReadyResponse.FromString,
         )
 
-    async def infer(self, request: bytes, *, timeout_s: float) -> Any:
-        """``ModelInfer``; raises ``grpc.aio.AioRpcError``."""
-        return await self._infer(request, timeout=timeout_s)
+    async def infer(self, request: bytes, *, output: str, timeout_s: float) -> np.ndarray | None:
+        """``ModelInfer`` on a serialized request; ``output`` as an array (None when absent)."""
+        try:
+            response = await self._infer(request, timeout=timeout_s)
+        except grpc.aio.AioRpcError as e:
+            raise _call_error(e) from e
+        return output_array(response, output)
 
     async def model_ready(self, model: str, version: str, *, timeout_s: float) -> bool:
-        """``ModelReady``; raises ``grpc.aio.AioRpcError``."""
+        """``ModelReady``."""
         request = service_pb2.ModelReadyRequest(name=model, version=version)
-        return bool((await self._model_ready(request, timeout=timeout_s)).ready)
+        try:
+            return bool((await self._model_ready(request, timeout=timeout_s)).ready)
+        except grpc.aio.AioRpcError as e:
+            raise _call_error(e) from e
 
     async def server_ready(self, *, timeout_s: float) -> bool:
-        """``ServerReady``; raises ``grpc.aio.AioRpcError``."""
-        return bool((await self._server_ready(service_pb2.ServerReadyRequest(), timeout=timeout_s)).ready)
+        """``ServerReady``."""
+        try:
+            return bool((await self._server_ready(service_pb2.ServerReadyRequest(), timeout=timeout_s)).ready)
+        except grpc.aio.AioRpcError as e:
+            raise _call_error(e) from e
 
     async def close(self) -> None:
         """Close the channel (calls in flight are cancelled)."""

@@ -4,7 +4,8 @@
 The sync, the gateway, ``export --load``, the load tests and the demo ask ``local_triton(settings)``
 whenever their own Triton address setting is empty: while that server runs they get its ports,
 otherwise the ``triton.*`` settings. A URL set explicitly (``TREESERVE_SYNC__TRITON_URL``,
-``TREESERVE_GATEWAY__TRITON__GRPC_URL``, ``TREESERVE_LOADTEST__TRITON_GRPC_URL``) always wins.
+``TREESERVE_GATEWAY__TRITON__HTTP_URL`` or ``__GRPC_URL``, ``TREESERVE_LOADTEST__TRITON_GRPC_URL``)
+always wins.
 """
 
 from __future__ import annotations
@@ -64,6 +65,19 @@ def write_state(run_dir: Path, state: dict[str, Any]) -> None:
 def triton_grpc_url(settings: Any) -> str:
     """The gateway's Triton: ``gateway.triton.grpc_url`` when set, else the local Triton's gRPC address."""
     return settings.gateway.triton.grpc_url or local_triton(settings).grpc_url
+
+
+def gateway_triton(settings: Any) -> Any:
+    """``gateway.triton`` with its address filled in: the local Triton's, for the transport in use,
+    when no address of that transport is set."""
+    t = settings.gateway.triton
+    if t.transport() == "http":
+        if t.http_url or t.http_urls or t.http_dns:
+            return t
+        return t.model_copy(update={"http_url": local_triton(settings).http_url})
+    if t.grpc_url or t.grpc_urls or t.grpc_dns:
+        return t
+    return t.model_copy(update={"grpc_url": local_triton(settings).grpc_url})
 
 
 def triton_http_url(settings: Any) -> str:

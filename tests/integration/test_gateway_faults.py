@@ -104,14 +104,18 @@ def own_triton(gateway_stack: Any, tmp_path: Path) -> Iterator[Any]:
             procs.stop_pid(pid, timeout_s=5.0)
 
 
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_triton_killed_and_restarted_under_load(
-    gateway_stack: Any, demo_world: Any, own_triton: Any, tmp_path: Path
+    gateway_stack: Any, demo_world: Any, own_triton: Any, tmp_path: Path, protocol: str
 ) -> None:
+    # Both transports: HTTP's kept-alive connections go stale with the kill, gRPC's channel reconnects.
+    port = own_triton.http_port if protocol == "http" else own_triton.grpc_port
     gw = start_gateway(
         gateway_stack,
         demo_world,
         tmp_path,
-        TREESERVE_GATEWAY__TRITON__GRPC_URL=f"127.0.0.1:{own_triton.grpc_port}",
+        TREESERVE_GATEWAY__TRITON__PROTOCOL=protocol,
+        **{f"TREESERVE_GATEWAY__TRITON__{protocol.upper()}_URL": f"127.0.0.1:{port}"},
     )
     model, version = gateway_stack.model, gateway_stack.version
     try:

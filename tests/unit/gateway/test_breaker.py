@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import grpc
 import numpy as np
 import pytest
 from tritonclient.grpc import service_pb2
 
-from gateway.errors import CircuitOpenError, TritonUnavailableError
+from gateway.errors import CircuitOpenError, TritonCallError, TritonUnavailableError
 from gateway.settings import GatewayTritonSettings
-from gateway.triton import CircuitBreaker, GrpcTritonClient
+from gateway.triton import CircuitBreaker, TritonClient
 
 pytestmark = pytest.mark.anyio
 
@@ -21,43 +20,35 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def rpc_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
-    """The error grpc.aio raises for a failed call."""
-    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details=details)
-
-
-def answer(request: bytes) -> Any:
-    """A ModelInferResponse to a serialized ModelInferRequest: [0.25, 0.75] per row."""
+def answer(request: bytes, output: str) -> np.ndarray:
+    """The output for a serialized ModelInferRequest: [0.25, 0.75] per row."""
     req = service_pb2.ModelInferRequest.FromString(request)
     n = req.inputs[0].shape[0]
     assert len(req.raw_input_contents[0]) == 4 * n * req.inputs[0].shape[1]  # float32 rows
-    resp = service_pb2.ModelInferResponse(model_name=req.model_name, model_version=req.model_version)
-    out = resp.outputs.add(name=req.outputs[0].name, datatype="FP32", shape=[n, 2])
-    assert out.name == "probabilities"
-    resp.raw_output_contents.append(np.tile(np.float32([0.25, 0.75]), n).tobytes())
-    return resp
+    assert req.outputs[0].name == output == "probabilities"
+    return np.tile(np.float32([0.25, 0.75]), (n, 1))
 
 
 class FakeChannel:
-    """Triton's gRPC channel as seen by GrpcTritonClient: down, up without the version, or serving."""
+    """One Triton server as seen by TritonClient (gRPC requests): down, up without the version, or serving."""
 
     def __init__(self) -> None:
         self.state = "serving"  # down | empty | serving
 
-    async def infer(self, request: bytes, *, timeout_s: float) -> Any:
+    async def infer(self, request: bytes, *, output: str, timeout_s: float) -> Any:
         if self.state == "down":
-            raise rpc_error(grpc.StatusCode.UNAVAILABLE, "failed to connect to all addresses")
+            raise TritonCallError("UNAVAILABLE", "failed to connect to all addresses")
         if self.state == "empty":
             req = service_pb2.ModelInferRequest.FromString(request)
-            raise rpc_error(
-                grpc.StatusCode.NOT_FOUND,
+            raise TritonCallError(
+                "NOT_FOUND",
                 f"Request for unknown model: '{req.model_name}' version {req.model_version} is not found",
             )
-        return answer(request)
+        return answer(request, output)
 
     async def model_ready(self, model: str, version: str, *, timeout_s: float) -> bool:
         if self.state == "down":
-            raise rpc_error(grpc.StatusCode.UNAVAILABLE, "failed to connect")
+            raise TritonCallError("UNAVAILABLE", "failed to connect")
         return self.state == "serving"
 
     async def server_ready(self, *, timeout_s: float) -> bool:
@@ -67,9 +58,9 @@ class FakeChannel:
         pass
 
 
-def client() -> tuple[GrpcTritonClient, FakeChannel]:
+def client() -> tuple[TritonClient, FakeChannel]:
     fake = FakeChannel()
-    c = GrpcTritonClient(
+    c = TritonClient(
         GatewayTritonSettings(grpc_url="fake:1", breaker_failures=2, breaker_reset_s=0.0, max_retries=0),
         channel_factory=lambda url: fake,  # the transport seam: no network
     )
@@ -79,7 +70,7 @@ def client() -> tuple[GrpcTritonClient, FakeChannel]:
 X = np.zeros((3, 4), dtype=np.float32)
 
 
-async def infer(c: GrpcTritonClient) -> np.ndarray:
+async def infer(c: TritonClient) -> np.ndarray:
     return await c.infer("m", "1", X, output="probabilities")
 
 
@@ -114,7 +105,7 @@ async def test_refused_calls_open_the_breaker_and_readiness_closes_it() -> None:
 
 
 async def test_a_cancelled_probe_does_not_wedge_the_breaker() -> None:
-    c = GrpcTritonClient(GatewayTritonSettings(grpc_url="fake:1", breaker_failures=1, breaker_reset_s=3600))
+    c = TritonClient(GatewayTritonSettings(grpc_url="fake:1", breaker_failures=1, breaker_reset_s=3600))
     c.servers[0].breaker.failure()
     with pytest.raises(CircuitOpenError):
         await infer(c)
@@ -128,7 +119,7 @@ async def test_a_cancelled_probe_does_not_wedge_the_breaker() -> None:
 async def test_a_server_answering_without_the_version_is_probed_again_soon(monkeypatch: Any) -> None:
     monkeypatch.setattr("gateway.breaker.READY_RECHECK_S", 0.0)  # "soon": no wait in a unit test
     fake = FakeChannel()
-    c = GrpcTritonClient(
+    c = TritonClient(
         GatewayTritonSettings(grpc_url="fake:1", breaker_failures=1, breaker_reset_s=3600, max_retries=0),
         channel_factory=lambda url: fake,
     )

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from gateway.breaker import CircuitBreaker
 from gateway.errors import TritonUnavailableError
 from gateway.settings import GatewayTritonSettings
-from gateway.triton import GrpcTritonClient
+from gateway.triton import TritonClient
 from tests.unit.gateway.test_breaker import FakeChannel
 
 pytestmark = pytest.mark.anyio
@@ -30,18 +30,18 @@ class CountingChannel(FakeChannel):
         self.calls = 0
         self.delay_s = delay_s
 
-    async def infer(self, request: bytes, *, timeout_s: float) -> Any:
+    async def infer(self, request: bytes, *, output: str, timeout_s: float) -> Any:
         self.calls += 1
         await asyncio.sleep(self.delay_s)
-        return await super().infer(request, timeout_s=timeout_s)
+        return await super().infer(request, output=output, timeout_s=timeout_s)
 
 
-def pool(**kw: object) -> tuple[GrpcTritonClient, dict[str, CountingChannel]]:
+def pool(**kw: object) -> tuple[TritonClient, dict[str, CountingChannel]]:
     channels = {"a:1": CountingChannel(), "b:2": CountingChannel()}
     settings = GatewayTritonSettings(
         grpc_urls=list(channels), breaker_failures=2, breaker_reset_s=3600, max_retries=3, **kw
     )
-    return GrpcTritonClient(settings, channel_factory=channels.__getitem__), channels
+    return TritonClient(settings, channel_factory=channels.__getitem__), channels
 
 
 async def test_a_dead_server_costs_no_failed_call_and_opens_only_its_breaker() -> None:

@@ -13,7 +13,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from gateway.errors import DeadlineExceededError, TritonUnavailableError
 from gateway.settings import GatewayTritonSettings
-from gateway.triton import GrpcTritonClient
+from gateway.triton import TritonClient
 from gateway.triton_grpc import InferRequestTemplate, output_array
 from treeserve.procs import free_port
 
@@ -98,7 +98,7 @@ async def triton() -> AsyncIterator[tuple[Servicer, str]]:
 
 async def test_scores_come_back_in_row_order_across_chunks(triton: tuple[Servicer, str]) -> None:
     servicer, url = triton
-    c = GrpcTritonClient(GatewayTritonSettings(grpc_url=url, max_batch_size=4))
+    c = TritonClient(GatewayTritonSettings(grpc_url=url, max_batch_size=4))
     try:
         x = np.arange(30, dtype=np.float64).reshape(10, 3)  # float64 in: sent as float32
         got = await c.infer("m", "1", x, output="probabilities")
@@ -112,7 +112,7 @@ async def test_scores_come_back_in_row_order_across_chunks(triton: tuple[Service
 async def test_a_slow_triton_is_a_deadline_error_naming_the_server(triton: tuple[Servicer, str]) -> None:
     servicer, url = triton
     servicer.delay_s = 0.5
-    c = GrpcTritonClient(GatewayTritonSettings(grpc_url=url, timeout_s=0.05))
+    c = TritonClient(GatewayTritonSettings(grpc_url=url, timeout_s=0.05))
     try:
         with pytest.raises(DeadlineExceededError, match=f"Triton at {url} did not answer within 0.05 s"):
             await c.infer("m", "1", np.zeros((1, 3)), output="probabilities")
@@ -125,7 +125,7 @@ async def test_a_refused_request_is_not_retried_and_names_model_and_version(
 ) -> None:
     servicer, url = triton
     servicer.refuse = grpc.StatusCode.INVALID_ARGUMENT
-    c = GrpcTritonClient(GatewayTritonSettings(grpc_url=url, max_retries=3))
+    c = TritonClient(GatewayTritonSettings(grpc_url=url, max_retries=3))
     try:
         with pytest.raises(TritonUnavailableError, match=r"refused model 'm' version 7: refused m 7"):
             await c.infer("m", "7", np.zeros((2, 3)), output="probabilities")
@@ -141,7 +141,7 @@ async def test_a_refused_request_is_not_retried_and_names_model_and_version(
 
 async def test_a_server_that_is_not_there_is_unreachable() -> None:
     url = f"127.0.0.1:{free_port()}"
-    c = GrpcTritonClient(GatewayTritonSettings(grpc_url=url, timeout_s=0.2, max_retries=0))
+    c = TritonClient(GatewayTritonSettings(grpc_url=url, timeout_s=0.2, max_retries=0))
     try:
         with pytest.raises(TritonUnavailableError, match=f"Triton at {url} is unavailable"):
             await c.infer("m", "1", np.zeros((1, 3)), output="probabilities")
