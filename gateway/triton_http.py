@@ -271,8 +271,8 @@ class _Connection(asyncio.Protocol):
                 size = int(bytes(buf[pos:eol]).split(b";", 1)[0], 16)
             except ValueError:
                 raise TritonCallError("INTERNAL", "answer has an invalid chunk size") from None
-            if size == 0:
-                return bytes(out) if buf.find(b"\r\n\r\n", eol) >= 0 or buf.endswith(b"\r\n") else None
+            if size == 0:  # the last chunk; the answer ends with the empty line after the trailers
+                return bytes(out) if buf.find(b"\r\n\r\n", eol) >= 0 else None
             if len(buf) < eol + 2 + size + 2:
                 return None
             out += buf[eol + 2 : eol + 2 + size]
