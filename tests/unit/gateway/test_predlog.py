@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from gateway import metrics, predlog_wal
+from gateway import metrics, predlog, predlog_wal
 from gateway.errors import PredictionLogUnavailableError
 from gateway.predlog import DurablePredictionLog, PredictionBatch
 from gateway.predlog_recover import recover
@@ -186,11 +187,15 @@ async def test_disk_full_mid_run_answers_nothing_without_a_record(
 async def test_drop_policy_refuses_instead_of_answering_unlogged(tmp_path: Path) -> None:
     log = make_log(tmp_path, queue_size=2, overflow="drop")
     await log.start()
-    results = await asyncio.gather(*(log.put(batch(i, n=3)) for i in range(5)), return_exceptions=True)
-    refused = [r for r in results if isinstance(r, PredictionLogUnavailableError)]
-    assert len(refused) == 3
+    results = await asyncio.gather(*(log.put(batch(i, n=3)) for i in range(6)), return_exceptions=True)
+    # the first of the burst finds the log idle and appends at once; 2 wait; 3 are refused
+    refused = [i for i, r in enumerate(results) if isinstance(r, PredictionLogUnavailableError)]
+    assert refused == [3, 4, 5]
     await log.aclose()
-    assert parquet_rows(tmp_path).num_rows == 6
+    assert (
+        sorted(parquet_rows(tmp_path).column("request_id").to_pylist())
+        == ["r0"] * 3 + ["r1"] * 3 + ["r2"] * 3
+    )
 
 
 async def test_a_record_failing_its_checksum_ends_the_readable_prefix(tmp_path: Path) -> None:
@@ -251,3 +256,135 @@ async def test_a_record_whose_columns_do_not_add_up_is_not_read(tmp_path: Path) 
     with path.open("ab") as f:
         f.write(struct.pack("<II", len(payload), zlib.crc32(payload)) + payload)
     assert predlog_wal.read_valid(path).column("request_id").to_pylist() == ["r0", "r0"]
+
+
+async def idle(log: DurablePredictionLog) -> None:
+    """Let the writer reach its wait and the last append leave the burst window (a lone request)."""
+    await asyncio.sleep(predlog.BURST_WINDOW_S + 0.002)
+
+
+def put_without_yielding(log: DurablePredictionLog, b: PredictionBatch) -> None:
+    """Run ``put`` to its end in one step: it never hands the request to the event loop."""
+    coro = log.put(b)
+    try:
+        coro.send(None)
+    except StopIteration:
+        return
+    coro.close()
+    raise AssertionError("put waited for the event loop (the writer) instead of appending at once")
+
+
+@pytest.mark.parametrize("fsync", ["never", "interval"])
+async def test_a_lone_put_is_on_disk_without_waiting_for_the_writer(tmp_path: Path, fsync: str) -> None:
+    log = make_log(tmp_path, fsync=fsync)
+    await log.start()
+    for i in range(3):
+        await idle(log)
+        put_without_yielding(log, batch(i))
+        (segment,) = predlog_wal.segments(tmp_path)  # what a kill -9 right now would leave
+        assert predlog_wal.read_valid(segment).num_rows == 2 * (i + 1)
+    await log.aclose()
+    assert sorted(parquet_rows(tmp_path).column("request_id").to_pylist()) == [
+        "r0",
+        "r0",
+        "r1",
+        "r1",
+        "r2",
+        "r2",
+    ]
+
+
+async def test_a_burst_of_puts_is_still_group_committed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    records: list[int] = []
+    real_encode = predlog_wal.encode
+
+    def counting(batches: Any) -> bytes:
+        records.append(len(batches))
+        return real_encode(batches)
+
+    monkeypatch.setattr(predlog_wal, "encode", counting)
+    log = make_log(tmp_path)
+    await log.start()
+    for burst in range(2):
+        await idle(log)
+        records.clear()
+        ids = range(burst * 50, burst * 50 + 50)
+        results = await asyncio.gather(*(log.put(batch(i, n=1)) for i in ids), return_exceptions=True)
+        assert results == [None] * 50
+        assert len(records) <= 3 and sum(records) == 50  # typically 1 inline + 49 in one commit
+    (segment,) = predlog_wal.segments(tmp_path)
+    assert sorted(predlog_wal.read_valid(segment).column("request_id").to_pylist()) == sorted(
+        f"r{i}" for i in range(100)
+    )
+    await log.aclose()
+    assert parquet_rows(tmp_path).num_rows == 100
+
+
+async def test_an_inline_append_that_fails_refuses_and_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = make_log(tmp_path)
+    await log.start()
+    await idle(log)
+    put_without_yielding(log, batch(1))
+    real_write = predlog_wal.os.write
+
+    def full(fd: int, data: Any) -> int:
+        real_write(fd, bytes(data)[:10])  # a partial record reaches the file, then ENOSPC
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(predlog_wal.os, "write", full)
+    await idle(log)
+    with pytest.raises(PredictionLogUnavailableError, match=r"cannot be written.*No space left") as e:
+        put_without_yielding(log, batch(2))  # refused on the spot, not after a writer pass
+    assert e.value.status_code == 503
+    assert "No space left" in await log.check()
+    assert metrics.PREDLOG_WRITABLE._value.get() == 0  # type: ignore[attr-defined]
+    monkeypatch.setattr(predlog_wal.os, "write", real_write)
+    assert await log.check() == ""
+    await idle(log)
+    put_without_yielding(log, batch(3))
+    await log.aclose()
+    assert sorted(parquet_rows(tmp_path).column("request_id").to_pylist()) == ["r1", "r1", "r3", "r3"]
+
+
+async def test_inline_appends_still_get_interval_fsync_and_rotation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[int] = []
+    real_sync = os.fdatasync
+
+    def spy(fd: int) -> None:
+        synced.append(fd)
+        real_sync(fd)
+
+    monkeypatch.setattr(os, "fdatasync", spy)
+    # interval fsync: the writer was asleep for an hour when the only append came
+    log = make_log(tmp_path / "sync", fsync_interval_ms=20)
+    await log.start()
+    await idle(log)
+    put_without_yielding(log, batch(1))
+    opened = len(synced)  # a new segment is synced once when created
+    await asyncio.sleep(0.2)
+    assert len(synced) > opened
+    await log.aclose()
+
+    # rotation by age, then by rows: converted to Parquet without another put or a flush
+    log = make_log(tmp_path / "age", segment_s=0.05, fsync="never")
+    await log.start()
+    await idle(log)
+    put_without_yielding(log, batch(1))
+    await asyncio.sleep(0.3)
+    assert parquet_rows(tmp_path / "age").num_rows == 2 and not predlog_wal.segments(tmp_path / "age")
+    await log.aclose()
+
+    log = make_log(tmp_path / "rows", segment_rows=4, fsync="never")  # no fsync timer to lean on
+    await log.start()
+    for i in range(2):
+        await idle(log)
+        put_without_yielding(log, batch(i))
+    await asyncio.sleep(0.2)
+    assert parquet_rows(tmp_path / "rows").num_rows == 4 and not predlog_wal.segments(tmp_path / "rows")
+    await log.aclose()
