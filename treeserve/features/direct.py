@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+import struct
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -91,20 +92,37 @@ class _ViewPlan:
         """Serialized Redis key per request row, for this view's join keys."""
 
 
+_DOUBLE_TAG = 0x29
+"""First byte of a serialized ``ValueProto`` holding ``double_val`` (field 5, 64-bit wire type)."""
+_unpack_double = struct.Struct("<d").unpack_from
+
+
+def _value(raw: bytes, parse: Any, plain: bool) -> Any:
+    """A stored value: a float when it is a plain ``double_val`` of a feature without vocabulary
+    (Float64 features, the common case: read straight from its 9 bytes, ~7× cheaper than parsing
+    a ``ValueProto``), else the parsed ``ValueProto``; None when nothing is stored."""
+    if not raw:
+        return None
+    if plain and len(raw) == 9 and raw[0] == _DOUBLE_TAG:
+        return _unpack_double(raw, 1)[0]
+    return parse(raw)
+
+
 def _fill(
     plan: _ViewPlan, rows: Iterable[tuple[float, Sequence[Any]]], out: np.ndarray, event_ts: np.ndarray
 ) -> None:
     """One view's rows into ``out`` (its columns) and ``event_ts``.
 
-    A row is (event time in epoch seconds, NaN when none; a ``ValueProto`` or None per feature
-    of the view, in ``plan.features`` order; empty when nothing is stored).
+    A row is (event time in epoch seconds, NaN when none; per feature of the view, in
+    ``plan.features`` order, a ``ValueProto``, a float already decoded (``_value``) or None;
+    empty when nothing is stored).
     """
     columns, encodings = plan.columns, plan.encodings
     for i, (stamp_s, values) in enumerate(rows):
         event_ts[i] = stamp_s
         for col, enc, v in zip(columns, encodings, values, strict=False):  # () when nothing is stored
             if v is not None:
-                out[i, col] = value_to_float(v, enc)
+                out[i, col] = v if v.__class__ is float else value_to_float(v, enc)
 
 
 def _resp_bulk(b: bytes) -> bytes:
@@ -280,13 +298,14 @@ class DirectFeatureSource(FeastFeatureSource):
 
         def decoded(plan: _ViewPlan, replies: list[Any]) -> Iterator[tuple[float, list[Any]]]:
             n = len(plan.features)
+            plain = [enc is None for enc in plan.encodings]
             for reply in replies:
                 if isinstance(reply, Exception):
                     raise reply
                 stamp = Timestamp.FromString(reply[n]) if reply[n] else None
                 yield (
                     stamp.seconds + stamp.nanos / 1e9 if stamp is not None else math.nan,
-                    [parse(raw) if raw else None for raw in reply[:n]],
+                    [_value(raw, parse, p) for raw, p in zip(reply[:n], plain, strict=True)],
                 )
 
         for p, plan in enumerate(plans):

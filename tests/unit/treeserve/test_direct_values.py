@@ -1,0 +1,53 @@
+"""The direct reader's shortcut for Float64 values reads what the protobuf parse reads."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from feast.protos.feast.types.Value_pb2 import Value
+
+from treeserve.encoding import Vocabulary
+from treeserve.features.direct import _value, value_to_float
+
+DOUBLES = [0.0, -0.0, 1.2345, -7.5e300, 5e-324, math.inf, -math.inf, 1e16 + 1]
+
+
+def both(raw: bytes, encoding: Vocabulary | None = None) -> tuple[float, float]:
+    """(the reader's value, the protobuf parse's value) of one stored ``ValueProto``."""
+    v = _value(raw, Value.FromString, encoding is None)
+    fast = math.nan if v is None else v if v.__class__ is float else value_to_float(v, encoding)
+    return fast, value_to_float(Value.FromString(raw), encoding)
+
+
+@pytest.mark.parametrize("x", DOUBLES)
+def test_a_double_reads_as_the_parse_reads_it(x: float) -> None:
+    raw = Value(double_val=x).SerializeToString()
+    got, want = both(raw)
+    assert got == want and math.copysign(1, got) == math.copysign(1, want)
+    assert _value(raw, Value.FromString, True).__class__ is float  # the shortcut was taken
+
+
+def test_a_nan_double_stays_nan() -> None:
+    got, want = both(Value(double_val=math.nan).SerializeToString())
+    assert math.isnan(got) and math.isnan(want)
+
+
+@pytest.mark.parametrize(
+    "value", [Value(int64_val=42), Value(int32_val=-3), Value(float_val=2.5), Value(bool_val=True), Value()]
+)
+def test_other_kinds_are_parsed(value: Value) -> None:
+    raw = value.SerializeToString()
+    got, want = both(raw)
+    assert got == want or (math.isnan(got) and math.isnan(want))
+
+
+def test_nothing_stored_is_none_and_an_encoded_feature_never_takes_the_shortcut() -> None:
+    assert _value(b"", Value.FromString, True) is None
+    vocab = Vocabulary(("gold", "silver"))
+    raw = Value(double_val=1.0).SerializeToString()
+    assert not isinstance(_value(raw, Value.FromString, False), float)
+    got, want = both(raw, vocab)
+    assert math.isnan(got) and math.isnan(want)  # a number where a category belongs: missing
+    got, want = both(Value(string_val="silver").SerializeToString(), vocab)
+    assert got == want == vocab.code("silver")
