@@ -399,6 +399,7 @@ def run_gateway_bench(
         "warmup_s": warmup_s,
         "rounds": rounds,
         "load_generators": {"http": "wrk 4.1", "grpc": "h2load (nghttp2)"},
+        "gateway_triton_protocol": settings.gateway.triton.transport(),
     }
     baseline = None
     try:
