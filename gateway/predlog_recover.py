@@ -38,6 +38,15 @@ class Recovery:
 
 def convert_segment(path: Path, predlog_dir: Path) -> int:
     """Convert one write-ahead segment (its writer gone or closing) and remove it; rows converted."""
+    written = write_segment(path, predlog_dir)
+    metrics.PREDLOG_ROWS_WRITTEN.inc(written)
+    metrics.PREDLOG_SEGMENTS_WRITTEN.inc()
+    return written
+
+
+def write_segment(path: Path, predlog_dir: Path) -> int:
+    """:func:`convert_segment` without counting it (the gateway's conversion process runs this and
+    the gateway counts: that process' metrics are its own and die with it)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -73,8 +82,6 @@ def convert_segment(path: Path, predlog_dir: Path) -> int:
             written += rows.num_rows
     path.unlink(missing_ok=True)
     predlog_wal.fsync_dir(path.parent)
-    metrics.PREDLOG_ROWS_WRITTEN.inc(written)
-    metrics.PREDLOG_SEGMENTS_WRITTEN.inc()
     return written
 
 

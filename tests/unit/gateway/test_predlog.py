@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import multiprocessing
 import os
+import signal
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -14,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from gateway import metrics, predlog, predlog_wal
+from gateway import metrics, predlog, predlog_recover, predlog_wal
 from gateway.errors import PredictionLogUnavailableError
 from gateway.predlog import DurablePredictionLog, PredictionBatch
 from gateway.predlog_recover import recover
@@ -263,6 +266,17 @@ async def idle(log: DurablePredictionLog) -> None:
     await asyncio.sleep(predlog.BURST_WINDOW_S + 0.002)
 
 
+async def converted(directory: Path, *, rows: int, timeout_s: float = 30.0) -> bool:
+    """Wait until ``rows`` rows are in Parquet and no segment is left (the conversion process may
+    have to start first)."""
+    deadline = time.monotonic() + timeout_s
+    while parquet_rows(directory).num_rows != rows or predlog_wal.segments(directory):
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
+
+
 def put_without_yielding(log: DurablePredictionLog, b: PredictionBatch) -> None:
     """Run ``put`` to its end in one step: it never hands the request to the event loop."""
     coro = log.put(b)
@@ -376,8 +390,7 @@ async def test_inline_appends_still_get_interval_fsync_and_rotation(
     await log.start()
     await idle(log)
     put_without_yielding(log, batch(1))
-    await asyncio.sleep(0.3)
-    assert parquet_rows(tmp_path / "age").num_rows == 2 and not predlog_wal.segments(tmp_path / "age")
+    assert await converted(tmp_path / "age", rows=2)
     await log.aclose()
 
     log = make_log(tmp_path / "rows", segment_rows=4, fsync="never")  # no fsync timer to lean on
@@ -385,6 +398,91 @@ async def test_inline_appends_still_get_interval_fsync_and_rotation(
     for i in range(2):
         await idle(log)
         put_without_yielding(log, batch(i))
-    await asyncio.sleep(0.2)
-    assert parquet_rows(tmp_path / "rows").num_rows == 4 and not predlog_wal.segments(tmp_path / "rows")
+    assert await converted(tmp_path / "rows", rows=4)
     await log.aclose()
+
+
+# ---- the conversion process ---------------------------------------------------------------
+def counted(metric: Any) -> float:
+    return float(metric._value.get())
+
+
+def new_children(before: set[int]) -> list[int]:
+    return [p.pid for p in multiprocessing.active_children() if p.pid is not None and p.pid not in before]
+
+
+async def test_segments_are_converted_outside_the_gateway_process_and_counted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def not_here(path: Path, predlog_dir: Path) -> int:
+        raise AssertionError("a segment was converted in the gateway process")
+
+    monkeypatch.setattr(predlog_recover, "write_segment", not_here)
+    rows, segments = counted(metrics.PREDLOG_ROWS_WRITTEN), counted(metrics.PREDLOG_SEGMENTS_WRITTEN)
+    log = make_log(tmp_path)
+    await log.start()
+    await log.put(batch(1, n=3))
+    await log.flush()
+    assert parquet_rows(tmp_path).num_rows == 3 and not predlog_wal.segments(tmp_path)
+    # the child's metrics die with it: the gateway counts its conversions
+    assert counted(metrics.PREDLOG_ROWS_WRITTEN) == rows + 3
+    assert counted(metrics.PREDLOG_SEGMENTS_WRITTEN) == segments + 1
+    await log.aclose()
+
+
+async def test_a_conversion_process_killed_mid_conversion_loses_nothing(tmp_path: Path) -> None:
+    before = {p.pid for p in multiprocessing.active_children()}
+    log = make_log(tmp_path)
+    await log.start()
+    await log.put(batch(1))
+    await log.flush()  # starts the conversion process
+    (child,) = new_children(before)
+    os.kill(child, signal.SIGSTOP)  # holds the next conversion mid-way
+    errors = counted(metrics.PREDLOG_WRITE_ERRORS)
+    await log.put(batch(2))
+    flushing = asyncio.ensure_future(log.flush())
+    await asyncio.sleep(0.3)
+    assert not flushing.done()
+    os.kill(child, signal.SIGKILL)
+    await asyncio.wait_for(flushing, 30)
+    (segment,) = predlog_wal.segments(tmp_path)
+    assert predlog_wal.read_valid(segment).column("request_id").to_pylist() == ["r2", "r2"]
+    assert counted(metrics.PREDLOG_WRITE_ERRORS) == errors + 1
+    # the writer retries on its own, in a new process
+    assert await converted(tmp_path, rows=4)
+    assert sorted(parquet_rows(tmp_path).column("request_id").to_pylist()) == ["r1", "r1", "r2", "r2"]
+    assert len(new_children(before | {child})) == 1
+    await log.aclose()
+    assert not new_children(before | {child})  # aclose shuts the conversion process down
+
+
+async def test_aclose_converts_what_a_dead_conversion_process_left(tmp_path: Path) -> None:
+    before = {p.pid for p in multiprocessing.active_children()}
+    log = make_log(tmp_path)
+    await log.start()
+    await log.put(batch(1))
+    await log.flush()
+    (child,) = new_children(before)
+    os.kill(child, signal.SIGKILL)
+    await log.put(batch(2))
+    await log.aclose()
+    assert sorted(parquet_rows(tmp_path).column("request_id").to_pylist()) == ["r1", "r1", "r2", "r2"]
+    assert not predlog_wal.segments(tmp_path)
+
+
+async def test_without_a_conversion_process_segments_are_converted_in_a_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def no_processes(**kw: Any) -> None:
+        raise ImportError("This platform lacks a functioning sem_open implementation")
+
+    monkeypatch.setattr(predlog, "ProcessPoolExecutor", no_processes)
+    log = make_log(tmp_path)
+    await log.start()
+    for i in range(2):
+        await log.put(batch(i))
+        await log.flush()
+    await log.aclose()
+    assert parquet_rows(tmp_path).num_rows == 4 and not predlog_wal.segments(tmp_path)
+    warnings = [r.getMessage() for r in caplog.records if "conversion process" in r.getMessage()]
+    assert len(warnings) == 1 and "sem_open" in warnings[0]
