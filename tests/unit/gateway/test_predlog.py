@@ -7,6 +7,8 @@ import errno
 import multiprocessing
 import os
 import signal
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -486,3 +488,67 @@ async def test_without_a_conversion_process_segments_are_converted_in_a_thread(
     assert parquet_rows(tmp_path).num_rows == 4 and not predlog_wal.segments(tmp_path)
     warnings = [r.getMessage() for r in caplog.records if "conversion process" in r.getMessage()]
     assert len(warnings) == 1 and "sem_open" in warnings[0]
+
+
+async def test_the_conversion_process_leaves_the_workers_metrics_folder_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With several workers this folder holds each worker's metrics, gauges aggregated by min: a
+    # file of the child's would hold predlog_writable and ready at 0.
+    prom = tmp_path / "prom"
+    prom.mkdir()
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(prom))
+    monkeypatch.setenv("PROMETHEUS_MULTIPROCESS_DIR", str(prom))
+    log = make_log(tmp_path / "log")
+    await log.start()
+    await log.put(batch(1))
+    await log.flush()
+    await log.aclose()
+    assert parquet_rows(tmp_path / "log").num_rows == 2
+    assert list(prom.iterdir()) == []
+
+
+KILLED_GATEWAY = """
+import asyncio, multiprocessing, os, sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from gateway.predlog import DurablePredictionLog, PredictionBatch
+
+
+async def main() -> None:
+    log = DurablePredictionLog(
+        Path(sys.argv[1]), fsync="never", fsync_interval_ms=50, queue_size=10, overflow="block",
+        segment_rows=1000, segment_s=60.0,
+    )
+    await log.start()
+    await log.put(PredictionBatch(
+        request_id="r1", timestamp=datetime.now(UTC), model="m", features=("a",), versions=["3"],
+        routes=["champion"], entity_keys=["e"], values=np.zeros((1, 1)), scores=np.zeros(1),
+        imputed=[""], fallback=[""],
+    ))
+    await log.flush()
+    print(*(p.pid for p in multiprocessing.active_children()), flush=True)
+    os.kill(os.getpid(), 9)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
+"""
+
+
+def test_the_conversion_process_does_not_outlive_a_killed_gateway(tmp_path: Path) -> None:
+    script = tmp_path / "gateway_main.py"
+    script.write_text(KILLED_GATEWAY)
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "log")], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    (child,) = map(int, done.stdout.split())
+    assert parquet_rows(tmp_path / "log").num_rows == 1  # the child did convert
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not Path(f"/proc/{child}").exists(), "the conversion process outlived its gateway"
