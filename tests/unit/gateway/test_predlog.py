@@ -542,11 +542,13 @@ if __name__ == "__main__":
 def test_the_conversion_process_does_not_outlive_a_killed_gateway(tmp_path: Path) -> None:
     script = tmp_path / "gateway_main.py"
     script.write_text(KILLED_GATEWAY)
-    done = subprocess.run(
-        [sys.executable, str(script), str(tmp_path / "log")], capture_output=True, text=True, timeout=120
+    gateway = subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path / "log")], stdout=subprocess.PIPE, text=True
     )
-    assert done.returncode == -signal.SIGKILL, done.stderr
-    (child,) = map(int, done.stdout.split())
+    assert gateway.stdout is not None
+    line = gateway.stdout.readline()  # not to EOF: an orphaned child would hold the pipe open
+    assert gateway.wait(timeout=120) == -signal.SIGKILL
+    (child,) = map(int, line.split())
     assert parquet_rows(tmp_path / "log").num_rows == 1  # the child did convert
     deadline = time.monotonic() + 10
     while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
