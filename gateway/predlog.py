@@ -205,6 +205,8 @@ class DurablePredictionLog:
             if task is not None:
                 await task
         self._retire()
+        if self._pool is None:  # no requests left to protect: not worth starting a process for
+            self._pool_off = "the prediction log is closing"
         await self._convert_retired()
         pool, self._pool = self._pool, None
         if pool is not None:
