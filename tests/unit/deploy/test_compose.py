@@ -129,12 +129,11 @@ def test_service_settings_parse_and_point_at_the_right_services(
             assert str(s.exporter.repository) == "/models"
     with monkeypatch.context() as m:
         gw = _settings_for(services["gateway"], m)
-        assert (gw.gateway.host, gw.gateway.port, gw.gateway.triton.http_url) == (
+        assert (gw.gateway.host, gw.gateway.port, gw.gateway.triton.grpc_url) == (
             "0.0.0.0",
             8080,
-            "triton:8000",
+            "triton:8001",
         )
-        assert gw.gateway.triton.transport() == "http"
     with monkeypatch.context() as m:
         sync = _settings_for(services["sync"], m)
         assert sync.sync.triton_url == "triton:8000" and sync.sync.webhook_host == "0.0.0.0"
