@@ -311,6 +311,25 @@ async def _feature_rates(
     return rates
 
 
+HOP = "gateway_triton_over_http"
+"""The bench's second gateway: the same build with ``gateway.triton.protocol=http``."""
+
+
+def start_triton_over_http_gateway(world: Any, triton: Any, out_dir: Path) -> Any:
+    """A second gateway of ``world`` that calls ``triton`` over HTTP/1.1 (free ports, own log)."""
+    from gateway.server import GatewayProcess
+
+    env = world.env_for_children() | {
+        "TREESERVE_GATEWAY__TRITON__PROTOCOL": "http",
+        "TREESERVE_GATEWAY__TRITON__HTTP_URL": f"127.0.0.1:{triton.http_port}",
+        "TREESERVE_GATEWAY__PREDLOG_DIR": str(out_dir / "predlog-triton-over-http"),
+    }
+    proc = GatewayProcess(
+        env=env, port=procs.free_port(), grpc_port=procs.free_port(), log_file=out_dir / f"{HOP}.log"
+    )
+    return proc.start(timeout_s=90)
+
+
 def overhead_figures(results: dict[str, Any], top: str) -> dict[str, float | None]:
     """What the gateway adds to Triton alone: p50 at concurrency 1, CPU per request at ``top``.
 
@@ -402,6 +421,7 @@ def run_gateway_bench(
         "gateway_triton_protocol": settings.gateway.triton.transport(),
     }
     baseline = None
+    hop: Any = None
     try:
         world.start_triton()
         gw = world.start_gateway(workers=gateway_workers)
@@ -494,6 +514,14 @@ def run_gateway_bench(
         def first_warm(r: int) -> float:
             return warmup_s if r == 0 else 0.0
 
+        # The same gateway calling Triton over HTTP/1.1 (gateway.triton.protocol=http, opt-in),
+        # in the same rounds: what that transport changes, measured beside the default.
+        hop = start_triton_over_http_gateway(world, triton, out_dir)
+        hop_url = f"http://{hop.grpc_url}/inference.GRPCInferenceService/ModelInfer"
+
+        def hop_cpu() -> float:
+            return tree_cpu_s(hop.proc.pid if hop.proc else None)
+
         top_rounds = run_rounds(
             {
                 "triton": lambda r: run_h2load(
@@ -519,6 +547,22 @@ def run_gateway_bench(
                     duration_s=round_s,
                     warmup_s=first_warm(r),
                     cpu_of=gw_cpu,
+                ),
+                HOP: lambda r: run_h2load(
+                    hop_url,
+                    gbody,
+                    concurrency=top_c,
+                    duration_s=round_s,
+                    warmup_s=first_warm(r),
+                    cpu_of=hop_cpu,
+                ),
+                f"{HOP}_http": lambda r: run_wrk(
+                    hop.url,
+                    gw_script,
+                    connections=top_c,
+                    duration_s=round_s,
+                    warmup_s=first_warm(r),
+                    cpu_of=hop_cpu,
                 ),
             },
             rounds=rounds,
@@ -546,13 +590,15 @@ def run_gateway_bench(
             {
                 "triton": c1_run(settings.gateway.triton.grpc_url, tbody),
                 "gateway": c1_run(gw.grpc_url, gbody),
+                HOP: c1_run(hop.grpc_url, gbody),
             },
             rounds=rounds,
         )
+        hop.stop()
         results["grpc_latency_c1_rounds"] = c1_rounds
         results["grpc_latency_c1"] = {
             name: merged([rnd[name] for rnd in c1_rounds]) | {"load_generator": "grpc.aio client"}
-            for name in ("triton", "gateway")
+            for name in ("triton", "gateway", HOP)
         }
         log.info("grpc latency c=1 %s", results["grpc_latency_c1"])
 
@@ -566,6 +612,8 @@ def run_gateway_bench(
         results["feature_coalesced_vs_per_request_ratio"] = round(rates["coalesced_direct"] / base, 2)
         results["feature_coalesced_sdk_vs_per_request_ratio"] = round(rates["coalesced_sdk"] / base, 2)
     finally:
+        if hop is not None:
+            hop.stop()
         if baseline is not None:
             procs.stop_pid(baseline.pid)
         if own_world:
@@ -592,6 +640,10 @@ def run_gateway_bench(
         results[f"{key}_rps_ratio_c{top}_min"] = s["min"]
         results[f"{key}_rps_ratio_c{top}_max"] = s["max"]
     results.update(overhead_figures(results, top))
+    hop_added = spread(difference(results.get("grpc_latency_c1_rounds") or [], HOP, "triton", "p50_ms"))
+    results[f"{HOP}_added_latency_p50_ms_c1"] = hop_added["median"]
+    for key, server in ((f"{HOP}_vs_triton", HOP), (f"{HOP}_http_vs_triton", f"{HOP}_http")):
+        results[f"{key}_rps_ratio_c{top}"] = spread(ratio(top_rounds, server, "triton"))["median"]
     (out_dir / "bench_gateway.json").write_text(json.dumps(results, indent=2))
     return results
 
