@@ -3,8 +3,10 @@
 The transport is ``gateway.triton.protocol`` (``auto``: HTTP when only HTTP addresses are
 configured, else gRPC): ``gateway.triton_grpc`` (one ``grpc.aio`` channel) or
 ``gateway.triton_http`` (kept-alive HTTP/1.1 connections, the binary-tensor extension: cheaper per
-call, but Triton's HTTP endpoint pauses while a model loads over HTTP; see the settings). One channel per server (``*_url``, ``*_urls``, or every address of ``*_dns``,
-re-resolved while the gateway runs). Each call goes to the server with the fewest outstanding
+call, but Triton's HTTP endpoint pauses while a model loads over HTTP; see the settings).
+
+One channel per server (``*_url``, ``*_urls``, or every address of ``*_dns``, re-resolved while
+the gateway runs). Each call goes to the server with the fewest outstanding
 requests among those whose breaker is closed (ties in turn); every call has a deadline; an
 UNAVAILABLE or not-found answer is retried on another server (bounded, jittered backoff once every
 server was tried) while the deadline allows. A breaker per server stops calling one that keeps
