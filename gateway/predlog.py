@@ -297,28 +297,36 @@ class DurablePredictionLog:
     async def _commit(self, items: list[tuple[PredictionBatch, asyncio.Future[None]]]) -> None:
         """Append every waiting batch as one record, then release (or refuse) their requests."""
         batches = [b for b, _ in items if b is not _FLUSH]
-        error: BaseException | None = None
+        reason: str | None = None
         try:
             async with self._io:
                 if self._fsync == "always":
                     await asyncio.to_thread(self._append, batches)
                 else:
                     self._append(batches)
-        except OSError as e:
-            error = e
-            self._set_problem(e)
-        except Exception as e:  # a bug must not leave requests waiting forever
-            log.exception("prediction log: append failed")
-            error = e
+        except Exception as e:  # a bug must not leave requests waiting forever either
+            reason = self._append_failed(e)
         finally:
             self._last_append = time.monotonic()
         for b, fut in items:
             if b is _FLUSH or fut.done():
                 continue
-            if error is None:
+            if reason is None:
                 fut.set_result(None)
             else:
-                fut.set_exception(PredictionLogUnavailableError(self._problem or str(error)))
+                fut.set_exception(PredictionLogUnavailableError(reason))
+
+    def _append_failed(self, error: Exception) -> str:
+        """Record a failed append (in its ``except`` block); what its requests are answered.
+
+        An OSError is the disk's problem (``/readyz`` names it until an append succeeds); anything
+        else is a bug, logged with its traceback.
+        """
+        if isinstance(error, OSError):
+            self._set_problem(error)
+        else:
+            log.exception("prediction log: append failed")
+        return self._problem or str(error)
 
     def _append_inline(self, batch: PredictionBatch) -> None:
         """Append a lone request's record on the spot: the writer's commit of one, without it.
@@ -334,14 +342,10 @@ class DurablePredictionLog:
         rows = seg.rows if seg is not None else 0
         try:
             self._append([batch])
-        except OSError as e:
-            self._set_problem(e)
-            self._wake.set()  # the failed segment was retired: the writer converts it
-            raise PredictionLogUnavailableError(self._problem or str(e)) from e
-        except Exception as e:  # as in _commit: a bug answers 503, not a 500 without a record
-            log.exception("prediction log: append failed")
-            self._wake.set()
-            raise PredictionLogUnavailableError(self._problem or str(e)) from e
+        except Exception as e:  # as in _commit: a bug answers 503 too, not a 500 without a record
+            reason = self._append_failed(e)
+            self._wake.set()  # a failed segment was retired: the writer converts it
+            raise PredictionLogUnavailableError(reason) from e
         finally:
             self._last_append = time.monotonic()
         seg = self._segment
@@ -428,17 +432,10 @@ class DurablePredictionLog:
             seg = self._retired[0]
             try:
                 await self._convert(seg.path)
-            except OSError as e:
+            except (OSError, BrokenProcessPool) as e:
                 metrics.PREDLOG_WRITE_ERRORS.inc()
-                log.warning("prediction log: segment %s not converted yet: %s", seg.path.name, e)
-                return
-            except BrokenProcessPool as e:
-                metrics.PREDLOG_WRITE_ERRORS.inc()
-                log.warning(
-                    "prediction log: segment %s not converted yet: the conversion process died (%s)",
-                    seg.path.name,
-                    e,
-                )
+                why = f"the conversion process died ({e})" if isinstance(e, BrokenProcessPool) else e
+                log.warning("prediction log: segment %s not converted yet: %s", seg.path.name, why)
                 return
             seg.close()
             self._retired.pop(0)
@@ -457,7 +454,7 @@ class DurablePredictionLog:
                 self._pool = None
                 pool.shutdown(wait=False)
                 self._use_threads(e)
-                await asyncio.to_thread(predlog_recover.convert_segment, path, self._dir)
+                await self._convert(path)  # in a thread, now
                 return
             rows = await future
         except BrokenProcessPool:
