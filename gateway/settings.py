@@ -67,13 +67,17 @@ class GatewayTritonSettings(BaseModel):
     def _endpoints(cls, value: list[str] | None) -> list[str] | None:
         return None if value is None else parse_endpoints(value)
 
+    def has_address(self, transport: Literal["http", "grpc"]) -> bool:
+        """Is any address of ``transport`` set (its ``_url``, ``_urls`` or ``_dns``)?"""
+        if transport == "http":
+            return bool(self.http_url or self.http_urls or self.http_dns)
+        return bool(self.grpc_url or self.grpc_urls or self.grpc_dns)
+
     def transport(self) -> Literal["http", "grpc"]:
         """The protocol in use: ``protocol``, with ``auto`` decided by which addresses are set."""
         if self.protocol != "auto":
             return self.protocol
-        http_set = bool(self.http_url or self.http_urls or self.http_dns)
-        grpc_set = bool(self.grpc_url or self.grpc_urls or self.grpc_dns)
-        return "http" if http_set and not grpc_set else "grpc"
+        return "http" if self.has_address("http") and not self.has_address("grpc") else "grpc"
 
     def endpoints(self) -> list[str]:
         """The configured endpoints of the transport in use (``dns()`` is resolved by the client)."""

@@ -71,13 +71,12 @@ def gateway_triton(settings: Any) -> Any:
     """``gateway.triton`` with its address filled in: the local Triton's, for the transport in use,
     when no address of that transport is set."""
     t = settings.gateway.triton
-    if t.transport() == "http":
-        if t.http_url or t.http_urls or t.http_dns:
-            return t
-        return t.model_copy(update={"http_url": local_triton(settings).http_url})
-    if t.grpc_url or t.grpc_urls or t.grpc_dns:
+    transport = t.transport()
+    if t.has_address(transport):
         return t
-    return t.model_copy(update={"grpc_url": local_triton(settings).grpc_url})
+    local = local_triton(settings)
+    url = local.http_url if transport == "http" else local.grpc_url
+    return t.model_copy(update={f"{transport}_url": url})
 
 
 def triton_http_url(settings: Any) -> str:
