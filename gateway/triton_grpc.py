@@ -92,9 +92,13 @@ def output_array(response: Any, output: str) -> np.ndarray | None:
     return None
 
 
-def _call_error(e: Any) -> TritonCallError:
-    """A ``grpc.aio.AioRpcError`` as the transport-neutral error (its status code's name)."""
-    return TritonCallError(e.code().name, e.details() or "")
+async def _rpc(method: Any, request: Any, timeout_s: float) -> Any:
+    """Call a unary ``method``; a ``grpc.aio.AioRpcError`` comes out as a ``TritonCallError``
+    (the status code's name and details)."""
+    try:
+        return await method(request, timeout=timeout_s)
+    except grpc.aio.AioRpcError as e:
+        raise TritonCallError(e.code().name, e.details() or "") from e
 
 
 class GrpcTritonChannel:
@@ -120,26 +124,16 @@ class GrpcTritonChannel:
 
     async def infer(self, request: bytes, *, output: str, timeout_s: float) -> np.ndarray | None:
         """``ModelInfer`` on a serialized request; ``output`` as an array (None when absent)."""
-        try:
-            response = await self._infer(request, timeout=timeout_s)
-        except grpc.aio.AioRpcError as e:
-            raise _call_error(e) from e
-        return output_array(response, output)
+        return output_array(await _rpc(self._infer, request, timeout_s), output)
 
     async def model_ready(self, model: str, version: str, *, timeout_s: float) -> bool:
         """``ModelReady``."""
         request = service_pb2.ModelReadyRequest(name=model, version=version)
-        try:
-            return bool((await self._model_ready(request, timeout=timeout_s)).ready)
-        except grpc.aio.AioRpcError as e:
-            raise _call_error(e) from e
+        return bool((await _rpc(self._model_ready, request, timeout_s)).ready)
 
     async def server_ready(self, *, timeout_s: float) -> bool:
         """``ServerReady``."""
-        try:
-            return bool((await self._server_ready(service_pb2.ServerReadyRequest(), timeout=timeout_s)).ready)
-        except grpc.aio.AioRpcError as e:
-            raise _call_error(e) from e
+        return bool((await _rpc(self._server_ready, service_pb2.ServerReadyRequest(), timeout_s)).ready)
 
     async def close(self) -> None:
         """Close the channel (calls in flight are cancelled)."""

@@ -83,11 +83,16 @@ def call_error(status: int, body: bytes) -> TritonCallError:
     return TritonCallError(code, f"HTTP {status}: {details}")
 
 
+def _model_path(model: str, version: str) -> str:
+    """``/v2/models/{model}/versions/{version}``, each quoted."""
+    return f"/v2/models/{quote(model, safe='')}/versions/{quote(version, safe='')}"
+
+
 class HttpInferRequestTemplate:
     """The request head for one (model, version, output) per batch shape: only the rows vary."""
 
     def __init__(self, model: str, version: str, output: str) -> None:
-        self._line = f"POST /v2/models/{quote(model, safe='')}/versions/{quote(version, safe='')}/infer HTTP/1.1\r\n".encode()
+        self._line = f"POST {_model_path(model, version)}/infer HTTP/1.1\r\n".encode()
         self._output = output
         self._heads: dict[tuple[int, ...], bytes] = {}
 
@@ -355,8 +360,7 @@ class HttpTritonChannel:
 
     async def model_ready(self, model: str, version: str, *, timeout_s: float) -> bool:
         """``GET /v2/models/{model}/versions/{version}/ready``: 200 ready, else not."""
-        path = f"/v2/models/{quote(model, safe='')}/versions/{quote(version, safe='')}/ready"
-        return (await self._get(path, timeout_s=timeout_s)).status == 200
+        return (await self._get(f"{_model_path(model, version)}/ready", timeout_s=timeout_s)).status == 200
 
     async def server_ready(self, *, timeout_s: float) -> bool:
         """``GET /v2/health/ready``."""
