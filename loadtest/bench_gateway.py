@@ -522,48 +522,25 @@ def run_gateway_bench(
         def hop_cpu() -> float:
             return tree_cpu_s(hop.proc.pid if hop.proc else None)
 
+        def h2load_round(
+            url: str, body: Path, cpu_of: Callable[[], float]
+        ) -> Callable[[int], dict[str, Any]]:
+            return lambda r: run_h2load(
+                url, body, concurrency=top_c, duration_s=round_s, warmup_s=first_warm(r), cpu_of=cpu_of
+            )
+
+        def wrk_round(url: str, cpu_of: Callable[[], float]) -> Callable[[int], dict[str, Any]]:
+            return lambda r: run_wrk(
+                url, gw_script, connections=top_c, duration_s=round_s, warmup_s=first_warm(r), cpu_of=cpu_of
+            )
+
         top_rounds = run_rounds(
             {
-                "triton": lambda r: run_h2load(
-                    triton_url,
-                    tbody,
-                    concurrency=top_c,
-                    duration_s=round_s,
-                    warmup_s=first_warm(r),
-                    cpu_of=triton_cpu,
-                ),
-                "gateway": lambda r: run_h2load(
-                    gateway_grpc_url,
-                    gbody,
-                    concurrency=top_c,
-                    duration_s=round_s,
-                    warmup_s=first_warm(r),
-                    cpu_of=gw_cpu,
-                ),
-                "gateway_http": lambda r: run_wrk(
-                    gw.url,
-                    gw_script,
-                    connections=top_c,
-                    duration_s=round_s,
-                    warmup_s=first_warm(r),
-                    cpu_of=gw_cpu,
-                ),
-                HOP: lambda r: run_h2load(
-                    hop_url,
-                    gbody,
-                    concurrency=top_c,
-                    duration_s=round_s,
-                    warmup_s=first_warm(r),
-                    cpu_of=hop_cpu,
-                ),
-                f"{HOP}_http": lambda r: run_wrk(
-                    hop.url,
-                    gw_script,
-                    connections=top_c,
-                    duration_s=round_s,
-                    warmup_s=first_warm(r),
-                    cpu_of=hop_cpu,
-                ),
+                "triton": h2load_round(triton_url, tbody, triton_cpu),
+                "gateway": h2load_round(gateway_grpc_url, gbody, gw_cpu),
+                "gateway_http": wrk_round(gw.url, gw_cpu),
+                HOP: h2load_round(hop_url, gbody, hop_cpu),
+                f"{HOP}_http": wrk_round(hop.url, hop_cpu),
             },
             rounds=rounds,
         )
@@ -634,7 +611,12 @@ def run_gateway_bench(
     results[f"gateway_grpc_rps_c{top}"] = gg["rps"]
     # Ratios to Triton alone: the median of the per-round ratios (each round one moment).
     top_rounds = results.get(f"rounds_c{top}") or []
-    for key, server in (("gateway_vs_triton", "gateway"), ("gateway_http_vs_triton", "gateway_http")):
+    for key, server in (
+        ("gateway_vs_triton", "gateway"),
+        ("gateway_http_vs_triton", "gateway_http"),
+        (f"{HOP}_vs_triton", HOP),
+        (f"{HOP}_http_vs_triton", f"{HOP}_http"),
+    ):
         s = spread(ratio(top_rounds, server, "triton"))
         results[f"{key}_rps_ratio_c{top}"] = s["median"]
         results[f"{key}_rps_ratio_c{top}_min"] = s["min"]
@@ -642,8 +624,6 @@ def run_gateway_bench(
     results.update(overhead_figures(results, top))
     hop_added = spread(difference(results.get("grpc_latency_c1_rounds") or [], HOP, "triton", "p50_ms"))
     results[f"{HOP}_added_latency_p50_ms_c1"] = hop_added["median"]
-    for key, server in ((f"{HOP}_vs_triton", HOP), (f"{HOP}_http_vs_triton", f"{HOP}_http")):
-        results[f"{key}_rps_ratio_c{top}"] = spread(ratio(top_rounds, server, "triton"))["median"]
     (out_dir / "bench_gateway.json").write_text(json.dumps(results, indent=2))
     return results
 
