@@ -7,7 +7,7 @@ from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from treeserve.endpoints import parse_endpoint, parse_endpoints
+from treeserve.endpoints import parse_admin_endpoint, parse_admin_endpoints
 from treeserve.fieldtypes import Port
 from treeserve.settings import CoreConfig
 
@@ -88,13 +88,18 @@ class SyncSettings(BaseModel):
     lock_timeout_s: float = 0.0
     """How long a pass waits for another sync to finish (0: fail at once, -1: wait forever)."""
     triton_url: str = ""
-    """Triton HTTP endpoint for load/unload/canary. Empty: ``<triton.host>:<triton.http_port>``."""
+    """Triton endpoint for load/unload/canary: ``grpc://host:port`` (Triton's gRPC port; recommended)
+    or ``host:port`` / ``http://host:port`` (its HTTP port). Over HTTP, Triton answers no HTTP
+    inference while a model loads (a gateway on ``gateway.triton.protocol=http`` waits that long);
+    over gRPC it keeps answering. Empty: the local Triton's gRPC port
+    (``grpc://<triton.host>:<triton.grpc_port>``)."""
     triton_urls: list[str] | None = None
-    """Several Triton HTTP endpoints sharing the repository (JSON list): each version is loaded and
-    canaried on every server that answers, and routed only once READY on all of them. Unset: ``triton_url``."""
+    """Several Triton endpoints sharing the repository (JSON list, each written as ``triton_url``):
+    each version is loaded and canaried on every server that answers, and routed only once READY on
+    all of them. Unset: ``triton_url``."""
     triton_dns: str = ""
-    """``host:port`` resolving to every Triton (e.g. a Kubernetes headless Service), resolved again
-    every pass; takes precedence over ``triton_urls`` and ``triton_url``."""
+    """``[grpc://]host:port`` resolving to every Triton (e.g. a Kubernetes headless Service), resolved
+    again every pass; takes precedence over ``triton_urls`` and ``triton_url``."""
     health_interval_s: float = Field(default=1.0, gt=0)
     """How often ``sync --watch`` checks that every server is up and has the routed versions READY; a
     server back or restarted empty starts a pass at once (no wait for ``poll_interval_s``)."""
@@ -111,12 +116,12 @@ class SyncSettings(BaseModel):
     @field_validator("triton_url", "triton_dns")
     @classmethod
     def _one_endpoint(cls, value: str) -> str:
-        return parse_endpoint(value) if value else value
+        return parse_admin_endpoint(value) if value else value
 
     @field_validator("triton_urls")
     @classmethod
     def _endpoints(cls, value: list[str] | None) -> list[str] | None:
-        return None if value is None else parse_endpoints(value)
+        return None if value is None else parse_admin_endpoints(value)
 
 
 class ExporterConfig(CoreConfig, Protocol):

@@ -1,9 +1,14 @@
 """The one administrative client of a Triton server: health, repository index, load/unload, infer, canary.
 
 Used by ``treeserve export --load``, ``treeserve triton``, the sync and the demo (the gateway's
-hot-path inference client, ``gateway.triton``, is separate). It speaks Triton's HTTP API through
-``tritonclient.http`` (explicit model control). Errors from ``tritonclient`` and the network are
-mapped here, where they enter::
+hot-path inference client, ``gateway.triton``, is separate). It speaks Triton's gRPC API
+(``grpc://host:port``, through ``tritonclient.grpc``) or its HTTP API (``host:port`` or
+``http://host:port``, through ``tritonclient.http``), both with explicit model control. gRPC is
+what the local stack uses: while a model loads through the HTTP API, Triton answers no HTTP
+request at all (measured: 1.4 s of silence per load), which a gateway on Triton's HTTP port would
+see as a stall; a load over gRPC leaves both ports answering.
+
+Errors from ``tritonclient`` and the network are mapped here, where they enter::
 
     ServiceUnavailableError
     └── TritonControlError          Triton refused a repository/inference call
@@ -29,26 +34,139 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+_UNREACHABLE_GRPC = {"StatusCode.UNAVAILABLE"}
+"""gRPC statuses meaning nothing answered (connection refused, reset, no route)."""
 
-class TritonAdminClient:
-    """Administrative calls against one Triton server (HTTP API)."""
 
-    def __init__(self, url: str, *, timeout_s: float = 60.0, client: Any | None = None) -> None:
-        """``url``: ``http://host:port`` or ``host:port``; ``client`` replaces the tritonclient (tests)."""
-        self.url = url.split("://", 1)[-1].rstrip("/")  # tritonclient wants host:port
-        self.timeout_s = timeout_s
+class _HttpApi:
+    """Triton's admin calls over ``tritonclient.http``, answered in the shapes the admin client reads."""
+
+    def __init__(self, address: str, timeout_s: float, client: Any | None) -> None:
         if client is None:
             import tritonclient.http as httpclient
 
             client = httpclient.InferenceServerClient(
-                url=self.url, connection_timeout=min(timeout_s, 5.0), network_timeout=timeout_s
+                url=address, connection_timeout=min(timeout_s, 5.0), network_timeout=timeout_s
             )
-        self._client = client
+        self.client = client
+
+    def live(self) -> bool:
+        return bool(self.client.is_server_live())
+
+    def ready(self) -> bool:
+        return bool(self.client.is_server_ready())
+
+    def index(self) -> list[dict[str, Any]]:
+        return list(self.client.get_model_repository_index() or [])
+
+    def version_ready(self, model: str, version: str) -> bool:
+        return bool(self.client.is_model_ready(model, version))
+
+    def stats(self, model: str) -> dict[str, Any]:
+        return dict(self.client.get_inference_statistics(model) or {})
+
+    def config(self, model: str) -> dict[str, Any]:
+        return dict(self.client.get_model_config(model) or {})
+
+    def load(self, model: str, config: str | None) -> None:
+        if config is None:
+            self.client.load_model(model)
+        else:
+            self.client.load_model(model, config=config)
+
+    def unload(self, model: str) -> None:
+        self.client.unload_model(model)
+
+    def infer(
+        self, model: str, version: str, name: str, x: np.ndarray, outputs: Sequence[str]
+    ) -> dict[str, np.ndarray]:
+        import tritonclient.http as httpclient
+
+        inp = httpclient.InferInput(name, list(x.shape), "FP32")
+        inp.set_data_from_numpy(x, binary_data=True)
+        req = [httpclient.InferRequestedOutput(o, binary_data=True) for o in outputs]
+        result = self.client.infer(model, [inp], model_version=version, outputs=req)
+        return {o: result.as_numpy(o) for o in outputs}
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class _GrpcApi:
+    """The same calls over ``tritonclient.grpc``; JSON answers are protobuf's (64-bit counts as strings)."""
+
+    def __init__(self, address: str, timeout_s: float, client: Any | None) -> None:
+        if client is None:
+            import tritonclient.grpc as grpcclient
+
+            client = grpcclient.InferenceServerClient(url=address)
+        self.client = client
+        self.timeout_s = timeout_s
+
+    def live(self) -> bool:
+        return bool(self.client.is_server_live(client_timeout=self.timeout_s))
+
+    def ready(self) -> bool:
+        return bool(self.client.is_server_ready(client_timeout=self.timeout_s))
+
+    def index(self) -> list[dict[str, Any]]:
+        answer = self.client.get_model_repository_index(as_json=True, client_timeout=self.timeout_s)
+        return list((answer or {}).get("models", []))
+
+    def version_ready(self, model: str, version: str) -> bool:
+        return bool(self.client.is_model_ready(model, version, client_timeout=self.timeout_s))
+
+    def stats(self, model: str) -> dict[str, Any]:
+        return dict(
+            self.client.get_inference_statistics(model, as_json=True, client_timeout=self.timeout_s) or {}
+        )
+
+    def config(self, model: str) -> dict[str, Any]:
+        answer = self.client.get_model_config(model, as_json=True, client_timeout=self.timeout_s)
+        return dict((answer or {}).get("config", {}))
+
+    def load(self, model: str, config: str | None) -> None:
+        self.client.load_model(model, config=config, client_timeout=self.timeout_s)
+
+    def unload(self, model: str) -> None:
+        self.client.unload_model(model, client_timeout=self.timeout_s)
+
+    def infer(
+        self, model: str, version: str, name: str, x: np.ndarray, outputs: Sequence[str]
+    ) -> dict[str, np.ndarray]:
+        import tritonclient.grpc as grpcclient
+
+        inp = grpcclient.InferInput(name, list(x.shape), "FP32")
+        inp.set_data_from_numpy(x)
+        req = [grpcclient.InferRequestedOutput(o) for o in outputs]
+        result = self.client.infer(
+            model, [inp], model_version=version, outputs=req, client_timeout=self.timeout_s
+        )
+        return {o: result.as_numpy(o) for o in outputs}
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class TritonAdminClient:
+    """Administrative calls against one Triton server (gRPC or HTTP API, chosen by the URL)."""
+
+    def __init__(self, url: str, *, timeout_s: float = 60.0, client: Any | None = None) -> None:
+        """``url``: ``grpc://host:port`` (gRPC), ``http://host:port`` or ``host:port`` (HTTP);
+        ``client`` replaces the tritonclient of that transport (tests)."""
+        scheme, sep, _ = url.partition("://")
+        self.transport = "grpc" if sep and scheme.lower() == "grpc" else "http"
+        address = url.split("://", 1)[-1].rstrip("/")  # tritonclient wants host:port
+        self.url = f"grpc://{address}" if self.transport == "grpc" else address
+        """The server as the settings and messages name it."""
+        self.timeout_s = timeout_s
+        api = _GrpcApi if self.transport == "grpc" else _HttpApi
+        self._api: _HttpApi | _GrpcApi = api(address, timeout_s, client)
         self._input_names: dict[str, str] = {}
 
     def close(self) -> None:
-        """Release the HTTP connection pool."""
-        self._client.close()
+        """Release the connection (pool)."""
+        self._api.close()
 
     def __enter__(self) -> TritonAdminClient:
         return self
@@ -64,6 +182,8 @@ class TritonAdminClient:
             return fn(*args, **kwargs)
         except InferenceServerException as e:
             message = e.message() or str(e)
+            if e.status() in _UNREACHABLE_GRPC:
+                raise self._not_running(what, e) from e
             if load:
                 raise ModelLoadError(f"Triton refused the {what}: {message}") from e
             raise TritonControlError(f"Triton at {self.url}: {what} failed: {message}") from e
@@ -84,20 +204,20 @@ class TritonAdminClient:
     def live(self) -> bool:
         """True when the server answers its liveness probe."""
         try:
-            return bool(self._call("health", self._client.is_server_live))
+            return bool(self._call("health", self._api.live))
         except TritonControlError:
             return False
 
     def ready(self) -> bool:
         """True when the server answers its readiness probe with ready."""
         try:
-            return bool(self._call("health", self._client.is_server_ready))
+            return bool(self._call("health", self._api.ready))
         except TritonControlError:
             return False
 
     def repository_index(self) -> list[dict[str, Any]]:
         """Every model/version Triton knows with its state (and reason when not READY)."""
-        return list(self._call("repository index", self._client.get_model_repository_index) or [])
+        return self._call("repository index", self._api.index)
 
     def ready_versions(self, model: str) -> set[str]:
         """Versions of ``model`` that are READY (empty when not loaded)."""
@@ -113,7 +233,7 @@ class TritonAdminClient:
             return bool(
                 self._call(
                     f"readiness of {model!r} v{version}",
-                    self._client.is_model_ready,
+                    self._api.version_ready,
                     model,
                     str(int(version)),
                 )
@@ -125,11 +245,11 @@ class TritonAdminClient:
 
     def model_stats(self, model: str) -> dict[str, Any]:
         """``/v2/models/<m>/stats`` (inference and execution counts, batch sizes)."""
-        return dict(self._call(f"stats of {model!r}", self._client.get_inference_statistics, model) or {})
+        return self._call(f"stats of {model!r}", self._api.stats, model)
 
     def model_config(self, model: str) -> dict[str, Any]:
         """The config Triton serves for ``model`` (JSON form)."""
-        return dict(self._call(f"config of {model!r}", self._client.get_model_config, model) or {})
+        return self._call(f"config of {model!r}", self._api.config, model)
 
     def input_name(self, model: str) -> str:
         """The name of ``model``'s single input tensor, as its served config declares it."""
@@ -149,7 +269,7 @@ class TritonAdminClient:
         ModelLoadError with Triton's reason when the load fails or a version does not come up.
         """
         self._input_names.pop(model, None)
-        self._call(f"load of {model!r}", self._client.load_model, model, load=True)
+        self._call(f"load of {model!r}", self._api.load, model, None, load=True)
         for version in wait_for:
             self.wait_version_ready(model, version, timeout_s=timeout_s)
         self.load_explainer(model)
@@ -161,7 +281,7 @@ class TritonAdminClient:
         ModelLoadError with Triton's reason when the load fails.
         """
         self._input_names.pop(model, None)
-        self._call(f"load of {model!r}", self._client.load_model, model, config=config, load=True)
+        self._call(f"load of {model!r}", self._api.load, model, config, load=True)
 
     def load_explainer(self, model: str) -> None:
         """(Re)load ``model``'s explainer companion when the repository has one (unload it when not).
@@ -174,7 +294,7 @@ class TritonAdminClient:
         if not entries:
             return
         try:
-            self._call(f"load of {companion!r}", self._client.load_model, companion, load=True)
+            self._call(f"load of {companion!r}", self._api.load, companion, None, load=True)
         except ModelLoadError as e:
             log.warning("explainer companion %s did not load: %s", companion, e)
             self.unload_explainer(model)
@@ -184,14 +304,14 @@ class TritonAdminClient:
         companion = explainer_name(model)
         if any(e.get("name") == companion and e.get("state") for e in self.repository_index()):
             try:
-                self._call(f"unload of {companion!r}", self._client.unload_model, companion)
+                self._call(f"unload of {companion!r}", self._api.unload, companion)
             except TritonControlError as e:
                 log.warning("explainer companion %s did not unload: %s", companion, e)
 
     def unload(self, model: str) -> None:
         """Unload every version of ``model`` (and of its explainer companion)."""
         self._input_names.pop(model, None)
-        self._call(f"unload of {model!r}", self._client.unload_model, model)
+        self._call(f"unload of {model!r}", self._api.unload, model)
         self.unload_explainer(model)
 
     def wait_version_ready(self, model: str, version: int | str, *, timeout_s: float | None = None) -> None:
@@ -225,22 +345,11 @@ class TritonAdminClient:
 
         The input tensor's name comes from the model's served config unless given.
         """
-        import tritonclient.http as httpclient
-
         name = input_name or self.input_name(model)
         x = np.ascontiguousarray(inputs, dtype=np.float32)
-        inp = httpclient.InferInput(name, list(x.shape), "FP32")
-        inp.set_data_from_numpy(x, binary_data=True)
-        req = [httpclient.InferRequestedOutput(o, binary_data=True) for o in outputs]
-        result = self._call(
-            f"inference on {model!r} v{version}",
-            self._client.infer,
-            model,
-            [inp],
-            model_version=str(int(version)),
-            outputs=req,
+        return self._call(
+            f"inference on {model!r} v{version}", self._api.infer, model, str(int(version)), name, x, outputs
         )
-        return {o: result.as_numpy(o) for o in outputs}
 
     def canary(
         self,

@@ -136,6 +136,12 @@ class TritonServer:
         return f"{self.host}:{self.grpc_port}"
 
     @property
+    def admin_url(self) -> str:
+        """``grpc://127.0.0.1:<grpc_port>``: the admin client loads models over gRPC, which leaves
+        Triton's HTTP inference answering (a load over HTTP silences the HTTP port until it ends)."""
+        return f"grpc://{self.grpc_url}"
+
+    @property
     def metrics_url(self) -> str:
         return f"http://{self.host}:{self.metrics_port}/metrics"
 
@@ -305,8 +311,8 @@ class TritonServer:
     @property
     def admin(self) -> TritonAdminClient:
         """The admin client for this server (index, load/unload, readiness, infer, stats, canary)."""
-        if self._admin is None or self._admin.url != f"{self.host}:{self.http_port}":
-            self._admin = TritonAdminClient(self.http_url, timeout_s=self.load_timeout_s)
+        if self._admin is None or self._admin.url != self.admin_url:
+            self._admin = TritonAdminClient(self.admin_url, timeout_s=self.load_timeout_s)
         return self._admin
 
     def _forget_admin(self) -> None:

@@ -18,12 +18,12 @@ class GatewayTritonSettings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     protocol: Literal["auto", "http", "grpc"] = "auto"
-    """How the gateway calls Triton: ``grpc`` or ``http`` (HTTP/1.1 keep-alive, binary tensors:
-    ~0.4 ms and a quarter of the CPU less per call, docs/operations/performance.md). ``auto``:
-    ``http`` when only HTTP addresses are set (``http_url``/``http_urls``/``http_dns``), else
-    ``grpc``. Not ``http`` by default: while a model loads through Triton's HTTP model-control API
-    (the sync's), that Triton answers no HTTP request at all (1.4 s per load measured here), its
-    gRPC endpoint keeps answering."""
+    """How the gateway calls Triton: ``http`` (HTTP/1.1 keep-alive, binary tensors: ~0.4 ms and a
+    quarter of the CPU less per call than gRPC, docs/operations/performance.md) or ``grpc``.
+    ``auto``: ``grpc`` when only gRPC addresses are set (``grpc_url``/``grpc_urls``/``grpc_dns``),
+    else ``http``. Over HTTP, let the sync load models over gRPC (``sync.triton_url`` =
+    ``grpc://host:port``, the default for the local Triton): while a model loads through Triton's
+    HTTP model-control API, that Triton answers no HTTP request at all (1.4 s per load measured)."""
     http_url: str = ""
     """Triton HTTP endpoint for ``protocol=http`` (one server; see ``http_urls`` and ``http_dns`` for
     several). Empty: the Triton started by ``treeserve triton start`` (its recorded ports), else
@@ -77,7 +77,7 @@ class GatewayTritonSettings(BaseModel):
         """The protocol in use: ``protocol``, with ``auto`` decided by which addresses are set."""
         if self.protocol != "auto":
             return self.protocol
-        return "http" if self.has_address("http") and not self.has_address("grpc") else "grpc"
+        return "grpc" if self.has_address("grpc") and not self.has_address("http") else "http"
 
     def endpoints(self) -> list[str]:
         """The configured endpoints of the transport in use (``dns()`` is resolved by the client)."""

@@ -311,18 +311,18 @@ async def _feature_rates(
     return rates
 
 
-HOP = "gateway_triton_over_http"
-"""The bench's second gateway: the same build with ``gateway.triton.protocol=http``."""
+HOP = "gateway_triton_over_grpc"
+"""The bench's second gateway: the same build with ``gateway.triton.protocol=grpc``."""
 
 
-def start_triton_over_http_gateway(world: Any, triton: Any, out_dir: Path) -> Any:
-    """A second gateway of ``world`` that calls ``triton`` over HTTP/1.1 (free ports, own log)."""
+def start_triton_over_grpc_gateway(world: Any, triton: Any, out_dir: Path) -> Any:
+    """A second gateway of ``world`` that calls ``triton`` over gRPC (free ports, own log)."""
     from gateway.server import GatewayProcess
 
     env = world.env_for_children() | {
-        "TREESERVE_GATEWAY__TRITON__PROTOCOL": "http",
-        "TREESERVE_GATEWAY__TRITON__HTTP_URL": f"127.0.0.1:{triton.http_port}",
-        "TREESERVE_GATEWAY__PREDLOG_DIR": str(out_dir / "predlog-triton-over-http"),
+        "TREESERVE_GATEWAY__TRITON__PROTOCOL": "grpc",
+        "TREESERVE_GATEWAY__TRITON__GRPC_URL": triton.grpc_url,
+        "TREESERVE_GATEWAY__PREDLOG_DIR": str(out_dir / "predlog-triton-over-grpc"),
     }
     proc = GatewayProcess(
         env=env, port=procs.free_port(), grpc_port=procs.free_port(), log_file=out_dir / f"{HOP}.log"
@@ -514,9 +514,9 @@ def run_gateway_bench(
         def first_warm(r: int) -> float:
             return warmup_s if r == 0 else 0.0
 
-        # The same gateway calling Triton over HTTP/1.1 (gateway.triton.protocol=http, opt-in),
-        # in the same rounds: what that transport changes, measured beside the default.
-        hop = start_triton_over_http_gateway(world, triton, out_dir)
+        # The same gateway calling Triton over gRPC (gateway.triton.protocol=grpc), in the same
+        # rounds: what the default HTTP/1.1 hop changes, measured beside the alternative.
+        hop = start_triton_over_grpc_gateway(world, triton, out_dir)
         hop_url = f"http://{hop.grpc_url}/inference.GRPCInferenceService/ModelInfer"
 
         def hop_cpu() -> float:
@@ -565,7 +565,7 @@ def run_gateway_bench(
 
         c1_rounds = run_rounds(
             {
-                "triton": c1_run(settings.gateway.triton.grpc_url, tbody),
+                "triton": c1_run(triton_grpc_url(settings), tbody),
                 "gateway": c1_run(gw.grpc_url, gbody),
                 HOP: c1_run(hop.grpc_url, gbody),
             },

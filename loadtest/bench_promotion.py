@@ -82,7 +82,7 @@ def run_promotion_bench(
                 client, f"http://127.0.0.1:{port}{WEBHOOK_PATH}", secret=secret, name="bench"
             )
             time.sleep(1.5)  # server-side webhook list cache (MLFLOW_WEBHOOK_CACHE_TTL=1)
-            warm = _promote(client, bench_settings, warm_version, timeout_s=120)
+            warm = _promote(client, bench_settings, warm_version, http_url=triton.http_url, timeout_s=120)
             promoted = [warm_version]
             webhook_new, staged_s, staged_mib = [], [], []
             for i in range(repeats):
@@ -92,10 +92,14 @@ def run_promotion_bench(
                 _wait_staged(bench_settings, v, timeout_s=PRESTAGE_TIMEOUT_S)
                 staged_s.append(time.perf_counter() - t0)
                 staged_mib.append(_triton_rss_mib(triton) - rss_before)
-                webhook_new.append(_promote(client, bench_settings, v, timeout_s=120))
+                webhook_new.append(
+                    _promote(client, bench_settings, v, http_url=triton.http_url, timeout_s=120)
+                )
                 promoted.append(v)
             # Back to the previous champion, still loaded for rollback.
-            webhook_rollback = [_promote(client, bench_settings, promoted[-2], timeout_s=60)]
+            webhook_rollback = [
+                _promote(client, bench_settings, promoted[-2], http_url=triton.http_url, timeout_s=60)
+            ]
             client.delete_webhook(hook_id)
 
         poll_settings = bench_settings.model_copy(
@@ -113,10 +117,12 @@ def run_promotion_bench(
             for i in range(repeats):
                 time.sleep(rng.uniform(0, BENCH_POLL_INTERVAL_S))
                 v = _register(client, logged[i % 2])  # right before its promotion: not staged
-                poll_new.append(_promote(client, poll_settings, v, timeout_s=180))
+                poll_new.append(_promote(client, poll_settings, v, http_url=triton.http_url, timeout_s=180))
                 promoted.append(v)
             time.sleep(rng.uniform(0, BENCH_POLL_INTERVAL_S))
-            poll_rollback.append(_promote(client, poll_settings, promoted[-2], timeout_s=120))
+            poll_rollback.append(
+                _promote(client, poll_settings, promoted[-2], http_url=triton.http_url, timeout_s=120)
+            )
 
     result = {
         "title": "Promotion latency (alias set → new version served)",
@@ -177,15 +183,15 @@ def _summary(values: list[float]) -> dict[str, float]:
     }
 
 
-def _promote(client: Any, settings: LoadtestConfig, version: str, *, timeout_s: float) -> float:
+def _promote(
+    client: Any, settings: LoadtestConfig, version: str, *, http_url: str, timeout_s: float
+) -> float:
     """Move champion to ``version``; seconds until it is routed and READY."""
-    from exporter.sync.reconcile import triton_url
     from treeserve.repository import read_model_config
 
     repo = settings.path(settings.exporter.repository)
     # The per-version ready endpoint answers at once; the repository index waits while Triton loads.
-    host_port = triton_url(settings).split("://", 1)[-1]
-    ready_url = f"http://{host_port}/v2/models/{MODEL}/versions/{version}/ready"
+    ready_url = f"{http_url}/v2/models/{MODEL}/versions/{version}/ready"
 
     def served() -> bool:
         try:
@@ -286,7 +292,7 @@ def _settings(
             "sync": settings.sync.model_copy(
                 update={
                     "models": [MODEL],
-                    "triton_url": triton.http_url,
+                    "triton_url": triton.admin_url,
                     "webhook_host": "127.0.0.1",
                     "webhook_port": port,
                     "webhook_secret": secret,

@@ -158,7 +158,7 @@ def world_env(home: Path, *, n_customers: int, online_store: str) -> dict[str, s
         "TREESERVE_GATEWAY__GRPC_PORT": str(free_port()),
         "TREESERVE_LOADTEST__REPORTS_DIR": str(home / "reports" / "loadtest"),
     }
-    env["TREESERVE_GATEWAY__TRITON__GRPC_URL"] = f"127.0.0.1:{env['TREESERVE_TRITON__GRPC_PORT']}"
+    env["TREESERVE_GATEWAY__TRITON__HTTP_URL"] = f"127.0.0.1:{env['TREESERVE_TRITON__HTTP_PORT']}"
     return env
 
 

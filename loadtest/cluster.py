@@ -4,7 +4,7 @@ The building blocks the multi-Triton integration test and the ``multi_triton`` b
 
 - :class:`Cluster`: Triton servers on one shared model repository (not started until asked),
   one ``treeserve sync --watch`` driving all of them (``TREESERVE_SYNC__TRITON_URLS``) and
-  gateways balancing over all of them (``TREESERVE_GATEWAY__TRITON__GRPC_URLS``); free ports,
+  gateways balancing over all of them (``TREESERVE_GATEWAY__TRITON__HTTP_URLS``); free ports,
   own state under one folder, everything stopped by PID.
 - :class:`Load`: async clients spread over the gateways, every answer kept as an
   :data:`Answer`; the figures are computed from those answers by the pure functions below
@@ -271,7 +271,7 @@ class Cluster:
         self.sync_env = {
             **self.env,
             "TREESERVE_SYNC__MODELS": json.dumps([model]),
-            "TREESERVE_SYNC__TRITON_URLS": json.dumps([s.http_url for s in self.tritons]),
+            "TREESERVE_SYNC__TRITON_URLS": json.dumps([s.admin_url for s in self.tritons]),
             "TREESERVE_SYNC__WEBHOOK_PORT": str(procs.free_port()),
             "TREESERVE_SYNC__STATUS_FILE": str(self.status_file),
             "TREESERVE_SYNC__LOCK_FILE": str(work_dir / "sync" / "sync.lock"),
@@ -279,7 +279,7 @@ class Cluster:
         }
         self.gateway_env = {
             **self.env,
-            "TREESERVE_GATEWAY__TRITON__GRPC_URLS": json.dumps([s.grpc_url for s in self.tritons]),
+            "TREESERVE_GATEWAY__TRITON__HTTP_URLS": json.dumps([s.http_url for s in self.tritons]),
             **gateway_env,
         }
         self.sync: subprocess.Popen[bytes] | None = None

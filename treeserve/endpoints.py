@@ -1,8 +1,8 @@
 """Server addresses in settings: ``host:port`` lists and DNS names that resolve to many servers.
 
-The sync (Triton HTTP) and the gateway (Triton gRPC) both accept a list of endpoints or one DNS
-name (a Kubernetes headless Service) re-resolved while they run. Parsing and resolution live
-here so both read them the same way.
+The sync (Triton's admin API, gRPC or HTTP) and the gateway (Triton inference) both accept a list
+of endpoints or one DNS name (a Kubernetes headless Service) re-resolved while they run. Parsing
+and resolution live here so both read them the same way.
 """
 
 from __future__ import annotations
@@ -40,6 +40,35 @@ def parse_endpoints(values: list[str]) -> list[str]:
         if ep not in out:
             out.append(ep)
     return out
+
+
+ADMIN_SCHEMES = ("grpc", "http")
+"""Schemes an admin endpoint may carry: ``grpc://host:port``, ``http://host:port`` (or no scheme: HTTP)."""
+
+
+def parse_admin_endpoint(value: str) -> str:
+    """``grpc://host:port`` stays as it is (Triton's gRPC port), ``[http://]host:port`` -> ``host:port``.
+
+    ValueError for another scheme or a bad address.
+    """
+    scheme, sep, _rest = str(value).strip().partition("://")
+    if sep and scheme.lower() not in ADMIN_SCHEMES:
+        raise ValueError(f"{value!r}: the scheme must be grpc:// or http:// (or none: HTTP)")
+    endpoint = parse_endpoint(value)
+    return f"grpc://{endpoint}" if sep and scheme.lower() == "grpc" else endpoint
+
+
+def parse_admin_endpoints(values: list[str]) -> list[str]:
+    """:func:`parse_admin_endpoint` over a non-empty list (duplicates dropped)."""
+    if not values:
+        raise ValueError("the list is empty: give at least one host:port")
+    return list(dict.fromkeys(parse_admin_endpoint(v) for v in values))
+
+
+def resolve_admin(name: str) -> list[str]:
+    """:func:`resolve` keeping ``name``'s ``grpc://`` scheme on every address."""
+    prefix = "grpc://" if parse_admin_endpoint(name).startswith("grpc://") else ""
+    return [prefix + address for address in resolve(name)]
 
 
 def resolve(name: str) -> list[str]:

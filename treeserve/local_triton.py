@@ -44,6 +44,11 @@ class TritonEndpoints:
         """``host:port`` of the gRPC endpoint (what tritonclient.grpc takes)."""
         return f"{self.host}:{self.grpc_port}"
 
+    @property
+    def admin_url(self) -> str:
+        """``grpc://host:port``: what the admin client takes to load models over gRPC."""
+        return f"grpc://{self.grpc_url}"
+
 
 def read_state(run_dir: Path) -> dict[str, Any] | None:
     """The state file of the server started from ``run_dir`` if that server is still running."""
@@ -79,9 +84,10 @@ def gateway_triton(settings: Any) -> Any:
     return t.model_copy(update={f"{transport}_url": url})
 
 
-def triton_http_url(settings: Any) -> str:
-    """The sync's Triton: ``sync.triton_url`` when set, else the local Triton's HTTP address."""
-    return settings.sync.triton_url or local_triton(settings).http_url
+def sync_triton_url(settings: Any) -> str:
+    """The sync's Triton: ``sync.triton_url`` when set, else the local Triton's gRPC port
+    (``grpc://host:port``: model loads over gRPC leave Triton's HTTP inference answering)."""
+    return settings.sync.triton_url or local_triton(settings).admin_url
 
 
 def local_triton(settings: Any) -> TritonEndpoints:

@@ -275,7 +275,7 @@ def _start_gateway(s: Settings) -> Any:
 
     env = dict(os.environ)
     env["TREESERVE_HOME"] = str(s.home)
-    env["TREESERVE_GATEWAY__TRITON__GRPC_URL"] = f"{s.triton.host}:{s.triton.grpc_port}"
+    env["TREESERVE_GATEWAY__TRITON__HTTP_URL"] = f"{s.triton.host}:{s.triton.http_port}"
     proc = GatewayProcess(
         env=env,
         port=s.gateway.port,

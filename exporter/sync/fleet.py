@@ -17,20 +17,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from exporter.errors import TritonControlError
-from treeserve.endpoints import resolve
-from treeserve.local_triton import triton_http_url
+from treeserve.endpoints import resolve_admin
+from treeserve.local_triton import sync_triton_url
 
 log = logging.getLogger(__name__)
 
 
 def triton_endpoints(settings: Any) -> list[str]:
-    """The Triton HTTP endpoints of the settings (``triton_dns`` resolved now)."""
+    """The Triton admin endpoints of the settings (``triton_dns`` resolved now)."""
     sync = settings.sync
     if sync.triton_dns:
-        return resolve(sync.triton_dns)
+        return resolve_admin(sync.triton_dns)
     if sync.triton_urls is not None:
         return list(sync.triton_urls)
-    return [triton_http_url(settings)]  # the setting, else the local Triton's recorded port
+    return [sync_triton_url(settings)]  # the setting, else the local Triton's recorded gRPC port
 
 
 @dataclass

@@ -50,7 +50,7 @@ def test_drifted_traffic_is_caught_and_a_retrained_champion_is_served(
     predlog = home / "predlog"
     env = world_env(settings) | {
         "TREESERVE_EXPORTER__REPOSITORY": str(triton_server.repository),
-        "TREESERVE_GATEWAY__TRITON__GRPC_URL": f"127.0.0.1:{triton_server.grpc_port}",
+        "TREESERVE_GATEWAY__TRITON__HTTP_URL": f"127.0.0.1:{triton_server.http_port}",
         "TREESERVE_GATEWAY__MODEL": MODEL,
         "TREESERVE_GATEWAY__PREDLOG_DIR": str(predlog),
         "TREESERVE_GATEWAY__PREDLOG_SEGMENT_S": "0.5",

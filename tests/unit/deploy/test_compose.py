@@ -129,14 +129,12 @@ def test_service_settings_parse_and_point_at_the_right_services(
             assert str(s.exporter.repository) == "/models"
     with monkeypatch.context() as m:
         gw = _settings_for(services["gateway"], m)
-        assert (gw.gateway.host, gw.gateway.port, gw.gateway.triton.grpc_url) == (
-            "0.0.0.0",
-            8080,
-            "triton:8001",
-        )
+        assert (gw.gateway.host, gw.gateway.port, gw.gateway.triton.transport()) == ("0.0.0.0", 8080, "http")
+        assert gw.gateway.triton.endpoints() == ["triton:8000"]
     with monkeypatch.context() as m:
         sync = _settings_for(services["sync"], m)
-        assert sync.sync.triton_url == "triton:8000" and sync.sync.webhook_host == "0.0.0.0"
+        # model loads over gRPC: a load over HTTP would silence the gateways' HTTP hop
+        assert sync.sync.triton_url == "grpc://triton:8001" and sync.sync.webhook_host == "0.0.0.0"
         assert sync.sync.webhook_secret
 
 

@@ -183,7 +183,7 @@ def _env_names(docs: list[dict[str, Any]]) -> set[str]:
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_treeserve_variable_is_a_setting(overlay: str) -> None:
     names = {n for n in _env_names(rendered(overlay)) if n.startswith("TREESERVE_")}
-    assert {"TREESERVE_SYNC__TRITON_DNS", "TREESERVE_GATEWAY__TRITON__GRPC_DNS"} <= names
+    assert {"TREESERVE_SYNC__TRITON_DNS", "TREESERVE_GATEWAY__TRITON__HTTP_DNS"} <= names
     unknown = sorted(
         n for n in names if not _setting_exists(n.removeprefix("TREESERVE_").lower().split("__"))
     )
@@ -260,7 +260,8 @@ def test_settings_parse_and_point_at_the_services_and_volumes(
     repo_claim = _mounts(triton, containers(triton)[0])["/models"]
     with monkeypatch.context() as m:
         gw = settings_of(docs, gateway["spec"]["template"]["spec"]["containers"][0], m)
-        assert gw.gateway.triton.grpc_dns == f"triton:{ports['grpc']}"
+        assert gw.gateway.triton.transport() == "http"
+        assert gw.gateway.triton.dns() == f"triton:{ports['http']}"
         assert gw.gateway.host == "0.0.0.0"
         cports = {
             p["name"]: p["containerPort"]
@@ -278,7 +279,7 @@ def test_settings_parse_and_point_at_the_services_and_volumes(
     with monkeypatch.context() as m:
         main = containers(sync, init=False)[0]
         s = settings_of(docs, main, m)
-        assert s.sync.triton_dns == f"triton:{ports['http']}"
+        assert s.sync.triton_dns == f"grpc://triton:{ports['grpc']}"  # loads over gRPC
         assert s.exporter.flavor == ("fil" if overlay == "gpu" else "onnxruntime")
         mounts = _mounts(sync, main)
         assert mounts[str(s.exporter.repository)] == repo_claim

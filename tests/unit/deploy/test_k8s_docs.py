@@ -178,7 +178,7 @@ def test_the_doc_names_every_overlay_and_the_headless_service_plan() -> None:
     text = DOC.read_text()
     for overlay in (p.name for p in (K8S / "overlays").iterdir()):
         assert f"`{overlay}`" in text, overlay
-    for name in ("TREESERVE_SYNC__TRITON_DNS", "TREESERVE_GATEWAY__TRITON__GRPC_DNS", "ReadWriteMany"):
+    for name in ("TREESERVE_SYNC__TRITON_DNS", "TREESERVE_GATEWAY__TRITON__HTTP_DNS", "ReadWriteMany"):
         assert name in text, name
 
 

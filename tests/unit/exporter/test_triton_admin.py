@@ -119,3 +119,65 @@ def test_a_group_reports_what_every_answering_server_has_ready() -> None:
     listed.clear()
     with pytest.raises(TritonNotRunningError, match="no Triton server is configured"):
         group.ready_versions("m")
+
+
+class FakeGrpcClient:
+    """The tritonclient.grpc calls the admin client makes: JSON answers in protobuf's shapes."""
+
+    def __init__(self, *, fail: BaseException | None = None) -> None:
+        self.fail = fail
+        self.calls: list[tuple[str, Any]] = []
+
+    def _answer(self, call: str, value: Any, **kw: Any) -> Any:
+        self.calls.append((call, kw.get("client_timeout")))
+        if self.fail is not None:
+            raise self.fail
+        return value
+
+    def is_server_live(self, **kw: Any) -> bool:
+        return bool(self._answer("live", True, **kw))
+
+    def get_model_repository_index(self, **kw: Any) -> dict[str, Any]:
+        models = [
+            {"name": "m", "version": "1", "state": "READY"},
+            {"name": "m", "version": "2", "state": "UNAVAILABLE"},
+        ]
+        return self._answer("index", {"models": models}, **kw)
+
+    def get_model_config(self, model: str, **kw: Any) -> dict[str, Any]:
+        return self._answer(
+            "config", {"config": {"name": model, "input": [{"name": "input__0", "dims": ["2"]}]}}, **kw
+        )
+
+    def load_model(self, model: str, config: str | None = None, **kw: Any) -> None:
+        return self._answer(f"load {model} {config}", None, **kw)
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_grpc_url_administers_over_grpc_in_the_http_shapes() -> None:
+    """``grpc://`` picks tritonclient.grpc; the index and config read as over HTTP, every call bounded."""
+    fake = FakeGrpcClient()
+    admin = TritonAdminClient("grpc://127.0.0.1:8001", timeout_s=7.0, client=fake)
+    assert (admin.transport, admin.url) == ("grpc", "grpc://127.0.0.1:8001")
+    assert admin.ready_versions("m") == {"1"}
+    assert admin.input_name("m") == "input__0"
+    admin.load_override("m", '{"version_policy": {"specific": {"versions": [1]}}}')
+    assert fake.calls[-1][0].startswith("load m {")
+    assert {timeout for _call, timeout in fake.calls} == {7.0}, "a gRPC call without a deadline can hang"
+    assert TritonAdminClient("http://h:8000", client=FakeHttpClient()).transport == "http"
+    assert TritonAdminClient("h:8000", client=FakeHttpClient()).url == "h:8000"
+
+
+def test_grpc_unavailable_is_not_running_and_a_refused_load_names_the_model() -> None:
+    down = FakeGrpcClient(fail=InferenceServerException("connect failed", status="StatusCode.UNAVAILABLE"))
+    admin = TritonAdminClient("grpc://127.0.0.1:1", client=down)
+    with pytest.raises(
+        TritonNotRunningError, match=r"grpc://127.0.0.1:1 is unreachable.*treeserve triton start"
+    ):
+        admin.repository_index()
+    assert admin.live() is False
+    refused = FakeGrpcClient(fail=InferenceServerException("bad config", status="StatusCode.INTERNAL"))
+    with pytest.raises(ModelLoadError, match=r"load of 'm'.*bad config"):
+        TritonAdminClient("grpc://127.0.0.1:1", client=refused).load("m")

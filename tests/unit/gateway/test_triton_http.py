@@ -373,18 +373,18 @@ async def test_readiness_is_asked_on_triton_s_paths(triton: tuple[FakeTriton, st
 
 
 def test_the_transport_follows_the_addresses_set() -> None:
-    assert GatewayTritonSettings().transport() == "grpc"
+    assert GatewayTritonSettings().transport() == "http"
     assert GatewayTritonSettings(http_url="h:8000").transport() == "http"
     grpc_only = GatewayTritonSettings(grpc_url="h:8001")
     assert grpc_only.transport() == "grpc" and grpc_only.endpoints() == ["h:8001"]
     assert GatewayTritonSettings(grpc_urls=["a:8001", "b:8001"]).endpoints() == ["a:8001", "b:8001"]
     both = GatewayTritonSettings(grpc_url="h:8001", http_url="http://h:8000/")
-    assert both.transport() == "grpc" and both.endpoints() == ["h:8001"]
-    explicit = GatewayTritonSettings(protocol="http", grpc_url="h:8001", http_url="h:8000")
-    assert explicit.transport() == "http" and explicit.endpoints() == ["h:8000"]
+    assert both.transport() == "http" and both.endpoints() == ["h:8000"]
+    explicit = GatewayTritonSettings(protocol="grpc", grpc_url="h:8001", http_url="h:8000")
+    assert explicit.transport() == "grpc" and explicit.endpoints() == ["h:8001"]
     dns = GatewayTritonSettings(grpc_dns="t:8001", http_dns="t:8000")
-    assert dns.dns() == "t:8001"
-    assert dns.model_copy(update={"protocol": "http"}).dns() == "t:8000"
+    assert dns.dns() == "t:8000"
+    assert dns.model_copy(update={"protocol": "grpc"}).dns() == "t:8001"
     assert GatewayTritonSettings(grpc_dns="t:8001").dns() == "t:8001"
 
 
@@ -404,8 +404,8 @@ def test_the_local_triton_fills_the_address_of_the_transport_in_use(
         monkeypatch.delenv(f"TREESERVE_GATEWAY__TRITON__{name}", raising=False)
     ports = {"http_port": 18000, "grpc_port": 18001}
     t = gateway_triton(load_settings(home=tmp_path, triton=ports))
-    assert (t.transport(), t.http_url, t.grpc_url) == ("grpc", "", "127.0.0.1:18001")
-    t = gateway_triton(load_settings(home=tmp_path, triton=ports, gateway={"triton": {"protocol": "http"}}))
     assert (t.transport(), t.http_url, t.grpc_url) == ("http", "127.0.0.1:18000", "")
+    t = gateway_triton(load_settings(home=tmp_path, triton=ports, gateway={"triton": {"protocol": "grpc"}}))
+    assert (t.transport(), t.http_url, t.grpc_url) == ("grpc", "", "127.0.0.1:18001")
     t = gateway_triton(load_settings(home=tmp_path, triton=ports, gateway={"triton": {"http_url": "h:8000"}}))
     assert t.endpoints() == ["h:8000"]  # set explicitly: kept
