@@ -25,7 +25,7 @@ class GatewayTritonSettings(BaseModel):
     ``grpc://host:port``, the default for the local Triton): while a model loads through Triton's
     HTTP model-control API, that Triton answers no HTTP request at all (1.4 s per load measured)."""
     http_url: str = ""
-    """Triton HTTP endpoint for ``protocol=http`` (one server; see ``http_urls`` and ``http_dns`` for
+    """Triton HTTP endpoint (one server; see ``http_urls`` and ``http_dns`` for
     several). Empty: the Triton started by ``treeserve triton start`` (its recorded ports), else
     ``<triton.host>:<triton.http_port>``."""
     http_urls: list[str] | None = None
