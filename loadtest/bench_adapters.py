@@ -134,7 +134,8 @@ def gateway(raw: dict[str, Any]) -> dict[str, Any]:
     if spreads:
         notes.append(
             f"Gateway vs Triton alone: {raw.get('rounds')} interleaved rounds per figure (Triton, gateway "
-            "gRPC, gateway HTTP, and the same for a second gateway calling Triton over HTTP, in turn; "
+            f"gRPC, gateway HTTP (calling Triton over {raw.get('gateway_triton_protocol', 'HTTP')}), and the "
+            "same for a second gateway calling Triton over gRPC, in turn; "
             "Triton and both gateways at concurrency 1), each figure the median "
             "of its per-round values: " + ", ".join(spreads) + "."
         )

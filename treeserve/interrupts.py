@@ -7,11 +7,18 @@ cut in half (registering a model version, moving a directory into the repository
 ``deferred()``: the signal is held until the step is over, and the step can undo itself when one
 arrived. A step that completed and stays (a registered version) says so with ``completed()``, so
 an interruption afterwards does not read as if nothing was done.
+
+A ``KeyboardInterrupt`` raised where Python cannot propagate it (a ``__del__``, a weakref callback
+such as the import system's module-lock cleanup) is printed as "Exception ignored" and dropped,
+and the command would run on to the end. While ``watching()`` is active such a dropped interrupt
+is delivered again: the signal is re-raised and lands at the next point that can take it.
 """
 
 from __future__ import annotations
 
+import _thread
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +28,10 @@ from typing import Any
 
 EXIT_INTERRUPTED = 130
 """128 + SIGINT, what shells report for a command stopped by Ctrl-C."""
+
+REDELIVER_AFTER_S = 0.005
+"""How long after a dropped KeyboardInterrupt the signal is tripped again (the callback that
+dropped it has returned by then; if another one drops it, it is delivered once more)."""
 
 _received = threading.Event()
 _completed: list[str] = []
@@ -62,10 +73,22 @@ def watching() -> Iterator[None]:
         return
     _received.clear()
     _completed.clear()
+    previous_hook = sys.unraisablehook
+
+    def redeliver(unraisable: Any) -> None:
+        if unraisable.exc_type is KeyboardInterrupt and _in_main_thread():
+            # Raised here, it would be dropped again: a moment later, from another thread, the
+            # signal is tripped anew and handled wherever the main thread is by then.
+            threading.Timer(REDELIVER_AFTER_S, _thread.interrupt_main, args=(signal.SIGINT,)).start()
+            return
+        previous_hook(unraisable)
+
     previous = signal.signal(signal.SIGINT, _on_sigint)
+    sys.unraisablehook = redeliver
     try:
         yield
     finally:
+        sys.unraisablehook = previous_hook
         signal.signal(signal.SIGINT, previous)
 
 
