@@ -108,6 +108,25 @@ def _value(raw: bytes, parse: Any, plain: bool) -> Any:
     return parse(raw)
 
 
+_TAGGED_DOUBLE = np.dtype([("tag", "u1"), ("value", "<f8")])
+"""A serialized ``double_val`` ``ValueProto`` as a record: its tag byte, then the little-endian double."""
+
+
+def plain_doubles(raws: list[Any]) -> np.ndarray | None:
+    """The floats of ``raws`` when every one is a stored plain ``double_val`` (9 bytes each): one
+    join and one ``np.frombuffer`` for the whole batch instead of a decode per value. None when any
+    is missing (None or empty) or of another kind; the caller then decodes value by value."""
+    try:
+        if set(map(len, raws)) != {9}:
+            return None
+    except TypeError:  # None: nothing stored for that entity
+        return None
+    tagged = np.frombuffer(b"".join(raws), dtype=_TAGGED_DOUBLE)
+    if not (tagged["tag"] == _DOUBLE_TAG).all():
+        return None
+    return tagged["value"]
+
+
 def _fill(
     plan: _ViewPlan, rows: Iterable[tuple[float, Sequence[Any]]], out: np.ndarray, event_ts: np.ndarray
 ) -> None:
@@ -296,25 +315,44 @@ class DirectFeatureSource(FeastFeatureSource):
         replies = await self._pipeline(packed, len(plans) * len(keys))
         parse = ValueProto.FromString
 
+        def stamp_s(raw: bytes | None) -> float:
+            if not raw:
+                return math.nan
+            stamp = Timestamp.FromString(raw)
+            return stamp.seconds + stamp.nanos / 1e9
+
         def decoded(plan: _ViewPlan, replies: list[Any]) -> Iterator[tuple[float, list[Any]]]:
             n = len(plan.features)
             plain = [enc is None for enc in plan.encodings]
             for reply in replies:
                 if isinstance(reply, Exception):
                     raise reply
-                stamp = Timestamp.FromString(reply[n]) if reply[n] else None
                 yield (
-                    stamp.seconds + stamp.nanos / 1e9 if stamp is not None else math.nan,
+                    stamp_s(reply[n]),
                     [_value(raw, parse, p) for raw, p in zip(reply[:n], plain, strict=True)],
                 )
 
         for p, plan in enumerate(plans):
-            _fill(
-                plan,
-                decoded(plan, replies[p * len(keys) : (p + 1) * len(keys)]),
-                out,
-                event_ts[plan.view.name],
-            )
+            view_replies = replies[p * len(keys) : (p + 1) * len(keys)]
+            if self._fill_plain(plan, view_replies, out, event_ts[plan.view.name], stamp_s):
+                continue
+            _fill(plan, decoded(plan, view_replies), out, event_ts[plan.view.name])
+
+    @staticmethod
+    def _fill_plain(
+        plan: _ViewPlan, replies: list[Any], out: np.ndarray, event_ts: np.ndarray, stamp_s: Any
+    ) -> bool:
+        """One view's replies into ``out`` at once when each is stored and every value is a plain
+        double of a feature without vocabulary (the common case); False, nothing written, otherwise."""
+        n = len(plan.features)
+        if any(enc is not None for enc in plan.encodings) or any(isinstance(r, Exception) for r in replies):
+            return False
+        values = plain_doubles([raw for reply in replies for raw in reply[:n]])
+        if values is None:
+            return False
+        out[:, plan.columns] = values.reshape(len(replies), n)
+        event_ts[:] = [stamp_s(reply[n]) for reply in replies]
+        return True
 
     async def _pipeline(self, packed: bytes, n_replies: int) -> list[Any]:
         """Send ``packed`` commands on a held connection and read their ``n_replies`` replies.

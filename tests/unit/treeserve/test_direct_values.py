@@ -8,7 +8,9 @@ import pytest
 from feast.protos.feast.types.Value_pb2 import Value
 
 from treeserve.encoding import Vocabulary
-from treeserve.features.direct import _value, value_to_float
+import numpy as np
+
+from treeserve.features.direct import _value, plain_doubles, value_to_float
 
 DOUBLES = [0.0, -0.0, 1.2345, -7.5e300, 5e-324, math.inf, -math.inf, 1e16 + 1]
 
@@ -51,3 +53,26 @@ def test_nothing_stored_is_none_and_an_encoded_feature_never_takes_the_shortcut(
     assert math.isnan(got) and math.isnan(want)  # a number where a category belongs: missing
     got, want = both(Value(string_val="silver").SerializeToString(), vocab)
     assert got == want == vocab.code("silver")
+
+
+def test_a_batch_of_plain_doubles_reads_at_once_as_the_parse_reads_each() -> None:
+    raws = [Value(double_val=x).SerializeToString() for x in [*DOUBLES, math.nan]]
+    got = plain_doubles(raws)
+    assert got is not None and got.dtype == np.float64
+    want = np.array([value_to_float(Value.FromString(r)) for r in raws])
+    np.testing.assert_array_equal(got, want)  # NaN == NaN here, -0.0 kept
+    assert math.copysign(1, got[1]) == -1.0
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [None, b"", Value(int64_val=2**55).SerializeToString(), Value(float_val=1.5).SerializeToString()],
+    ids=["not stored", "empty", "a 9-byte int64", "a float"],
+)
+def test_a_batch_with_anything_but_plain_doubles_is_left_to_the_value_by_value_path(
+    odd: bytes | None,
+) -> None:
+    raws = [Value(double_val=1.0).SerializeToString(), odd, Value(double_val=2.0).SerializeToString()]
+    if odd is not None and len(odd) == 9:
+        assert odd[0] != 0x29  # same length as a double, another kind: the tag tells them apart
+    assert plain_doubles(raws) is None
