@@ -20,7 +20,9 @@ and ``/metrics`` aggregates all workers.
 from __future__ import annotations
 
 import os
+from typing import Any
 
+import numpy as np
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -281,6 +283,36 @@ ALL_METRIC_NAMES: tuple[str, ...] = tuple(
     )
 )
 """Every metric family this module defines (counters without the ``_total`` suffix)."""
+
+
+_MANY = 8
+"""From this many values on, ``observe_many`` counts buckets with numpy instead of observing each."""
+
+
+def observe_many(hist: Any, amounts: np.ndarray) -> None:
+    """``hist.observe(a)`` for every ``a`` of ``amounts`` but NaN (nothing observed), with the same
+    buckets, count and sum: the sum added once and one ``inc`` per bucket touched instead of a
+    bucket scan per value (a per-row histogram, e.g. scores, costs ~1 µs per row otherwise).
+
+    ``hist`` is a labelled child of a ``prometheus_client`` Histogram (its ``_upper_bounds``,
+    ``_buckets`` and ``_sum``, the layout ``observe`` itself uses); anything else is observed value
+    by value.
+    """
+    bounds = getattr(hist, "_upper_bounds", None)
+    buckets = getattr(hist, "_buckets", None)
+    total = getattr(hist, "_sum", None)
+    if len(amounts) < _MANY or bounds is None or buckets is None or total is None:
+        for a in amounts.tolist():
+            if a == a:
+                hist.observe(a)
+        return
+    x = amounts[~np.isnan(amounts)]
+    if not len(x):
+        return
+    total.inc(float(x.sum()))
+    counts = np.bincount(np.searchsorted(bounds, x, side="left"), minlength=len(bounds))  # amount <= bound
+    for i in np.flatnonzero(counts).tolist():
+        buckets[i].inc(int(counts[i]))
 
 
 def _multiprocess_dir() -> str | None:

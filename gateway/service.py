@@ -693,8 +693,7 @@ class PredictionService:
         if len(r.scores):
             counter, hist = self._row_metrics(view.name, info.version, route)
             counter.inc(len(r.scores))
-            for v in r.scores.tolist():
-                hist.observe(v)
+            metrics.observe_many(hist, r.scores)
 
     def _count_per_feature(self, metric: Any, view: ModelView, counts: np.ndarray) -> None:
         """``metric{model, feature}`` += ``counts[j]`` for the features counted (children by position)."""
