@@ -108,6 +108,9 @@ def _value(raw: bytes, parse: Any, plain: bool) -> Any:
     return parse(raw)
 
 
+_AT_ONCE_MIN_ROWS = 4
+"""Batches from this many rows on take ``plain_doubles`` (measured, 10 features in 2 views: 1 row
+5.3 µs value by value vs 10.2 µs at once; 8 rows 36 vs 21 µs; 64 rows 278 vs 96 µs)."""
 _TAGGED_DOUBLE = np.dtype([("tag", "u1"), ("value", "<f8")])
 """A serialized ``double_val`` ``ValueProto`` as a record: its tag byte, then the little-endian double."""
 
@@ -345,6 +348,8 @@ class DirectFeatureSource(FeastFeatureSource):
         """One view's replies into ``out`` at once when each is stored and every value is a plain
         double of a feature without vocabulary (the common case); False, nothing written, otherwise."""
         n = len(plan.features)
+        if len(replies) < _AT_ONCE_MIN_ROWS:
+            return False
         if any(enc is not None for enc in plan.encodings) or any(isinstance(r, Exception) for r in replies):
             return False
         values = plain_doubles([raw for reply in replies for raw in reply[:n]])
