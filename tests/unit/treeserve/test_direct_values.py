@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 from feast.protos.feast.types.Value_pb2 import Value
 
 from treeserve.encoding import Vocabulary
-import numpy as np
-
 from treeserve.features.direct import _value, plain_doubles, value_to_float
 
 DOUBLES = [0.0, -0.0, 1.2345, -7.5e300, 5e-324, math.inf, -math.inf, 1e16 + 1]
@@ -64,15 +63,26 @@ def test_a_batch_of_plain_doubles_reads_at_once_as_the_parse_reads_each() -> Non
     assert math.copysign(1, got[1]) == -1.0
 
 
+def test_values_not_stored_read_as_nan_beside_the_doubles() -> None:
+    one, two = (Value(double_val=x).SerializeToString() for x in (1.0, 2.0))
+    got = plain_doubles([one, None, b"", two])
+    assert got is not None
+    np.testing.assert_array_equal(got, [1.0, math.nan, math.nan, 2.0])
+    got = plain_doubles([None, b""])  # an entity with nothing stored
+    assert got is not None and np.isnan(got).all()
+
+
 @pytest.mark.parametrize(
     "odd",
-    [None, b"", Value(int64_val=2**55).SerializeToString(), Value(float_val=1.5).SerializeToString()],
-    ids=["not stored", "empty", "a 9-byte int64", "a float"],
+    [
+        Value(int64_val=2**55).SerializeToString(),
+        Value(float_val=1.5).SerializeToString(),
+        Value(int64_val=3).SerializeToString(),
+    ],
+    ids=["a 9-byte int64", "a float", "a short int64"],
 )
-def test_a_batch_with_anything_but_plain_doubles_is_left_to_the_value_by_value_path(
-    odd: bytes | None,
-) -> None:
-    raws = [Value(double_val=1.0).SerializeToString(), odd, Value(double_val=2.0).SerializeToString()]
-    if odd is not None and len(odd) == 9:
+def test_a_batch_with_another_kind_is_left_to_the_value_by_value_path(odd: bytes) -> None:
+    raws = [Value(double_val=1.0).SerializeToString(), odd, None, Value(double_val=2.0).SerializeToString()]
+    if len(odd) == 9:
         assert odd[0] != 0x29  # same length as a double, another kind: the tag tells them apart
     assert plain_doubles(raws) is None
