@@ -97,7 +97,12 @@ def pid_alive(pid: int) -> bool:
 
 
 def stop_pid(pid: int, *, timeout_s: float = 10.0, group: bool = True) -> None:
-    """SIGTERM ``pid`` (its process group when ``group``), SIGKILL after ``timeout_s``."""
+    """SIGTERM ``pid`` (its process group when ``group``), SIGKILL after ``timeout_s``.
+
+    With ``group``, members still alive once ``pid`` has exited are killed too: a child that
+    ignores SIGTERM (seen: a Triton Python-backend stub still starting when its server was
+    stopped) would otherwise outlive its server, re-parented to init.
+    """
 
     def _send(sig: int) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -109,10 +114,15 @@ def stop_pid(pid: int, *, timeout_s: float = 10.0, group: bool = True) -> None:
                     pass
             os.kill(pid, sig)
 
+    def _group_left() -> None:
+        if group:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)  # nothing left: ProcessLookupError
+
     if not pid_alive(pid):
         return
     _send(signal.SIGTERM)
-    if wait_until(lambda: not pid_alive(pid), timeout_s=timeout_s, interval_s=0.05):
-        return
-    _send(signal.SIGKILL)
-    wait_until(lambda: not pid_alive(pid), timeout_s=5.0, interval_s=0.05)
+    if not wait_until(lambda: not pid_alive(pid), timeout_s=timeout_s, interval_s=0.05):
+        _send(signal.SIGKILL)
+        wait_until(lambda: not pid_alive(pid), timeout_s=5.0, interval_s=0.05)
+    _group_left()
