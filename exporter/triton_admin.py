@@ -28,6 +28,7 @@ import numpy as np
 from exporter.canary import CanaryResult, run_canary
 from exporter.errors import CanaryError, ModelLoadError, TritonControlError, TritonNotRunningError
 from treeserve import contract
+from treeserve.endpoints import parse_admin_endpoint
 from treeserve.repository import ReferenceData, explainer_name
 
 log = logging.getLogger(__name__)
@@ -154,11 +155,10 @@ class TritonAdminClient:
     def __init__(self, url: str, *, timeout_s: float = 60.0, client: Any | None = None) -> None:
         """``url``: ``grpc://host:port`` (gRPC), ``http://host:port`` or ``host:port`` (HTTP);
         ``client`` replaces the tritonclient of that transport (tests)."""
-        scheme, sep, _ = url.partition("://")
-        self.transport = "grpc" if sep and scheme.lower() == "grpc" else "http"
-        address = url.split("://", 1)[-1].rstrip("/")  # tritonclient wants host:port
-        self.url = f"grpc://{address}" if self.transport == "grpc" else address
+        self.url = parse_admin_endpoint(url)
         """The server as the settings and messages name it."""
+        self.transport = "grpc" if self.url.startswith("grpc://") else "http"
+        address = self.url.split("://", 1)[-1]  # tritonclient wants host:port
         self.timeout_s = timeout_s
         api = _GrpcApi if self.transport == "grpc" else _HttpApi
         self._api: _HttpApi | _GrpcApi = api(address, timeout_s, client)

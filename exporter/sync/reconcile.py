@@ -93,12 +93,6 @@ class _Context:
     install: Installer
 
 
-def triton_url(settings: SyncConfig) -> str:
-    """The first Triton HTTP endpoint of the settings (callers that watch one server)."""
-    urls = triton_endpoints(settings)
-    return urls[0] if urls else settings.sync.triton_dns
-
-
 def open_fleet(
     settings: SyncConfig, *, timeout_s: float, triton_client: TritonClientFactory | None = None
 ) -> TritonFleet:
