@@ -1,9 +1,10 @@
 """Inference adapter: one or many Triton servers, over HTTP/1.1 or gRPC.
 
-The transport is ``gateway.triton.protocol`` (``auto``: HTTP when only HTTP addresses are
-configured, else gRPC): ``gateway.triton_grpc`` (one ``grpc.aio`` channel) or
-``gateway.triton_http`` (kept-alive HTTP/1.1 connections, the binary-tensor extension: cheaper per
-call, but Triton's HTTP endpoint pauses while a model loads over HTTP; see the settings).
+The transport is ``gateway.triton.protocol`` (``auto``: gRPC when only gRPC addresses are
+configured, else HTTP): ``gateway.triton_http`` (kept-alive HTTP/1.1 connections, the
+binary-tensor extension: the default, cheaper per call; the sync loads models over gRPC because a
+load over Triton's HTTP API pauses its HTTP endpoint) or ``gateway.triton_grpc`` (one ``grpc.aio``
+channel).
 
 One channel per server (``*_url``, ``*_urls``, or every address of ``*_dns``, re-resolved while
 the gateway runs). Each call goes to the server with the fewest outstanding

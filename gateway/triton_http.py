@@ -19,11 +19,11 @@ Connections: kept alive and reused, one request at a time each (no pipelining), 
 is sent once more on a fresh connection (inference is a pure function: sending it twice is safe).
 A call past its deadline, or cancelled, closes its connection: an answer may still be on its way.
 
-Not the default transport (``gateway.triton.protocol``): while a model loads through Triton's
-HTTP model-control API, as the sync loads every version, Triton's HTTP endpoint answers no
-request at all, on any connection (1.4 s per load of the demo model here, with 8 or 16 HTTP
-threads alike), while its gRPC endpoint keeps answering within milliseconds. Use it where
-model control does not run over HTTP under traffic.
+The default transport (``gateway.triton.protocol``), on one condition: model control must not
+run over Triton's HTTP API under traffic. While a model loads through it, Triton's HTTP endpoint
+answers no request at all, on any connection (1.4 s per load of the demo model here, with 8 or 16
+HTTP threads alike), while its gRPC endpoint keeps answering within milliseconds; so the sync and
+the admin client load over gRPC (``sync.triton_url=grpc://host:port``, the local default).
 
 Every failure is a :class:`~gateway.errors.TritonCallError` with the gRPC status name the
 gRPC channel would have reported (UNAVAILABLE, NOT_FOUND, DEADLINE_EXCEEDED, INVALID_ARGUMENT,

@@ -352,8 +352,9 @@ class DirectFeatureSource(FeastFeatureSource):
     def _fill_plain(
         plan: _ViewPlan, replies: list[Any], out: np.ndarray, event_ts: np.ndarray, stamp_s: Any
     ) -> bool:
-        """One view's replies into ``out`` at once when each is stored and every value is a plain
-        double of a feature without vocabulary (the common case); False, nothing written, otherwise."""
+        """One view's replies into ``out`` at once when the batch has ``_AT_ONCE_MIN_ROWS`` rows, no
+        feature of the view has a vocabulary and every value is a plain double or not stored (the
+        common case); False, nothing written, otherwise."""
         n = len(plan.features)
         if len(replies) < _AT_ONCE_MIN_ROWS:
             return False
