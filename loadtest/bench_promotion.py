@@ -21,6 +21,7 @@ Each path then rolls back to an already loaded version (routing switch only). Ru
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import random
 import statistics
@@ -72,6 +73,8 @@ def run_promotion_bench(
         port = free_port()
         secret = uuid.uuid4().hex
         bench_settings = _settings(settings, out_dir, url, triton, port=port, secret=secret)
+        # Served = routed and READY on the bench's Triton (its HTTP per-version ready endpoint).
+        promote = functools.partial(_promote, client, http_url=triton.http_url)
 
         with _service(
             bench_settings.model_copy(
@@ -82,7 +85,7 @@ def run_promotion_bench(
                 client, f"http://127.0.0.1:{port}{WEBHOOK_PATH}", secret=secret, name="bench"
             )
             time.sleep(1.5)  # server-side webhook list cache (MLFLOW_WEBHOOK_CACHE_TTL=1)
-            warm = _promote(client, bench_settings, warm_version, http_url=triton.http_url, timeout_s=120)
+            warm = promote(bench_settings, warm_version, timeout_s=120)
             promoted = [warm_version]
             webhook_new, staged_s, staged_mib = [], [], []
             for i in range(repeats):
@@ -92,14 +95,10 @@ def run_promotion_bench(
                 _wait_staged(bench_settings, v, timeout_s=PRESTAGE_TIMEOUT_S)
                 staged_s.append(time.perf_counter() - t0)
                 staged_mib.append(_triton_rss_mib(triton) - rss_before)
-                webhook_new.append(
-                    _promote(client, bench_settings, v, http_url=triton.http_url, timeout_s=120)
-                )
+                webhook_new.append(promote(bench_settings, v, timeout_s=120))
                 promoted.append(v)
             # Back to the previous champion, still loaded for rollback.
-            webhook_rollback = [
-                _promote(client, bench_settings, promoted[-2], http_url=triton.http_url, timeout_s=60)
-            ]
+            webhook_rollback = [promote(bench_settings, promoted[-2], timeout_s=60)]
             client.delete_webhook(hook_id)
 
         poll_settings = bench_settings.model_copy(
@@ -117,12 +116,10 @@ def run_promotion_bench(
             for i in range(repeats):
                 time.sleep(rng.uniform(0, BENCH_POLL_INTERVAL_S))
                 v = _register(client, logged[i % 2])  # right before its promotion: not staged
-                poll_new.append(_promote(client, poll_settings, v, http_url=triton.http_url, timeout_s=180))
+                poll_new.append(promote(poll_settings, v, timeout_s=180))
                 promoted.append(v)
             time.sleep(rng.uniform(0, BENCH_POLL_INTERVAL_S))
-            poll_rollback.append(
-                _promote(client, poll_settings, promoted[-2], http_url=triton.http_url, timeout_s=120)
-            )
+            poll_rollback.append(promote(poll_settings, promoted[-2], timeout_s=120))
 
     result = {
         "title": "Promotion latency (alias set → new version served)",
